@@ -1,0 +1,255 @@
+// Package pgcluster starts and stops throwaway PostgreSQL clusters from the local binaries.
+//
+// It exists so that the tests, `cdc-relay demo` and `cdc-relay bench` all run against a real
+// server configured for logical replication, on a fresh machine, without Docker. When the process
+// runs as root (as CI does), initdb and pg_ctl run as the postgres user, because PostgreSQL refuses
+// to run as root.
+package pgcluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// ErrNoBinaries is returned when initdb/pg_ctl cannot be found on PATH or under
+// /usr/lib/postgresql/*/bin.
+var ErrNoBinaries = errors.New("PostgreSQL server binaries (initdb, pg_ctl) not found: install them, e.g. apt-get install -y postgresql")
+
+// Options tunes a throwaway cluster. The zero value is a sensible test cluster.
+type Options struct {
+	// Fsync keeps fsync and synchronous_commit on. Off (the default) makes tests fast; benchmarks
+	// that measure commit cost turn it on.
+	Fsync bool
+	// Settings are extra postgresql.conf lines, name to value, applied after the defaults.
+	Settings map[string]string
+	// Port to listen on; 0 picks a free port.
+	Port int
+}
+
+// Cluster is a running throwaway cluster. Its superuser is "postgres" with trust authentication,
+// listening on 127.0.0.1 only.
+type Cluster struct {
+	Dir     string // data directory's parent; removed by Stop
+	DataDir string
+	Port    int
+	BinDir  string
+	cred    *syscall.Credential
+}
+
+// BinDir finds the directory holding initdb and pg_ctl.
+func BinDir() (string, error) {
+	if p, err := exec.LookPath("initdb"); err == nil {
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			p = real
+		}
+		dir := filepath.Dir(p)
+		if _, err := os.Stat(filepath.Join(dir, "pg_ctl")); err == nil {
+			return dir, nil
+		}
+	}
+	matches, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
+	sort.Slice(matches, func(i, j int) bool { return versionOf(matches[i]) > versionOf(matches[j]) })
+	if len(matches) > 0 {
+		return filepath.Dir(matches[0]), nil
+	}
+	return "", ErrNoBinaries
+}
+
+func versionOf(path string) int {
+	v, _ := strconv.Atoi(filepath.Base(filepath.Dir(filepath.Dir(path))))
+	return v
+}
+
+// Start creates and starts a new cluster with wal_level=logical.
+func Start(ctx context.Context, opts Options) (*Cluster, error) {
+	bin, err := BinDir()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "cdc-relay-pg-")
+	if err != nil {
+		return nil, fmt.Errorf("creating cluster directory: %w", err)
+	}
+	c := &Cluster{Dir: dir, DataDir: filepath.Join(dir, "data"), BinDir: bin}
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("running as root needs the postgres user to run PostgreSQL: %w", err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		c.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+		if err := os.Chmod(dir, 0o755); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		if err := os.Chown(dir, uid, gid); err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("handing the cluster directory to postgres: %w", err)
+		}
+	}
+	if err := c.run(ctx, "initdb", "-D", c.DataDir, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	port := opts.Port
+	if port == 0 {
+		if port, err = freePort(); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+	}
+	c.Port = port
+	conf := map[string]string{
+		"listen_addresses":        "'127.0.0.1'",
+		"port":                    strconv.Itoa(port),
+		"unix_socket_directories": "'" + dir + "'",
+		"wal_level":               "logical",
+		"max_wal_senders":         "40",
+		"max_replication_slots":   "40",
+		"max_connections":         "300",
+		"shared_buffers":          "128MB",
+		"log_min_messages":        "warning",
+		"logging_collector":       "off",
+	}
+	if !opts.Fsync {
+		conf["fsync"] = "off"
+		conf["synchronous_commit"] = "off"
+		conf["full_page_writes"] = "off"
+	}
+	for k, v := range opts.Settings {
+		conf[k] = v
+	}
+	var b strings.Builder
+	keys := make([]string, 0, len(conf))
+	for k := range conf {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s = %s\n", k, conf[k])
+	}
+	f, err := os.OpenFile(filepath.Join(c.DataDir, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("writing postgresql.conf: %w", err)
+	}
+	_, err = f.WriteString(b.String())
+	f.Close()
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("writing postgresql.conf: %w", err)
+	}
+	if err := c.StartServer(ctx); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return c, nil
+}
+
+// StartServer starts (or restarts after StopServer) the postmaster and waits until it accepts
+// connections.
+func (c *Cluster) StartServer(ctx context.Context) error {
+	return c.run(ctx, "pg_ctl", "-D", c.DataDir, "-l", filepath.Join(c.Dir, "server.log"), "-w", "-t", "60", "start")
+}
+
+// StopServer stops the postmaster with the given pg_ctl mode ("smart", "fast" or "immediate"),
+// keeping the data directory so StartServer can bring it back.
+func (c *Cluster) StopServer(ctx context.Context, mode string) error {
+	return c.run(ctx, "pg_ctl", "-D", c.DataDir, "-m", mode, "-w", "-t", "60", "stop")
+}
+
+// Stop stops the server and removes everything the cluster wrote.
+func (c *Cluster) Stop() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	err := c.StopServer(ctx, "fast")
+	if rmErr := os.RemoveAll(c.Dir); err == nil {
+		err = rmErr
+	}
+	return err
+}
+
+// URL returns a connection URL for the named database as the superuser.
+func (c *Cluster) URL(database string) string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", c.Port, database)
+}
+
+// CreateDatabase creates a database, optionally from a template, and returns its URL.
+func (c *Cluster) CreateDatabase(ctx context.Context, name, template string) (string, error) {
+	conn, err := pgx.Connect(ctx, c.URL("postgres"))
+	if err != nil {
+		return "", fmt.Errorf("connecting to create database %s: %w", name, err)
+	}
+	defer conn.Close(ctx)
+	sql := "CREATE DATABASE " + pgx.Identifier{name}.Sanitize()
+	if template != "" {
+		sql += " TEMPLATE " + pgx.Identifier{template}.Sanitize()
+	}
+	if _, err := conn.Exec(ctx, sql); err != nil {
+		return "", fmt.Errorf("creating database %s: %w", name, err)
+	}
+	return c.URL(name), nil
+}
+
+// DropDatabase drops a database, terminating its sessions.
+func (c *Cluster) DropDatabase(ctx context.Context, name string) error {
+	conn, err := pgx.Connect(ctx, c.URL("postgres"))
+	if err != nil {
+		return fmt.Errorf("connecting to drop database %s: %w", name, err)
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+	return err
+}
+
+// Log returns the server log, for test failure messages.
+func (c *Cluster) Log() string {
+	b, _ := os.ReadFile(filepath.Join(c.Dir, "server.log"))
+	return string(b)
+}
+
+func (c *Cluster) run(ctx context.Context, name string, args ...string) error {
+	cmd := exec.CommandContext(ctx, filepath.Join(c.BinDir, name), args...)
+	cmd.Dir = c.Dir
+	if c.cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c.cred}
+	}
+	// pg_ctl's server inherits these; keep them off our pipes so Wait does not block on them.
+	logf, err := os.CreateTemp("", "pgcluster-cmd-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(logf.Name())
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	if err := cmd.Run(); err != nil {
+		out, _ := os.ReadFile(logf.Name())
+		return fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("finding a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

@@ -1,0 +1,3 @@
+DROP TRIGGER IF EXISTS data_sync_config_validate ON data_sync_config;
+DROP FUNCTION IF EXISTS data_sync_config_validate();
+DROP FUNCTION IF EXISTS data_sync_capture_mode();

@@ -1,0 +1,2 @@
+DROP PUBLICATION IF EXISTS data_sync_pending_pub;
+DROP PUBLICATION IF EXISTS data_sync_config_pub;
