@@ -1,0 +1,336 @@
+// Package credentials is cdc-relay's credential store: the appendix's "credential store map", a
+// JSON file mapping a map name and a key name to an OAuth2 client ID and secret.
+//
+// The file lives at ${XDG_CONFIG_HOME:-$HOME/.config}/cdc-relay/credentials.json, is written
+// atomically with mode 0600 in a 0700 directory, and is refused when other users could read it.
+// Containers may bypass the file with CDC_RELAY_CLIENT_ID and CDC_RELAY_CLIENT_SECRET (or
+// CDC_RELAY_CLIENT_SECRET_FILE). Nothing in this package ever puts a secret into an error or a
+// formatted string.
+package credentials
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Default names of the credential map and key, as in CE's DataSyncCredentialMapName and
+// DataSyncCredentialKeyName defaults.
+const (
+	DefaultMapName = "ce_credentials"
+	DefaultKeyName = "datasync"
+)
+
+// Environment variables that override the credential file, for containers where a mounted
+// secret is more natural than a config file.
+const (
+	EnvClientID         = "CDC_RELAY_CLIENT_ID"
+	EnvClientSecret     = "CDC_RELAY_CLIENT_SECRET"
+	EnvClientSecretFile = "CDC_RELAY_CLIENT_SECRET_FILE"
+)
+
+// SourceEnvironment is the source Resolve reports when the credential came from the environment.
+const SourceEnvironment = "environment"
+
+var (
+	// ErrNotFound means the credential file does not exist, so nothing was ever saved.
+	ErrNotFound = errors.New("credential store not found")
+	// ErrInsecurePermissions means the file or its mode lets other users read the secret.
+	ErrInsecurePermissions = errors.New("credential store has insecure permissions")
+	// ErrCorrupt means the file is not the JSON this package writes.
+	ErrCorrupt = errors.New("credential store is corrupt")
+	// ErrIncomplete means a client ID or secret is missing; like CE's Save button, the store
+	// accepts only both together.
+	ErrIncomplete = errors.New("credential is incomplete")
+	// ErrNoCredential means the file exists but holds nothing under the map and key asked for.
+	ErrNoCredential = errors.New("no credential for this map and key")
+)
+
+// Credential is an OAuth2 client ID and secret. Its String, GoString, Format and MarshalJSON
+// redact the secret, so logging or printing a Credential by mistake never leaks it.
+type Credential struct {
+	ClientID     string
+	ClientSecret string
+}
+
+// String describes the credential with the secret redacted, so it is safe in logs.
+func (c Credential) String() string {
+	secret := "unset"
+	if c.ClientSecret != "" {
+		secret = "[redacted]"
+	}
+	return fmt.Sprintf("client_id=%q client_secret=%s", c.ClientID, secret)
+}
+
+// GoString is String for %#v, so even debugging output never shows the secret.
+func (c Credential) GoString() string { return "credentials.Credential{" + c.String() + "}" }
+
+// Format makes every fmt verb (%v, %+v, %s, %q, %x, ...) print the redacted form.
+func (c Credential) Format(f fmt.State, verb rune) {
+	if verb == 'v' && f.Flag('#') {
+		fmt.Fprint(f, c.GoString())
+		return
+	}
+	fmt.Fprint(f, c.String())
+}
+
+// MarshalJSON redacts the secret, so a Credential handed to a JSON logger stays safe. Save writes
+// the file through its own unexported type and is the only place the secret is serialised.
+func (c Credential) MarshalJSON() ([]byte, error) {
+	secret := ""
+	if c.ClientSecret != "" {
+		secret = "[redacted]"
+	}
+	return json.Marshal(fileEntry{ClientID: c.ClientID, ClientSecret: secret})
+}
+
+// Complete reports whether both the client ID and the secret are present.
+func (c Credential) Complete() bool {
+	return strings.TrimSpace(c.ClientID) != "" && strings.TrimSpace(c.ClientSecret) != ""
+}
+
+// fileEntry is the on-disk form of one credential.
+type fileEntry struct {
+	ClientID     string `json:"client_id"`
+	ClientSecret string `json:"client_secret"`
+}
+
+// store is the on-disk file: map name → key name → credential.
+type store map[string]map[string]fileEntry
+
+// DefaultPath returns ${XDG_CONFIG_HOME:-$HOME/.config}/cdc-relay/credentials.json. A relative
+// XDG_CONFIG_HOME is ignored, as the XDG spec requires. getenv is injected so tests and
+// subcommands control the environment.
+func DefaultPath(getenv func(string) string) string {
+	base := getenv("XDG_CONFIG_HOME")
+	if base == "" || !filepath.IsAbs(base) {
+		base = filepath.Join(getenv("HOME"), ".config")
+	}
+	return filepath.Join(base, "cdc-relay", "credentials.json")
+}
+
+// setHint is the command that fixes a missing or incomplete credential.
+func setHint(mapName, key string) string {
+	return fmt.Sprintf("run cdc-relay credentials set --map %s --key %s --client-id ID (secret on stdin)", mapName, key)
+}
+
+// Load reads the credential stored under mapName and key in the file at path.
+func Load(path, mapName, key string) (Credential, error) {
+	st, err := readStore(path)
+	if err != nil {
+		return Credential{}, err
+	}
+	e, ok := st[mapName][key]
+	if !ok {
+		return Credential{}, fmt.Errorf("%w: map %q has no key %q in %s: %s", ErrNoCredential, mapName, key, path, setHint(mapName, key))
+	}
+	c := Credential{ClientID: e.ClientID, ClientSecret: e.ClientSecret}
+	if !c.Complete() {
+		return Credential{}, fmt.Errorf("%w: map %q key %q in %s has an empty client id or secret: %s", ErrIncomplete, mapName, key, path, setHint(mapName, key))
+	}
+	return c, nil
+}
+
+// readStore opens, permission-checks and parses the file at path.
+func readStore(path string) (store, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s does not exist: run cdc-relay credentials set --client-id ID (secret on stdin)", ErrNotFound, path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening credential store: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("inspecting credential store: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%w: %s is not a regular file: remove it and run cdc-relay credentials set", ErrCorrupt, path)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("%w: %s has mode %04o, so other users can read the secret: run chmod 600 %s", ErrInsecurePermissions, path, perm, path)
+	}
+	var buf bytes.Buffer
+	if _, err := buf.ReadFrom(f); err != nil {
+		return nil, fmt.Errorf("reading credential store: %w", err)
+	}
+	return parseStore(path, buf.Bytes())
+}
+
+// parseStore decodes the file's bytes. Its errors give the line and column but never the JSON
+// decoder's own message, which could quote part of a secret.
+func parseStore(path string, b []byte) (store, error) {
+	st := store{}
+	if len(bytes.TrimSpace(b)) == 0 {
+		return nil, fmt.Errorf("%w: %s is empty: delete it and run cdc-relay credentials set", ErrCorrupt, path)
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		var syn *json.SyntaxError
+		var typ *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &syn):
+			line, col := position(b, syn.Offset)
+			return nil, fmt.Errorf("%w: %s is not valid JSON at line %d, column %d: fix it or delete it and run cdc-relay credentials set", ErrCorrupt, path, line, col)
+		case errors.As(err, &typ):
+			line, col := position(b, typ.Offset)
+			return nil, fmt.Errorf("%w: %s has an unexpected %s at line %d, column %d (want {\"map\": {\"key\": {\"client_id\": ..., \"client_secret\": ...}}}): fix it or delete it and run cdc-relay credentials set", ErrCorrupt, path, typ.Value, line, col)
+		default:
+			return nil, fmt.Errorf("%w: %s cannot be decoded: fix it or delete it and run cdc-relay credentials set", ErrCorrupt, path)
+		}
+	}
+	return st, nil
+}
+
+// position converts a byte offset into a 1-based line and column.
+func position(b []byte, offset int64) (line, col int) {
+	if offset > int64(len(b)) {
+		offset = int64(len(b))
+	}
+	if offset < 0 {
+		offset = 0
+	}
+	before := b[:offset]
+	line = bytes.Count(before, []byte("\n")) + 1
+	col = int(offset) - (bytes.LastIndexByte(before, '\n') + 1)
+	if col < 1 {
+		col = 1
+	}
+	return line, col
+}
+
+// Save stores c under mapName and key in the file at path, keeping every other entry. It refuses
+// an incomplete credential (CE's Save button needs both values) and refuses to touch an existing
+// file that is insecure or corrupt rather than silently replace it. The directory is created with
+// mode 0700 and the file is replaced atomically with mode 0600.
+func Save(path, mapName, key string, c Credential) error {
+	if !c.Complete() {
+		return fmt.Errorf("%w: both a client id and a client secret are needed: pass --client-id and the secret on stdin or with --client-secret-file", ErrIncomplete)
+	}
+	if err := validName("map", mapName); err != nil {
+		return err
+	}
+	if err := validName("key", key); err != nil {
+		return err
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("creating credential directory: %w", err)
+	}
+	unlock, err := lockDir(dir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	st, err := readStore(path)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		st = store{}
+	case err != nil:
+		return fmt.Errorf("refusing to update the credential store: %w", err)
+	}
+	if st[mapName] == nil {
+		st[mapName] = map[string]fileEntry{}
+	}
+	st[mapName][key] = fileEntry{ClientID: c.ClientID, ClientSecret: c.ClientSecret}
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encoding credential store: %w", err)
+	}
+	return writeAtomic(path, append(b, '\n'))
+}
+
+// validName refuses names the database's data_sync_config would refuse too.
+func validName(what, name string) error {
+	if name == "" || len(name) > 128 || strings.Trim(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") != "" {
+		return fmt.Errorf("%w: invalid credential %s name %q: use 1 to 128 letters, digits, dot, dash or underscore", ErrIncomplete, what, name)
+	}
+	return nil
+}
+
+// writeAtomic writes data to a temporary file in path's directory, syncs it, sets mode 0600 and
+// renames it over path, so a crash leaves either the old file or the new one, never half of one.
+func writeAtomic(path string, data []byte) (err error) {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, ".credentials-*.tmp")
+	if err != nil {
+		return fmt.Errorf("creating temporary credential file: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if err := tmp.Chmod(0o600); err != nil {
+		return fmt.Errorf("setting credential file mode: %w", err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		return fmt.Errorf("writing credential file: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("syncing credential file: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("closing credential file: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("replacing credential store: %w", err)
+	}
+	// Sync the directory so the rename itself survives a crash; not every platform allows it.
+	if d, derr := os.Open(dir); derr == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// FromEnv reads the container override: CDC_RELAY_CLIENT_ID with CDC_RELAY_CLIENT_SECRET or
+// CDC_RELAY_CLIENT_SECRET_FILE. ok is false when none of them is set. Setting only half of a
+// credential is an error, so a typo is not silently replaced by the file's credential.
+func FromEnv(getenv func(string) string) (Credential, bool, error) {
+	id, secret, file := getenv(EnvClientID), getenv(EnvClientSecret), getenv(EnvClientSecretFile)
+	if id == "" {
+		if secret != "" || file != "" {
+			return Credential{}, false, fmt.Errorf("%w: a client secret is set in the environment but %s is not: set %s too, or unset the secret to use the credential file", ErrIncomplete, EnvClientID, EnvClientID)
+		}
+		return Credential{}, false, nil
+	}
+	switch {
+	case secret != "" && file != "":
+		return Credential{}, false, fmt.Errorf("%w: both %s and %s are set: set only one", ErrIncomplete, EnvClientSecret, EnvClientSecretFile)
+	case secret == "" && file == "":
+		return Credential{}, false, fmt.Errorf("%w: %s is set but no secret: set %s or %s too", ErrIncomplete, EnvClientID, EnvClientSecret, EnvClientSecretFile)
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return Credential{}, false, fmt.Errorf("reading %s: %w", EnvClientSecretFile, err)
+		}
+		secret = strings.TrimSpace(string(b))
+		if secret == "" {
+			return Credential{}, false, fmt.Errorf("%w: the file named by %s (%s) is empty: put the client secret in it", ErrIncomplete, EnvClientSecretFile, file)
+		}
+	}
+	return Credential{ClientID: id, ClientSecret: secret}, true, nil
+}
+
+// Resolve returns the credential to use: the environment override when present, else the one
+// stored in the file at path under mapName and key. source says where it came from
+// (SourceEnvironment or the path), for start-up logs and `credentials show`.
+func Resolve(getenv func(string) string, path, mapName, key string) (Credential, string, error) {
+	c, ok, err := FromEnv(getenv)
+	if err != nil {
+		return Credential{}, SourceEnvironment, err
+	}
+	if ok {
+		return c, SourceEnvironment, nil
+	}
+	c, err = Load(path, mapName, key)
+	return c, path, err
+}
