@@ -1,0 +1,57 @@
+package cdc
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/cdc-relay/cdc-relay/internal/metrics"
+)
+
+// Querier is the part of *pgx.Conn, *pgxpool.Pool and pgx.Tx that SlotLag needs, so callers
+// pass whichever ordinary (non-replication) connection they hold.
+type Querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// SlotInfo describes one replication slot and the WAL it retains.
+type SlotInfo struct {
+	Name      string
+	Database  string
+	Active    bool  // a session is streaming from it
+	ActivePID int32 // that session's backend pid, 0 when inactive
+	Temporary bool  // dropped when its session ends
+	LagBytes  int64 // pg_current_wal_lsn() minus confirmed_flush_lsn: WAL the slot pins
+}
+
+// SlotLag returns every slot whose name starts with prefix, with the WAL it pins, so
+// `cdc-relay status` and the metrics poller can show that the doorbell never retains WAL. It
+// also sets metrics.SlotLagBytes to the largest lag found (0 when there is no such slot).
+func SlotLag(ctx context.Context, q Querier, prefix string) ([]SlotInfo, error) {
+	rows, err := q.Query(ctx, `
+		SELECT slot_name::text, coalesce(database::text, ''), active, coalesce(active_pid, 0), temporary,
+		       coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), coalesce(confirmed_flush_lsn, restart_lsn)), 0)::bigint
+		FROM pg_catalog.pg_replication_slots
+		WHERE starts_with(slot_name::text, $1)
+		ORDER BY slot_name`, prefix)
+	if err != nil {
+		return nil, fmt.Errorf("querying replication slot lag: %w", err)
+	}
+	var out []SlotInfo
+	var worst int64
+	for rows.Next() {
+		var s SlotInfo
+		if err := rows.Scan(&s.Name, &s.Database, &s.Active, &s.ActivePID, &s.Temporary, &s.LagBytes); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("reading replication slot lag: %w", err)
+		}
+		worst = max(worst, s.LagBytes)
+		out = append(out, s)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("querying replication slot lag: %w", err)
+	}
+	metrics.SlotLagBytes.Set(float64(worst))
+	return out, nil
+}
