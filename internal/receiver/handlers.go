@@ -1,0 +1,349 @@
+package receiver
+
+import (
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	mrand "math/rand/v2"
+	"mime"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cdc-relay/cdc-relay/mapping"
+)
+
+// Rejection reasons counted in Stats.Rejected.
+const (
+	reasonMethod      = "method"
+	reasonAuth        = "auth"
+	reasonContentType = "content_type"
+	reasonTooLarge    = "too_large"
+	reasonBody        = "body"
+	reasonEnvelope    = "envelope"
+	reasonPayload     = "payload"
+	reasonTokenClient = "token_client"
+	reasonTokenGrant  = "token_grant"
+	reasonTokenForm   = "token_request"
+)
+
+func (s *Server) reject(reason string) {
+	s.mu.Lock()
+	s.stats.Rejected[reason]++
+	s.mu.Unlock()
+}
+
+func (s *Server) fault() {
+	s.mu.Lock()
+	s.stats.FaultsInjected++
+	s.mu.Unlock()
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// problem answers an error with a short JSON reason (never the payload).
+func problem(w http.ResponseWriter, status int, code, reason string) {
+	writeJSON(w, status, map[string]string{"error": code, "error_description": reason})
+}
+
+func setRetryAfter(w http.ResponseWriter, d time.Duration) {
+	if d > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(d.Seconds()))))
+	}
+}
+
+// handleToken is the OAuth2 token endpoint (RFC 6749 section 4.4, client credentials).
+func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		s.reject(reasonMethod)
+		w.Header().Set("Allow", http.MethodPost)
+		problem(w, http.StatusMethodNotAllowed, "invalid_request", "use POST")
+		return
+	}
+	s.mu.Lock()
+	f := s.faults
+	s.mu.Unlock()
+	r.Body = http.MaxBytesReader(w, r.Body, 1<<20)
+	if f.TokenDown {
+		s.fault()
+		_, _ = io.Copy(io.Discard, r.Body)
+		setRetryAfter(w, f.RetryAfter)
+		http.Error(w, "token service unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	if f.TokenGarbage {
+		s.fault()
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = io.WriteString(w, "<html><body><h1>Welcome</h1><p>Single sign-on portal</p></body></html>\n")
+		return
+	}
+	if err := r.ParseForm(); err != nil {
+		s.reject(reasonTokenForm)
+		problem(w, http.StatusBadRequest, "invalid_request", "the body must be a form (application/x-www-form-urlencoded)")
+		return
+	}
+	id, secret, basic := r.BasicAuth()
+	if basic {
+		// RFC 6749 2.3.1: the credentials are form-encoded before Basic encoding.
+		if u, err := url.QueryUnescape(id); err == nil {
+			id = u
+		}
+		if u, err := url.QueryUnescape(secret); err == nil {
+			secret = u
+		}
+	} else {
+		id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+	}
+	s.mu.Lock()
+	wantID, wantSecret := s.clientID, s.secret
+	s.mu.Unlock()
+	okID := subtle.ConstantTimeCompare([]byte(id), []byte(wantID)) == 1
+	okSecret := subtle.ConstantTimeCompare([]byte(secret), []byte(wantSecret)) == 1
+	if !okID || !okSecret {
+		s.reject(reasonTokenClient)
+		if basic {
+			w.Header().Set("WWW-Authenticate", `Basic realm="oauth"`)
+		}
+		problem(w, http.StatusUnauthorized, "invalid_client", "unknown client or wrong secret")
+		return
+	}
+	if g := r.PostForm.Get("grant_type"); g != "client_credentials" {
+		s.reject(reasonTokenGrant)
+		problem(w, http.StatusBadRequest, "unsupported_grant_type", "grant_type must be client_credentials")
+		return
+	}
+	var raw [32]byte
+	_, _ = rand.Read(raw[:]) // crypto/rand.Read never fails (Go 1.24+)
+	token := hex.EncodeToString(raw[:])
+	now := time.Now()
+	s.mu.Lock()
+	for t, exp := range s.tokens {
+		if now.After(exp) {
+			delete(s.tokens, t)
+		}
+	}
+	s.tokens[token] = now.Add(s.cfg.TokenTTL)
+	s.stats.TokensIssued++
+	s.mu.Unlock()
+	writeJSON(w, http.StatusOK, map[string]any{
+		"access_token": token,
+		"token_type":   "Bearer",
+		"expires_in":   int64(math.Ceil(s.cfg.TokenTTL.Seconds())),
+	})
+}
+
+// authorized reports whether r carries a valid, unexpired, unrevoked bearer token.
+func (s *Server) authorized(r *http.Request) (ok bool, present bool) {
+	h := r.Header.Get("Authorization")
+	scheme, token, found := strings.Cut(h, " ")
+	if !found || !strings.EqualFold(scheme, "Bearer") || token == "" {
+		return false, false
+	}
+	s.mu.Lock()
+	exp, known := s.tokens[strings.TrimSpace(token)]
+	s.mu.Unlock()
+	return known && time.Now().Before(exp), true
+}
+
+func isSample(m mapping.Message) bool { return m.Payload == "Test message" && m.UniqueID == "0" }
+
+// handleDataSync is the Data Sync endpoint.
+func (s *Server) handleDataSync(w http.ResponseWriter, r *http.Request) {
+	at := time.Now()
+	if r.Method != http.MethodPost {
+		s.reject(reasonMethod)
+		w.Header().Set("Allow", http.MethodPost)
+		problem(w, http.StatusMethodNotAllowed, "method_not_allowed", "use POST")
+		return
+	}
+	s.mu.Lock()
+	s.stats.Requests++
+	f := s.faults
+	lim := s.limiter
+	s.mu.Unlock()
+
+	if f.ResetRate > 0 && mrand.Float64() < f.ResetRate && s.reset(w) {
+		return
+	}
+	if f.Delay > 0 {
+		t := time.NewTimer(f.Delay)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+			return
+		}
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	if f.Down {
+		s.fault()
+		_, _ = io.Copy(io.Discard, r.Body)
+		setRetryAfter(w, f.RetryAfter)
+		problem(w, http.StatusServiceUnavailable, "unavailable", "receiver is down")
+		return
+	}
+	if f.RedirectTo != "" {
+		s.fault()
+		_, _ = io.Copy(io.Discard, r.Body)
+		http.Redirect(w, r, f.RedirectTo, http.StatusTemporaryRedirect)
+		return
+	}
+	if ok, present := s.authorized(r); !ok {
+		s.reject(reasonAuth)
+		_, _ = io.Copy(io.Discard, r.Body)
+		if present {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="datasync", error="invalid_token", error_description="unknown, expired or revoked token"`)
+		} else {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="datasync"`)
+		}
+		problem(w, http.StatusUnauthorized, "invalid_token", "a valid Bearer token from the token endpoint is required")
+		return
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		s.reject(reasonContentType)
+		_, _ = io.Copy(io.Discard, r.Body)
+		problem(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type must be application/json")
+		return
+	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			s.reject(reasonTooLarge)
+			problem(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body exceeds %d bytes", MaxBodyBytes))
+			return
+		}
+		s.reject(reasonBody)
+		return // the client went away mid-body; nobody to answer
+	}
+	env, err := mapping.DecodeEnvelope(body)
+	if err != nil {
+		s.reject(reasonEnvelope)
+		problem(w, http.StatusBadRequest, "bad_envelope", err.Error())
+		return
+	}
+	if lim != nil {
+		n := min(len(env.Messages), lim.Burst())
+		if !lim.AllowN(time.Now(), n) {
+			s.fault()
+			retry := f.RetryAfter
+			if retry <= 0 {
+				retry = time.Duration(float64(n) / f.RateLimit * float64(time.Second))
+			}
+			setRetryAfter(w, max(retry, time.Second))
+			problem(w, http.StatusTooManyRequests, "rate_limited", fmt.Sprintf("at most %g messages per second", f.RateLimit))
+			return
+		}
+	}
+	if f.FailRate > 0 && mrand.Float64() < f.FailRate {
+		s.fault()
+		setRetryAfter(w, f.RetryAfter)
+		problem(w, f.FailStatus, "injected_failure", "failure injected by the reference receiver")
+		return
+	}
+	if s.cfg.Strict {
+		for i, m := range env.Messages {
+			if isSample(m) {
+				continue
+			}
+			if err := mapping.CheckMessage(m); err != nil {
+				s.reject(reasonPayload)
+				problem(w, http.StatusBadRequest, "bad_payload", fmt.Sprintf("message %d (uniqueId %q): %v", i, clip(m.UniqueID), err))
+				return
+			}
+		}
+	}
+	s.accept(env.Messages, at)
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "accepted": len(env.Messages)})
+}
+
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
+}
+
+// accept records messages, logs them and calls the hook.
+func (s *Server) accept(msgs []mapping.Message, at time.Time) {
+	recs := make([]Received, len(msgs))
+	s.mu.Lock()
+	for i, m := range msgs {
+		rec := Received{Message: m, At: at, Sample: isSample(m)}
+		if rec.Sample {
+			s.stats.Samples++
+		} else {
+			s.stats.Messages++
+			if _, dup := s.seen[m.UniqueID]; dup {
+				rec.Duplicate = true
+				s.stats.Duplicates++
+			} else {
+				s.seen[m.UniqueID] = struct{}{}
+			}
+		}
+		recs[i] = rec
+	}
+	s.mu.Unlock()
+	if s.cfg.Log != nil {
+		s.logMu.Lock()
+		enc := json.NewEncoder(s.cfg.Log)
+		for _, rec := range recs {
+			_ = enc.Encode(logLine{
+				At: rec.At.UTC().Format(time.RFC3339Nano), Action: rec.Message.Action, Type: rec.Message.Type,
+				UniqueID: rec.Message.UniqueID, PayloadBytes: len(rec.Message.Payload), Duplicate: rec.Duplicate, Sample: rec.Sample,
+			})
+		}
+		s.logMu.Unlock()
+	}
+	if s.cfg.OnMessage != nil {
+		for _, rec := range recs {
+			s.cfg.OnMessage(rec)
+		}
+	}
+}
+
+type logLine struct {
+	At           string `json:"at"`
+	Action       string `json:"action"`
+	Type         string `json:"type"`
+	UniqueID     string `json:"uniqueId"`
+	PayloadBytes int    `json:"payloadBytes"`
+	Duplicate    bool   `json:"duplicate,omitempty"`
+	Sample       bool   `json:"sample,omitempty"`
+}
+
+// reset closes the request's TCP connection abruptly (RST, no TLS close_notify, no response).
+func (s *Server) reset(w http.ResponseWriter) bool {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		return false
+	}
+	conn, _, err := hj.Hijack()
+	if err != nil {
+		return false
+	}
+	s.fault()
+	raw := conn
+	if tc, ok := conn.(interface{ NetConn() net.Conn }); ok {
+		raw = tc.NetConn()
+	}
+	if tcp, ok := raw.(*net.TCPConn); ok {
+		_ = tcp.SetLinger(0)
+	}
+	_ = raw.Close()
+	return true
+}
