@@ -211,7 +211,9 @@ func (s *Server) Start() error {
 			close(s.served)
 			return
 		}
+		s.mu.Lock()
 		s.ln = ln
+		s.mu.Unlock()
 		go func() {
 			err := s.srv.Serve(tls.NewListener(ln, s.tlsConf))
 			if !errors.Is(err, http.ErrServerClosed) {
@@ -248,7 +250,7 @@ func (s *Server) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
 		err = s.srv.Close()
-		if s.ln != nil {
+		if s.listener() != nil {
 			<-s.served
 		}
 	})
@@ -258,11 +260,18 @@ func (s *Server) Close() error {
 	return nil
 }
 
+func (s *Server) listener() net.Listener {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ln
+}
+
 func (s *Server) baseURL() string {
-	if s.ln == nil {
+	ln := s.listener()
+	if ln == nil {
 		return ""
 	}
-	addr := s.ln.Addr().(*net.TCPAddr)
+	addr := ln.Addr().(*net.TCPAddr)
 	host := addr.IP.String()
 	if addr.IP.IsUnspecified() {
 		host = "127.0.0.1"
