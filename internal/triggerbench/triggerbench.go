@@ -1,0 +1,340 @@
+// Package triggerbench measures what the capture triggers cost the CE workload: pgbench TPS of
+// the same statements with capture on (JSON built by the trigger, or key only in 'move' mode),
+// with Data Sync disabled, with the triggers uninstalled, and a "floor" where the statement
+// inserts an equivalent queue row itself, without any trigger.
+//
+// Every (workload, variant) pair runs in its own fresh database, so queue growth and table
+// bloat of one run never slow another.
+package triggerbench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/cdc-relay/cdc-relay/internal/pgcluster"
+	"github.com/cdc-relay/cdc-relay/internal/schema"
+)
+
+// Variants, in report order.
+const (
+	VariantCapture = "capture" // DataSyncEnabled true, DataSyncSnapshotMode capture
+	VariantMove    = "move"    // DataSyncEnabled true, DataSyncSnapshotMode move
+	VariantOff     = "off"     // DataSyncEnabled false
+	VariantAbsent  = "absent"  // capture triggers uninstalled
+	VariantFloor   = "floor"   // no triggers; the script inserts the queue row itself
+)
+
+// Variants lists every variant Run measures.
+var Variants = []string{VariantCapture, VariantMove, VariantOff, VariantAbsent, VariantFloor}
+
+// Workloads lists every workload Run measures.
+var Workloads = []string{"customer_update", "card_segment", "posted_transaction", "bulk_segment"}
+
+// ErrNoPgbench is returned when the pgbench binary cannot be found.
+var ErrNoPgbench = errors.New("pgbench not found: install the PostgreSQL client tools (apt-get install -y postgresql-client) or set Options.Pgbench")
+
+// Options tunes Run.
+type Options struct {
+	// AdminURL is a superuser URL of an existing server; each run creates and drops its own
+	// database there. Empty starts a throwaway cluster with fsync on.
+	AdminURL string
+	// Duration of each pgbench run (default 10s; 1s in Quick mode).
+	Duration time.Duration
+	// Clients is pgbench's -c (default 4).
+	Clients int
+	// Quick uses a small data set (2,000 customers, bulk statements of 1,000) for smoke tests.
+	Quick bool
+	// Pgbench is the pgbench binary (default: PATH, then /usr/bin/pgbench).
+	Pgbench string
+}
+
+// Result is one measured (workload, variant) pair.
+type Result struct {
+	Workload string
+	Variant  string
+	TPS      float64
+	// Ratio is TPS divided by the workload's "absent" TPS.
+	Ratio float64
+}
+
+// Report holds every result, workloads in Workloads order and variants in Variants order.
+type Report struct {
+	Results   []Result
+	Customers int
+	BulkRows  int
+	Duration  time.Duration
+	Clients   int
+}
+
+// Get returns the result of one pair.
+func (r Report) Get(workload, variant string) (Result, bool) {
+	for _, x := range r.Results {
+		if x.Workload == workload && x.Variant == variant {
+			return x, true
+		}
+	}
+	return Result{}, false
+}
+
+// String formats the report as a table of TPS and ratio to "absent".
+func (r Report) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "customers=%d bulk_rows=%d duration=%s clients=%d\n", r.Customers, r.BulkRows, r.Duration, r.Clients)
+	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprint(w, "workload\t")
+	for _, v := range Variants {
+		fmt.Fprintf(w, "%s\t", v)
+	}
+	fmt.Fprintln(w)
+	for _, wl := range Workloads {
+		fmt.Fprintf(w, "%s\t", wl)
+		for _, v := range Variants {
+			x, _ := r.Get(wl, v)
+			fmt.Fprintf(w, "%.1f (%.2f)\t", x.TPS, x.Ratio)
+		}
+		fmt.Fprintln(w)
+	}
+	w.Flush()
+	return b.String()
+}
+
+// Run measures every workload under every variant.
+func Run(ctx context.Context, opts Options) (Report, error) {
+	if opts.Duration <= 0 {
+		opts.Duration = 10 * time.Second
+		if opts.Quick {
+			opts.Duration = time.Second
+		}
+	}
+	if opts.Clients <= 0 {
+		opts.Clients = 4
+	}
+	pgbench, err := findPgbench(opts.Pgbench)
+	if err != nil {
+		return Report{}, err
+	}
+	customers, bulk := 20000, 10000
+	if opts.Quick {
+		customers, bulk = 2000, 1000
+	}
+	rep := Report{Customers: customers, BulkRows: bulk, Duration: opts.Duration, Clients: opts.Clients}
+	admin := opts.AdminURL
+	if admin == "" {
+		c, err := pgcluster.Start(ctx, pgcluster.Options{Fsync: true})
+		if err != nil {
+			return rep, fmt.Errorf("starting a throwaway PostgreSQL cluster: %w", err)
+		}
+		defer c.Stop()
+		admin = c.URL("postgres")
+	}
+	dir, err := os.MkdirTemp("", "triggerbench-")
+	if err != nil {
+		return rep, fmt.Errorf("creating a directory for pgbench scripts: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	for _, wl := range Workloads {
+		var absent float64
+		var results []Result
+		for _, v := range Variants {
+			tps, err := runOne(ctx, admin, pgbench, dir, wl, v, customers, bulk, opts)
+			if err != nil {
+				return rep, fmt.Errorf("workload %s, variant %s: %w", wl, v, err)
+			}
+			if v == VariantAbsent {
+				absent = tps
+			}
+			results = append(results, Result{Workload: wl, Variant: v, TPS: tps})
+		}
+		for i := range results {
+			if absent > 0 {
+				results[i].Ratio = results[i].TPS / absent
+			}
+		}
+		rep.Results = append(rep.Results, results...)
+	}
+	return rep, nil
+}
+
+func findPgbench(p string) (string, error) {
+	if p != "" {
+		return p, nil
+	}
+	if p, err := exec.LookPath("pgbench"); err == nil {
+		return p, nil
+	}
+	if _, err := os.Stat("/usr/bin/pgbench"); err == nil {
+		return "/usr/bin/pgbench", nil
+	}
+	return "", ErrNoPgbench
+}
+
+func dbURL(admin, name string) (string, error) {
+	cfg, err := pgx.ParseConfig(admin)
+	if err != nil {
+		return "", fmt.Errorf("parsing admin URL: %w", err)
+	}
+	host := cfg.Host
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	return fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", cfg.User, host, cfg.Port, name), nil
+}
+
+func runOne(ctx context.Context, admin, pgbench, dir, wl, variant string, customers, bulk int, opts Options) (float64, error) {
+	name := fmt.Sprintf("tb_%d_%s_%s", os.Getpid(), wl, variant)
+	aconn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		return 0, fmt.Errorf("connecting as admin: %w", err)
+	}
+	defer aconn.Close(context.WithoutCancel(ctx))
+	ident := pgx.Identifier{name}.Sanitize()
+	if _, err := aconn.Exec(ctx, "DROP DATABASE IF EXISTS "+ident+" WITH (FORCE)"); err != nil {
+		return 0, fmt.Errorf("dropping database %s: %w", name, err)
+	}
+	if _, err := aconn.Exec(ctx, "CREATE DATABASE "+ident); err != nil {
+		return 0, fmt.Errorf("creating database %s: %w", name, err)
+	}
+	defer aconn.Exec(context.WithoutCancel(ctx), "DROP DATABASE IF EXISTS "+ident+" WITH (FORCE)")
+	url, err := dbURL(admin, name)
+	if err != nil {
+		return 0, err
+	}
+	if err := prepare(ctx, url, variant, customers); err != nil {
+		return 0, err
+	}
+	script := filepath.Join(dir, wl+"_"+variant+".sql")
+	if err := os.WriteFile(script, []byte(Script(wl, variant == VariantFloor, customers, bulk)), 0o644); err != nil {
+		return 0, fmt.Errorf("writing pgbench script: %w", err)
+	}
+	jobs := opts.Clients
+	if jobs > 2 {
+		jobs = 2
+	}
+	secs := int(opts.Duration.Round(time.Second) / time.Second)
+	if secs < 1 {
+		secs = 1
+	}
+	cmd := exec.CommandContext(ctx, pgbench, "-n", "-f", script, "-c", strconv.Itoa(opts.Clients),
+		"-j", strconv.Itoa(jobs), "-T", strconv.Itoa(secs), url)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("pgbench: %w\n%s", err, out)
+	}
+	return ParseTPS(string(out))
+}
+
+var tpsRE = regexp.MustCompile(`(?m)^tps = ([0-9.]+)`)
+
+// ParseTPS returns the "tps = N" figure of pgbench's output.
+func ParseTPS(out string) (float64, error) {
+	m := tpsRE.FindStringSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("no \"tps = \" line in pgbench output:\n%s", out)
+	}
+	v, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		return 0, fmt.Errorf("parsing tps %q: %w", m[1], err)
+	}
+	return v, nil
+}
+
+// prepare installs cdc-relay, loads the data set and sets the variant's configuration.
+func prepare(ctx context.Context, url, variant string, customers int) error {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return fmt.Errorf("connecting: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := schema.Install(ctx, conn, schema.Options{}); err != nil {
+		return fmt.Errorf("installing: %w", err)
+	}
+	seed := fmt.Sprintf(`
+		INSERT INTO customer (customer_id, first_name, last_name) SELECT g, 'First' || g, 'Last' || g FROM generate_series(1, %[1]d) g;
+		INSERT INTO customer_phone (customer_id, phone_number) SELECT g, '555-' || g FROM generate_series(1, %[1]d) g;
+		INSERT INTO customer_email (customer_id, email_address) SELECT g, 'c' || g || '@example.com' FROM generate_series(1, %[1]d) g;
+		INSERT INTO customer_address (customer_id, address_line1, city) SELECT g, g || ' Main St', 'Springfield' FROM generate_series(1, %[1]d) g;
+		INSERT INTO card (card_number, customer_id, status) SELECT 'C' || g, g, 'ACTIVE' FROM generate_series(1, %[1]d) g;
+		INSERT INTO segment (segment_id, segment_name) VALUES (1, 'All'), (2, 'Toggled');
+		SELECT setval('segment_id_seq', 100);
+		INSERT INTO customer_segment (customer_id, segment_id) SELECT g, 1 FROM generate_series(1, %[1]d) g;
+		CREATE SEQUENCE bench_trn_seq;
+		VACUUM ANALYZE;`, customers)
+	for _, stmt := range strings.Split(seed, ";") {
+		if strings.TrimSpace(stmt) == "" {
+			continue
+		}
+		if _, err := conn.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("loading data: %w", err)
+		}
+	}
+	switch variant {
+	case VariantCapture, VariantMove:
+		mode := "capture"
+		if variant == VariantMove {
+			mode = "move"
+		}
+		if _, err := conn.Exec(ctx, `UPDATE data_sync_config SET value = 'true' WHERE name = 'DataSyncEnabled'`); err != nil {
+			return fmt.Errorf("enabling Data Sync: %w", err)
+		}
+		if _, err := conn.Exec(ctx, `UPDATE data_sync_config SET value = $1 WHERE name = 'DataSyncSnapshotMode'`, mode); err != nil {
+			return fmt.Errorf("setting snapshot mode: %w", err)
+		}
+	case VariantAbsent, VariantFloor:
+		if _, err := schema.Uninstall(ctx, conn, schema.UninstallOptions{}); err != nil {
+			return fmt.Errorf("uninstalling the triggers: %w", err)
+		}
+	}
+	return nil
+}
+
+// Script returns the pgbench script of a workload; floor adds the queue row(s) a trigger would
+// have written, by hand.
+func Script(workload string, floor bool, customers, bulk int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\\set id random(1, %d)\n", customers)
+	switch workload {
+	case "customer_update":
+		b.WriteString("BEGIN;\nUPDATE customer SET first_name = 'F' || :id, last_name = 'L' || random() WHERE customer_id = :id;\n")
+		if floor {
+			b.WriteString("INSERT INTO data_sync_cust_pending_queue (unique_id, action, json_object) SELECT :id::text, 'UPDATE', json_build_object('customerID', :id::text, 'name', first_name) FROM customer WHERE customer_id = :id;\n")
+		}
+		b.WriteString("COMMIT;\n")
+	case "card_segment":
+		b.WriteString("BEGIN;\nUPDATE card SET expiration_date = current_date + (random() * 1000)::int WHERE card_number = 'C' || :id;\n")
+		b.WriteString("DELETE FROM customer_segment WHERE customer_id = :id AND segment_id = 2;\n")
+		b.WriteString("INSERT INTO customer_segment (customer_id, segment_id) VALUES (:id, 2);\n")
+		if floor {
+			b.WriteString("INSERT INTO data_sync_cust_pending_queue (unique_id, action, json_object) SELECT :id::text, 'UPDATE', json_build_object('customerID', :id::text, 'name', first_name) FROM customer WHERE customer_id = :id;\n")
+		}
+		b.WriteString("COMMIT;\n")
+	case "posted_transaction":
+		b.WriteString("BEGIN;\n")
+		b.WriteString("INSERT INTO retail_transaction (retail_transaction_id, customer_id, begin_datetime, end_datetime, operator_id, retail_location_id, subtotal, tax_total, total, transaction_sequence, workstation_id) VALUES ('B' || nextval('bench_trn_seq'), :id, now(), now(), '101', '99901', 20, 1.5, 21.5, currval('bench_trn_seq'), 2);\n")
+		b.WriteString("INSERT INTO line_item (retail_transaction_id, line_item_sequence, line_item_type_code, quantity, extended_amount, begin_date_timestamp, end_date_timestamp) VALUES ('B' || currval('bench_trn_seq'), 1, 'Sale', 2, 20, now(), now()), ('B' || currval('bench_trn_seq'), 2, 'Tender', 1, 21.5, now(), now()), ('B' || currval('bench_trn_seq'), 3, 'Tax', 1, 1.5, now(), now());\n")
+		if floor {
+			b.WriteString("INSERT INTO data_sync_trn_pending_queue (unique_id, action, json_object) VALUES ('B' || currval('bench_trn_seq'), 'CREATE', json_build_object('retailTransactionId', 'B' || currval('bench_trn_seq')));\n")
+			b.WriteString("INSERT INTO data_sync_cust_pending_queue (unique_id, action, json_object) VALUES (:id::text, 'UPDATE', json_build_object('customerID', :id::text));\n")
+		}
+		b.WriteString("COMMIT;\n")
+	case "bulk_segment":
+		fmt.Fprintf(&b, "\\set lo random(1, %d)\n", customers-bulk+1)
+		b.WriteString("BEGIN;\nINSERT INTO segment (segment_name) VALUES ('bulk') ;\n")
+		fmt.Fprintf(&b, "INSERT INTO customer_segment (customer_id, segment_id) SELECT customer_id, currval('segment_id_seq') FROM customer WHERE customer_id BETWEEN :lo AND :lo + %d;\n", bulk-1)
+		if floor {
+			fmt.Fprintf(&b, "INSERT INTO data_sync_cust_pending_queue (unique_id, action, json_object) SELECT customer_id::text, 'UPDATE', json_build_object('customerID', customer_id::text, 'name', first_name) FROM customer WHERE customer_id BETWEEN :lo AND :lo + %d;\n", bulk-1)
+		}
+		b.WriteString("COMMIT;\n")
+	}
+	return b.String()
+}

@@ -1,0 +1,41 @@
+package triggerbench
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestRunQuick(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, Options{Quick: true, Duration: time.Second, Clients: 2})
+	require.NoError(t, err)
+	for _, wl := range Workloads {
+		for _, v := range Variants {
+			r, ok := rep.Get(wl, v)
+			require.True(t, ok, "missing %s/%s", wl, v)
+			require.Greater(t, r.TPS, 0.0, "%s/%s", wl, v)
+			require.Greater(t, r.Ratio, 0.0, "%s/%s", wl, v)
+		}
+	}
+	t.Log("\n" + rep.String())
+}
+
+func TestParseTPSRejectsGarbage(t *testing.T) {
+	t.Parallel()
+	_, err := ParseTPS("pgbench: error: connection failed")
+	require.ErrorContains(t, err, "no \"tps = \" line")
+	v, err := ParseTPS("number of failed transactions: 0\ntps = 123.45 (without initial connection time)\n")
+	require.NoError(t, err)
+	require.InDelta(t, 123.45, v, 1e-9)
+}
+
+func TestMissingPgbench(t *testing.T) {
+	t.Parallel()
+	_, err := Run(context.Background(), Options{Quick: true, AdminURL: "postgres://x@127.0.0.1:1/x", Pgbench: "/nonexistent/pgbench"})
+	require.Error(t, err)
+}

@@ -1,0 +1,654 @@
+-- Capture: the triggers that record CE customer and transaction changes in the Data Sync pending
+-- queues (appendix H, Tables H-1 to H-4), and the JSON snapshot builders.
+--
+-- Design (measured costs are in internal/triggerbench):
+--   * Nothing happens while data_sync_capture_mode() is 'off' beyond one config lookup per
+--     trigger firing (and the customer-delete purge, see below).
+--   * Customer JSON is built once per customer per transaction, at commit: single-row changes
+--     queue a deferred event (constraint triggers, DEFERRABLE INITIALLY DEFERRED); bulk
+--     statements (customer inserts, segment membership) use statement-level triggers with
+--     transition tables that hand the whole set of customer IDs to one deferred event through a
+--     row in data_sync_capture_hook. At commit, a customer that already has a pending row
+--     written by this transaction is skipped, so CREATE followed by child inserts is one CREATE
+--     row carrying the full JSON.
+--   * In 'move' mode the pending row carries key and action only (json_object NULL); the relay
+--     builds the JSON with data_sync_customer_json / data_sync_transaction_json when it moves
+--     the row to progress.
+--   * Customer deletes are immediate: every pending, progress and failed row of the customer is
+--     removed and a DELETE row (null JSON) is queued.
+--   * Timestamps in the JSON are rendered in UTC ("2017-11-07T07:24:22+0000") so the snapshot
+--     does not depend on the session's TimeZone.
+
+-- ---------------------------------------------------------------------------------------------
+-- JSON builders
+-- ---------------------------------------------------------------------------------------------
+
+-- data_sync_customers_json builds the CustomerResponseType JSON (CUSTOMERCRE/CUSTOMERMOD
+-- payload) of every existing customer in ids, one row each. It is a single SQL statement so the
+-- planner inlines it into its caller: the caller's plan is cached (PL/pgSQL) or planned with
+-- the real set (bulk paths). Missing customers produce no row.
+CREATE OR REPLACE FUNCTION data_sync_customers_json(ids bigint[])
+RETURNS TABLE (customer_id bigint, json_object json)
+LANGUAGE sql STABLE AS $fn$
+SELECT c.customer_id, json_build_object(
+    'customerID', c.customer_id::text,
+    'signupDate', to_char(c.signup_date, 'YYYY-MM-DD'),
+    'retailStoreID', c.retail_store_id,
+    'firstPurchaseDate', to_char(s.first_date, 'YYYY-MM-DD'),
+    'lastPurchaseDate', to_char(s.last_date, 'YYYY-MM-DD'),
+    'validation', json_build_object('validFlag', c.valid_flag::text),
+    'orgName', c.org_name,
+    'custOrgTypcode', c.cust_org_typcode,
+    'employeeID', c.employee_id,
+    'businessName', c.business_name,
+    'customerClass', c.customer_class,
+    'source', c.source,
+    'prospect', c.prospect,
+    'customerOwnerID', c.customer_owner_id,
+    'householdKey', c.household_key,
+    'customerNumber', c.customer_number,
+    'customerReference', c.customer_reference,
+    'lastUpdateInfo', c.last_update_info,
+    'affiliation', json_build_array(json_build_object('retailStoreID', c.affiliation_store_id)),
+    'entityInformation', json_build_object('individual', json_build_object(
+        'suffix', c.suffix,
+        'sortingName', c.sorting_name,
+        'nickName', c.nick_name,
+        'salutation', c.salutation,
+        'name', json_build_object('name', json_build_array(
+            json_build_object('location', 'FIRST', 'value', c.first_name),
+            json_build_object('location', 'MIDDLE', 'value', c.middle_name),
+            json_build_object('location', 'LAST', 'value', c.last_name))),
+        'contactInformation', json_build_object(
+            'address', array_to_json(ARRAY(
+                SELECT json_build_object(
+                    'addressID', a.address_id::text,
+                    'typeCode', a.address_type_code,
+                    'primary', a.primary_flag,
+                    'addressLine1', a.address_line1,
+                    'addressLine2', a.address_line2,
+                    'city', a.city,
+                    'territory', a.territory,
+                    'postalCode', a.postal_code,
+                    'countryCode', a.country_code)
+                FROM customer_address a WHERE a.customer_id = c.customer_id
+                ORDER BY a.address_id)),
+            'telephone', array_to_json(ARRAY(
+                SELECT json_build_object(
+                    'telephoneID', p.phone_id::text,
+                    'typeCode', p.phone_type_code,
+                    'primary', p.primary_flag,
+                    'fullTelephoneNumber', p.phone_number)
+                FROM customer_phone p WHERE p.customer_id = c.customer_id
+                ORDER BY p.phone_id)),
+            'email', array_to_json(ARRAY(
+                SELECT json_build_object(
+                    'emailID', e.email_id::text,
+                    'typeCode', e.email_type_code,
+                    'primary', e.primary_flag,
+                    'emailAddress', e.email_address)
+                FROM customer_email e WHERE e.customer_id = c.customer_id
+                ORDER BY e.email_id))),
+        'personalSummary', json_build_object(
+            'genderType', c.gender_type,
+            'birthDate', to_char(c.birth_date, 'YYYY-MM-DD'),
+            'anniversary', to_char(c.anniversary, 'YYYY-MM-DD'),
+            'maritalStatusCode', c.marital_status_code,
+            'ethnicity', c.ethnicity,
+            'rent', c.rent,
+            'languageCode', c.language_code),
+        'socioEconomicProfile', json_build_object(
+            'annualIncomeAmount', c.annual_income_amount::text,
+            'netWorth', c.net_worth::text,
+            'highestEducationalLevelName', c.highest_educational_level_name),
+        'lifetimeActivitySummary', json_build_object(
+            'totalReturnsAmount', s.returns_amount::text,
+            'totalSalesAmount', s.sales_amount::text,
+            'totalTransactionCount', s.trn_count::text,
+            'totalItemsSoldCount', s.items_sold::text,
+            'totalItemsReturnedCount', s.items_returned::text),
+        'yearToDateActivitySummary', json_build_object(
+            'yearToDateReturnsAmount', s.ytd_returns_amount::text,
+            'yearToDateSalesAmount', s.ytd_sales_amount::text,
+            'yearToDateTransactionCount', s.ytd_trn_count::text,
+            'yearToDateItemsSoldCount', s.ytd_items_sold::text,
+            'yearToDateItemsReturnedCount', s.ytd_items_returned::text))),
+    'alternateKey', array_to_json(ARRAY(
+                SELECT json_build_object('typeCode', k.type_code, 'value', k.key_value)
+                FROM customer_alternate_key k WHERE k.customer_id = c.customer_id
+                ORDER BY k.type_code)),
+    'customAttribute', array_to_json(ARRAY(
+                SELECT json_build_object('name', ca.attribute_name, 'value', ca.attribute_value)
+                FROM customer_custom_attribute ca WHERE ca.customer_id = c.customer_id
+                ORDER BY ca.attribute_name)),
+    'customerNotes', json_build_object('customerNote', array_to_json(ARRAY(
+                SELECT json_build_object(
+            'noteID', n.note_id::text,
+            'typeCode', n.note_type_code,
+            'noteText', n.note_text,
+            'createDate', to_char(n.create_date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+0000"'),
+            'createUserID', n.create_user_id)
+                FROM customer_note n WHERE n.customer_id = c.customer_id
+                ORDER BY n.note_id))),
+    'eligiblePromotionDeals', json_build_object('promotionDealId', array_to_json(ARRAY(
+                SELECT d.promotion_deal_id
+                FROM customer_promotion_deal d WHERE d.customer_id = c.customer_id
+                ORDER BY d.promotion_deal_id))),
+    'customerSegments', json_build_object('segment', array_to_json(ARRAY(
+                SELECT json_build_object('segmentID', sg.segment_id, 'segmentName', sg.segment_name)
+                FROM customer_segment cs JOIN segment sg ON sg.segment_id = cs.segment_id
+        WHERE cs.customer_id = c.customer_id
+                ORDER BY cs.segment_id))),
+    'customerCards', json_build_object('instrument', array_to_json(ARRAY(
+                SELECT json_build_object(
+            'cardNumber', cd.card_number,
+            'serialNumber', cd.serial_number,
+            'status', cd.status,
+            'expirationDate', to_char(cd.expiration_date, 'YYYY-MM-DD'))
+                FROM card cd WHERE cd.customer_id = c.customer_id
+                ORDER BY cd.card_number))),
+    'associateAssignments', (
+        SELECT json_build_object('associateAssignment', json_agg(json_build_object(
+            'associateID', aa.associate_id,
+            'primary', aa.primary_flag,
+            'assignedDate', to_char(aa.assigned_date, 'YYYY-MM-DD')) ORDER BY aa.associate_id))
+        FROM customer_associate_assignment aa WHERE aa.customer_id = c.customer_id
+        HAVING count(*) > 0),
+    'personalPreferences', json_build_object('contactPreference', array_to_json(ARRAY(
+        SELECT json_build_object('contactType', ct.contact_type, 'permission', coalesce(cp.permission, true)::text)
+        FROM (VALUES (1, 'MAIL'), (2, 'PHONE'), (3, 'FAX'), (4, 'EMAIL')) AS ct (ord, contact_type)
+        LEFT JOIN customer_contact_preference cp ON cp.customer_id = c.customer_id AND cp.contact_type = ct.contact_type
+        ORDER BY ct.ord))),
+    'franchisees', json_build_object('franchisee', array_to_json(ARRAY(
+                SELECT json_build_object('franchiseeId', f.franchisee_id, 'franchiseeName', f.franchisee_name)
+                FROM customer_franchisee cf JOIN franchisee f ON f.franchisee_id = cf.franchisee_id
+        WHERE cf.customer_id = c.customer_id
+                ORDER BY cf.ordinal)))
+)
+FROM unnest(ids) AS wanted (id)
+JOIN customer c ON c.customer_id = wanted.id
+CROSS JOIN LATERAL (
+    SELECT min(t.business_date) AS first_date,
+           max(t.business_date) AS last_date,
+           count(*) AS trn_count,
+           coalesce(sum(li.sales_amount), 0) AS sales_amount,
+           coalesce(sum(li.returns_amount), 0) AS returns_amount,
+           coalesce(sum(li.items_sold), 0) AS items_sold,
+           coalesce(sum(li.items_returned), 0) AS items_returned,
+           count(*) FILTER (WHERE t.business_date >= date_trunc('year', current_date)) AS ytd_trn_count,
+           coalesce(sum(li.sales_amount) FILTER (WHERE t.business_date >= date_trunc('year', current_date)), 0) AS ytd_sales_amount,
+           coalesce(sum(li.returns_amount) FILTER (WHERE t.business_date >= date_trunc('year', current_date)), 0) AS ytd_returns_amount,
+           coalesce(sum(li.items_sold) FILTER (WHERE t.business_date >= date_trunc('year', current_date)), 0) AS ytd_items_sold,
+           coalesce(sum(li.items_returned) FILTER (WHERE t.business_date >= date_trunc('year', current_date)), 0) AS ytd_items_returned
+    FROM retail_transaction t
+    CROSS JOIN LATERAL (
+        SELECT sum(l.extended_amount) FILTER (WHERE l.line_item_type_code = 'Sale') AS sales_amount,
+               sum(l.extended_amount) FILTER (WHERE l.line_item_type_code = 'Return') AS returns_amount,
+               sum(l.quantity) FILTER (WHERE l.line_item_type_code = 'Sale') AS items_sold,
+               sum(l.quantity) FILTER (WHERE l.line_item_type_code = 'Return') AS items_returned
+        FROM line_item l
+        WHERE l.retail_transaction_id = t.retail_transaction_id AND NOT l.void_flag
+    ) li
+    WHERE t.customer_id = c.customer_id AND NOT t.void_flag
+) s
+$fn$;
+
+-- data_sync_customer_json returns the Customer JSON of one customer, or NULL when it does not
+-- exist. PL/pgSQL keeps the (inlined) plan cached for the session, so set-based calls such as
+-- `SELECT data_sync_customer_json(unique_id::bigint) FROM ...` cost one execution each.
+CREATE OR REPLACE FUNCTION data_sync_customer_json(id bigint) RETURNS json
+LANGUAGE plpgsql STABLE AS $fn$
+BEGIN
+    RETURN (SELECT j.json_object FROM data_sync_customers_json(ARRAY[id]) j);
+END
+$fn$;
+
+-- data_sync_transaction_json returns the TransactionType JSON (POSTRNCRE payload) of one
+-- retail transaction with its line items, modifiers and properties, or NULL when it does not
+-- exist.
+CREATE OR REPLACE FUNCTION data_sync_transaction_json(id text) RETURNS json
+LANGUAGE plpgsql STABLE AS $fn$
+BEGIN
+    RETURN (
+    SELECT json_build_object(
+        'retailTransactionId', t.retail_transaction_id,
+        'organizationId', t.organization_id,
+        'beginDatetime', to_char(t.begin_datetime AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+0000"'),
+        'businessDate', to_char(t.business_date, 'YYYY-MM-DD'),
+        'originalBusinessDate', to_char(t.original_business_date, 'YYYY-MM-DD'),
+        'customerId', t.customer_id::text,
+        'voidFlag', t.void_flag,
+        'customerKey', t.customer_key,
+        'endDatetime', to_char(t.end_datetime AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+0000"'),
+        'currencyTypeCode', t.currency_type_code,
+        'orgCurrencyTypeCode', t.org_currency_type_code,
+        'currencyExchangeRate', t.currency_exchange_rate,
+        'keyedOfflineFlag', t.keyed_offline_flag,
+        'notes', t.notes,
+        'operatorId', t.operator_id,
+        'customerOrganizationId', t.customer_organization_id,
+        'customerOrganizationKey', t.customer_organization_key,
+        'postedFlag', t.posted_flag,
+        'retailLocationId', t.retail_location_id,
+        'nonPhysicalItemTotal', t.non_physical_item_total,
+        'subtotal', t.subtotal,
+        'taxTotal', t.tax_total,
+        'total', t.total,
+        'markdownTotal', t.markdown_total,
+        'costOfGoodsSoldTotal', t.cost_of_goods_sold_total,
+        'transactionReasonCode', t.transaction_reason_code,
+        'transactionSequence', t.transaction_sequence,
+        'transactionStatusCode', t.transaction_status_code,
+        'transactionTypeCode', t.transaction_type_code,
+        'workstationId', t.workstation_id,
+        'linkedTransactionId', t.linked_transaction_id,
+        'createDate', to_char(t.create_date, 'YYYY-MM-DD'),
+        'createUserId', t.create_user_id,
+        'updateDate', to_char(t.update_date, 'YYYY-MM-DD'),
+        'updateUserId', t.update_user_id,
+        'lineItems', array_to_json(ARRAY(
+            SELECT json_build_object(
+                'lineItemSequence', l.line_item_sequence,
+                'beginDateTimestamp', to_char(l.begin_date_timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+0000"'),
+                'endDateTimestamp', to_char(l.end_date_timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+0000"'),
+                'lineItemStatusCode', l.line_item_status_code,
+                'lineItemTLogSequence', l.line_item_tlog_sequence,
+                'lineItemTypeCode', l.line_item_type_code,
+                'notes', l.notes,
+                'voidFlag', l.void_flag,
+                'voidLineItemReasonCode', l.void_line_item_reason_code,
+                'custId', coalesce(l.cust_id, t.customer_id)::text,
+                'createDate', to_char(l.create_date, 'YYYY-MM-DD'),
+                'createUserId', l.create_user_id,
+                'updateDate', to_char(l.update_date, 'YYYY-MM-DD'),
+                'updateUserId', l.update_user_id,
+                'lineItemModifiers', array_to_json(ARRAY(
+                    SELECT json_build_object(
+                        'lineItemSequence', m.line_item_sequence,
+                        'lineItemModifierSequence', m.line_item_modifier_sequence,
+                        'voidFlag', m.void_flag,
+                        'custId', coalesce(m.cust_id, l.cust_id, t.customer_id)::text,
+                        'createDate', to_char(m.create_date, 'YYYY-MM-DD'),
+                        'createUserId', m.create_user_id,
+                        'updateDate', to_char(m.update_date, 'YYYY-MM-DD'),
+                        'updateUserId', m.update_user_id)
+                    FROM line_item_modifier m
+                    WHERE m.retail_transaction_id = l.retail_transaction_id
+                      AND m.line_item_sequence = l.line_item_sequence
+                    ORDER BY m.line_item_modifier_sequence)))
+            FROM line_item l WHERE l.retail_transaction_id = t.retail_transaction_id
+            ORDER BY l.line_item_sequence)),
+        'transactionProperties', array_to_json(ARRAY(
+                SELECT json_build_object('propertyCode', tp.property_code, 'propertyValue', tp.property_value)
+                FROM transaction_property tp WHERE tp.retail_transaction_id = t.retail_transaction_id
+                ORDER BY tp.property_code)))
+    FROM retail_transaction t
+    WHERE t.retail_transaction_id = id);
+END
+$fn$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Queueing
+-- ---------------------------------------------------------------------------------------------
+
+-- data_sync_capture_mode_fast returns what data_sync_capture_mode() returns ('off', 'capture' or
+-- 'move'). data_sync_capture_mode() is a SQL function with a SET clause, which PL/pgSQL re-plans
+-- on every call (~0.1 ms); this PL/pgSQL twin keeps its plan cached (~2 us). Called only from the
+-- capture trigger functions, whose search_path is pinned.
+CREATE OR REPLACE FUNCTION data_sync_capture_mode_fast() RETURNS text
+LANGUAGE plpgsql STABLE AS $fn$
+DECLARE
+    v text;
+BEGIN
+    SELECT c.value INTO v FROM public.data_sync_config c WHERE c.name = 'DataSyncEnabled';
+    IF v IS DISTINCT FROM 'true' THEN
+        RETURN 'off';
+    END IF;
+    SELECT c.value INTO v FROM public.data_sync_config c WHERE c.name = 'DataSyncSnapshotMode';
+    RETURN coalesce(v, 'capture');
+END
+$fn$;
+
+-- One row per bulk statement, carrying the customer IDs it touched to a single deferred event.
+-- Unlogged: a row lives only until its transaction commits.
+CREATE UNLOGGED TABLE IF NOT EXISTS data_sync_capture_hook (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    action        text NOT NULL,
+    customer_ids  bigint[] NOT NULL
+);
+
+-- data_sync_queue_customer queues one customer row (at commit), unless this transaction has
+-- already queued that customer (which includes a DELETE of it) or, in capture mode, the
+-- customer no longer exists. In move mode no existence check is needed: only this transaction
+-- could have deleted a customer it touched, and that queued a DELETE row.
+CREATE OR REPLACE FUNCTION data_sync_queue_customer(cid bigint, act text, mode text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $fn$
+DECLARE
+    j json;
+BEGIN
+    IF cid IS NULL OR EXISTS (
+        SELECT 1 FROM data_sync_cust_pending_queue q
+        WHERE q.unique_id = cid::text AND q.xmin = pg_current_xact_id()::xid) THEN
+        RETURN;
+    END IF;
+    IF mode = 'capture' THEN
+        SELECT x.json_object INTO j FROM data_sync_customers_json(ARRAY[cid]) x;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+    END IF;
+    INSERT INTO data_sync_cust_pending_queue (obj_name, unique_id, action, json_object)
+    VALUES ('Customer', cid::text, act, j);
+END
+$fn$;
+
+-- Row-level, deferred: a customer or one of its child rows changed. Queues UPDATE (CREATE for
+-- a customer insert) for the customer on both sides of the change.
+CREATE OR REPLACE FUNCTION data_sync_customer_changed() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $fn$
+DECLARE
+    mode text := data_sync_capture_mode_fast();
+    cid bigint;
+    j json;
+BEGIN
+    IF mode = 'off' THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND OLD.customer_id IS DISTINCT FROM NEW.customer_id) THEN
+        PERFORM data_sync_queue_customer(OLD.customer_id, 'UPDATE', mode);
+    END IF;
+    IF TG_OP = 'DELETE' THEN
+        RETURN NULL;
+    END IF;
+    -- The common case (one customer), inlined: same logic as data_sync_queue_customer.
+    cid := NEW.customer_id;
+    IF cid IS NULL OR EXISTS (
+        SELECT 1 FROM data_sync_cust_pending_queue q
+        WHERE q.unique_id = cid::text AND q.xmin = pg_current_xact_id()::xid) THEN
+        RETURN NULL;
+    END IF;
+    IF mode = 'capture' THEN
+        SELECT x.json_object INTO j FROM data_sync_customers_json(ARRAY[cid]) x;
+        IF NOT FOUND THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+    INSERT INTO data_sync_cust_pending_queue (obj_name, unique_id, action, json_object)
+    VALUES ('Customer', cid::text, 'UPDATE', j);
+    RETURN NULL;
+END
+$fn$;
+
+-- Row-level, deferred: a retail transaction was posted. At commit its line items exist, so the
+-- Transaction CREATE row carries them, followed by an UPDATE of its customer (activity summaries).
+CREATE OR REPLACE FUNCTION data_sync_transaction_posted() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $fn$
+DECLARE
+    mode text := data_sync_capture_mode_fast();
+    j json;
+BEGIN
+    IF mode = 'off' THEN
+        RETURN NULL;
+    END IF;
+    IF mode = 'capture' THEN
+        j := data_sync_transaction_json(NEW.retail_transaction_id);
+        IF j IS NULL THEN
+            RETURN NULL; -- deleted again in the same transaction
+        END IF;
+    ELSE
+        PERFORM FROM retail_transaction t WHERE t.retail_transaction_id = NEW.retail_transaction_id;
+        IF NOT FOUND THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+    INSERT INTO data_sync_trn_pending_queue (obj_name, unique_id, action, json_object)
+    VALUES ('Transaction', NEW.retail_transaction_id, 'CREATE', j);
+    PERFORM data_sync_queue_customer(
+        (SELECT t.customer_id FROM retail_transaction t WHERE t.retail_transaction_id = NEW.retail_transaction_id),
+        'UPDATE', mode);
+    RETURN NULL;
+END
+$fn$;
+
+-- Statement-level, immediate: hands the customer IDs a bulk statement touched to one deferred
+-- event. TG_ARGV[0] is the action, TG_ARGV[1] the transition table to read ('new' or 'old').
+CREATE OR REPLACE FUNCTION data_sync_customers_touched() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $fn$
+DECLARE
+    ids bigint[];
+BEGIN
+    IF data_sync_capture_mode_fast() = 'off' THEN
+        RETURN NULL;
+    END IF;
+    IF TG_ARGV[1] = 'new' THEN
+        SELECT array_agg(DISTINCT n.customer_id) INTO ids FROM data_sync_new_rows n;
+    ELSE
+        SELECT array_agg(DISTINCT o.customer_id) INTO ids FROM data_sync_old_rows o;
+    END IF;
+    IF ids IS NOT NULL THEN
+        INSERT INTO data_sync_capture_hook (action, customer_ids) VALUES (TG_ARGV[0], ids);
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+
+-- Row-level, deferred, on data_sync_capture_hook: queues the customers of one bulk statement,
+-- set-based, skipping those this transaction already queued.
+CREATE OR REPLACE FUNCTION data_sync_capture_hook_fire() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public SET jit = off AS $fn$
+DECLARE
+    mode text := data_sync_capture_mode_fast();
+BEGIN
+    DELETE FROM data_sync_capture_hook h WHERE h.id = NEW.id;
+    IF mode = 'capture' THEN
+        -- EXECUTE plans with the real array, so large sets get hash joins.
+        EXECUTE $q$
+            INSERT INTO data_sync_cust_pending_queue (obj_name, unique_id, action, json_object)
+            SELECT 'Customer', x.customer_id::text, $2, x.json_object
+            FROM data_sync_customers_json($1) x
+            WHERE NOT EXISTS (SELECT 1 FROM data_sync_cust_pending_queue q
+                              WHERE q.unique_id = x.customer_id::text AND q.xmin = pg_current_xact_id()::xid)
+            ORDER BY x.customer_id$q$
+        USING NEW.customer_ids, NEW.action;
+    ELSIF mode = 'move' THEN
+        EXECUTE $q$
+            INSERT INTO data_sync_cust_pending_queue (obj_name, unique_id, action)
+            SELECT 'Customer', c.customer_id::text, $2
+            FROM customer c
+            WHERE c.customer_id = ANY ($1)
+              AND NOT EXISTS (SELECT 1 FROM data_sync_cust_pending_queue q
+                              WHERE q.unique_id = c.customer_id::text AND q.xmin = pg_current_xact_id()::xid)
+            ORDER BY c.customer_id$q$
+        USING NEW.customer_ids, NEW.action;
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+
+-- Statement-level, immediate: customers were deleted. Their pending, progress and failed rows
+-- go first (whatever the capture mode: a deleted customer's data must not be sent later), then
+-- one DELETE row each with null JSON.
+CREATE OR REPLACE FUNCTION data_sync_customers_deleted() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $fn$
+DECLARE
+    keys text[];
+BEGIN
+    SELECT array_agg(o.customer_id::text ORDER BY o.customer_id) INTO keys FROM data_sync_old_rows o;
+    IF keys IS NULL THEN
+        RETURN NULL;
+    END IF;
+    DELETE FROM data_sync_cust_pending_queue q WHERE q.unique_id = ANY (keys);
+    DELETE FROM data_sync_cust_progress_queue q WHERE q.unique_id = ANY (keys);
+    DELETE FROM data_sync_cust_failed q WHERE q.unique_id = ANY (keys);
+    IF data_sync_capture_mode_fast() <> 'off' THEN
+        INSERT INTO data_sync_cust_pending_queue (obj_name, unique_id, action, json_object)
+        SELECT 'Customer', k, 'DELETE', NULL FROM unnest(keys) k;
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+
+-- merge_customers merges the given customers into a new one: names and profile from the first,
+-- child rows, cards, segments and transactions re-pointed to the new customer; the merged
+-- customers are deleted. Data Sync records DELETE for each merged customer and CREATE for the
+-- new one. Returns the new customer's ID.
+CREATE OR REPLACE FUNCTION merge_customers(ids bigint[]) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, public AS $fn$
+DECLARE
+    new_id bigint;
+    missing bigint[];
+BEGIN
+    IF ids IS NULL OR cardinality(ids) < 2 THEN
+        RAISE EXCEPTION 'merge_customers needs at least two customer IDs, got %', coalesce(cardinality(ids), 0)
+            USING ERRCODE = '22023', HINT = 'call merge_customers(ARRAY[first_id, second_id, ...]); the first customer''s profile is kept';
+    END IF;
+    IF (SELECT count(DISTINCT i) FROM unnest(ids) i) <> cardinality(ids) OR array_position(ids, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'merge_customers: customer IDs % contain a NULL or a duplicate', ids
+            USING ERRCODE = '22023', HINT = 'pass each customer to merge exactly once';
+    END IF;
+    -- Lock the customers in a fixed order, so concurrent merges cannot deadlock.
+    PERFORM FROM customer c WHERE c.customer_id = ANY (ids) ORDER BY c.customer_id FOR UPDATE;
+    SELECT array_agg(i) INTO missing FROM unnest(ids) i
+    WHERE NOT EXISTS (SELECT 1 FROM customer c WHERE c.customer_id = i);
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'merge_customers: customers % do not exist', missing
+            USING ERRCODE = '23503', HINT = 'check the IDs; a customer merged or deleted earlier is gone';
+    END IF;
+
+    new_id := nextval('customer_id_seq');
+    INSERT INTO customer (customer_id, first_name, middle_name, last_name, suffix, sorting_name, nick_name,
+        salutation, signup_date, retail_store_id, valid_flag, org_name, cust_org_typcode, employee_id,
+        business_name, customer_class, source, prospect, customer_owner_id, household_key, customer_number,
+        customer_reference, last_update_info, affiliation_store_id, gender_type, birth_date, anniversary,
+        marital_status_code, ethnicity, rent, language_code, annual_income_amount, net_worth,
+        highest_educational_level_name)
+    SELECT new_id, first_name, middle_name, last_name, suffix, sorting_name, nick_name,
+        salutation, signup_date, retail_store_id, valid_flag, org_name, cust_org_typcode, employee_id,
+        business_name, customer_class, source, prospect, customer_owner_id, household_key, customer_number,
+        customer_reference, last_update_info, affiliation_store_id, gender_type, birth_date, anniversary,
+        marital_status_code, ethnicity, rent, language_code, annual_income_amount, net_worth,
+        highest_educational_level_name
+    FROM customer WHERE customer_id = ids[1];
+
+    UPDATE customer_address SET customer_id = new_id WHERE customer_id = ANY (ids);
+    UPDATE customer_phone SET customer_id = new_id WHERE customer_id = ANY (ids);
+    UPDATE customer_email SET customer_id = new_id WHERE customer_id = ANY (ids);
+    UPDATE customer_note SET customer_id = new_id WHERE customer_id = ANY (ids);
+    UPDATE card SET customer_id = new_id WHERE customer_id = ANY (ids);
+    UPDATE retail_transaction SET customer_id = new_id WHERE customer_id = ANY (ids);
+    -- Keyed children: the first customer's value wins on a clash (ids order).
+    INSERT INTO customer_alternate_key (customer_id, type_code, key_value)
+    SELECT DISTINCT ON (k.type_code) new_id, k.type_code, k.key_value
+    FROM customer_alternate_key k WHERE k.customer_id = ANY (ids)
+    ORDER BY k.type_code, array_position(ids, k.customer_id);
+    INSERT INTO customer_custom_attribute (customer_id, attribute_name, attribute_value)
+    SELECT DISTINCT ON (a.attribute_name) new_id, a.attribute_name, a.attribute_value
+    FROM customer_custom_attribute a WHERE a.customer_id = ANY (ids)
+    ORDER BY a.attribute_name, array_position(ids, a.customer_id);
+    INSERT INTO customer_contact_preference (customer_id, contact_type, permission)
+    SELECT DISTINCT ON (p.contact_type) new_id, p.contact_type, p.permission
+    FROM customer_contact_preference p WHERE p.customer_id = ANY (ids)
+    ORDER BY p.contact_type, array_position(ids, p.customer_id);
+    INSERT INTO customer_associate_assignment (customer_id, associate_id, primary_flag, assigned_date)
+    SELECT DISTINCT ON (a.associate_id) new_id, a.associate_id, a.primary_flag, a.assigned_date
+    FROM customer_associate_assignment a WHERE a.customer_id = ANY (ids)
+    ORDER BY a.associate_id, array_position(ids, a.customer_id);
+    INSERT INTO customer_franchisee (customer_id, franchisee_id)
+    SELECT new_id, f.franchisee_id FROM customer_franchisee f WHERE f.customer_id = ANY (ids)
+    GROUP BY f.franchisee_id ORDER BY min(f.ordinal);
+    INSERT INTO customer_promotion_deal (customer_id, promotion_deal_id)
+    SELECT DISTINCT new_id, d.promotion_deal_id FROM customer_promotion_deal d WHERE d.customer_id = ANY (ids);
+    INSERT INTO customer_segment (customer_id, segment_id)
+    SELECT DISTINCT new_id, s.segment_id FROM customer_segment s WHERE s.customer_id = ANY (ids);
+
+    DELETE FROM customer WHERE customer_id = ANY (ids);
+    RETURN new_id;
+END
+$fn$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Triggers
+-- ---------------------------------------------------------------------------------------------
+
+DROP TRIGGER IF EXISTS data_sync_hook ON data_sync_capture_hook;
+CREATE CONSTRAINT TRIGGER data_sync_hook AFTER INSERT ON data_sync_capture_hook
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION data_sync_capture_hook_fire();
+
+-- customer: inserts (one row or a batch import) are statement-level; updates are row-level
+-- deferred; deletes are statement-level and immediate.
+DROP TRIGGER IF EXISTS data_sync_customer_insert ON customer;
+CREATE TRIGGER data_sync_customer_insert AFTER INSERT ON customer
+    REFERENCING NEW TABLE AS data_sync_new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION data_sync_customers_touched('CREATE', 'new');
+DROP TRIGGER IF EXISTS data_sync_customer_update ON customer;
+CREATE CONSTRAINT TRIGGER data_sync_customer_update AFTER UPDATE ON customer
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION data_sync_customer_changed();
+DROP TRIGGER IF EXISTS data_sync_customer_delete ON customer;
+CREATE TRIGGER data_sync_customer_delete AFTER DELETE ON customer
+    REFERENCING OLD TABLE AS data_sync_old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION data_sync_customers_deleted();
+
+-- Child rows of a customer (contact information, notes, keys, attributes, franchisees,
+-- associates, preferences, promotion deals) and cards: UPDATE of the owning customer(s).
+DO $do$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['customer_address', 'customer_phone', 'customer_email', 'customer_note',
+        'customer_alternate_key', 'customer_custom_attribute', 'customer_franchisee',
+        'customer_associate_assignment', 'customer_contact_preference', 'customer_promotion_deal', 'card']
+    LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS data_sync_child_change ON %I', t);
+        EXECUTE format('CREATE CONSTRAINT TRIGGER data_sync_child_change AFTER INSERT OR UPDATE OR DELETE ON %I
+            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION data_sync_customer_changed()', t);
+    END LOOP;
+END
+$do$;
+
+-- Segment membership (addCustomerToSegment, removeCustomerFromSegment, segment jobs, segment
+-- deletion through the cascade) is bulk by nature: statement-level with transition tables.
+DROP TRIGGER IF EXISTS data_sync_segment_insert ON customer_segment;
+CREATE TRIGGER data_sync_segment_insert AFTER INSERT ON customer_segment
+    REFERENCING NEW TABLE AS data_sync_new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION data_sync_customers_touched('UPDATE', 'new');
+DROP TRIGGER IF EXISTS data_sync_segment_delete ON customer_segment;
+CREATE TRIGGER data_sync_segment_delete AFTER DELETE ON customer_segment
+    REFERENCING OLD TABLE AS data_sync_old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION data_sync_customers_touched('UPDATE', 'old');
+-- A renamed segment changes every member's JSON.
+CREATE OR REPLACE FUNCTION data_sync_segment_renamed() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $fn$
+DECLARE
+    ids bigint[];
+BEGIN
+    IF data_sync_capture_mode_fast() = 'off' THEN
+        RETURN NULL;
+    END IF;
+    SELECT array_agg(DISTINCT cs.customer_id) INTO ids
+    FROM data_sync_old_rows o JOIN data_sync_new_rows n ON n.segment_id = o.segment_id
+    JOIN customer_segment cs ON cs.segment_id = n.segment_id
+    WHERE o.segment_name IS DISTINCT FROM n.segment_name;
+    IF ids IS NOT NULL THEN
+        INSERT INTO data_sync_capture_hook (action, customer_ids) VALUES ('UPDATE', ids);
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+DROP TRIGGER IF EXISTS data_sync_segment_rename ON segment;
+CREATE TRIGGER data_sync_segment_rename AFTER UPDATE ON segment
+    REFERENCING OLD TABLE AS data_sync_old_rows NEW TABLE AS data_sync_new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION data_sync_segment_renamed();
+
+-- Posted transactions (PosLog postTransaction, Transaction batch import): Transaction CREATE
+-- plus Customer UPDATE at commit. A transaction re-pointed to another customer or voided
+-- changes both customers' activity summaries.
+DROP TRIGGER IF EXISTS data_sync_transaction_post ON retail_transaction;
+CREATE CONSTRAINT TRIGGER data_sync_transaction_post AFTER INSERT ON retail_transaction
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION data_sync_transaction_posted();
+DROP TRIGGER IF EXISTS data_sync_transaction_change ON retail_transaction;
+CREATE CONSTRAINT TRIGGER data_sync_transaction_change AFTER UPDATE ON retail_transaction
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+    WHEN (OLD.customer_id IS DISTINCT FROM NEW.customer_id OR OLD.void_flag IS DISTINCT FROM NEW.void_flag)
+    EXECUTE FUNCTION data_sync_customer_changed();
+
+REVOKE ALL ON FUNCTION data_sync_queue_customer(bigint, text, text) FROM PUBLIC;
