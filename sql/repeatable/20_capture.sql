@@ -515,7 +515,11 @@ BEGIN
             USING ERRCODE = '23503', HINT = 'check the IDs; a customer merged or deleted earlier is gone';
     END IF;
 
-    new_id := nextval('customer_id_seq');
+    -- Customers inserted with explicit IDs may sit ahead of the sequence.
+    LOOP
+        new_id := nextval('customer_id_seq');
+        EXIT WHEN NOT EXISTS (SELECT 1 FROM customer c WHERE c.customer_id = new_id);
+    END LOOP;
     INSERT INTO customer (customer_id, first_name, middle_name, last_name, suffix, sorting_name, nick_name,
         salutation, signup_date, retail_store_id, valid_flag, org_name, cust_org_typcode, employee_id,
         business_name, customer_class, source, prospect, customer_owner_id, household_key, customer_number,
