@@ -3,6 +3,7 @@ package cdc
 import (
 	"context"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -384,4 +385,65 @@ func TestBackoffBounds(t *testing.T) {
 			require.LessOrEqual(t, d, want, "attempt %d", n)
 		}
 	}
+}
+
+// A failure to create the slot (here: no free slot) is not a configuration fault: Run retries and
+// starts as soon as a slot is free.
+func TestSlotCreationFailureIsRetried(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	cl := startCluster(t, map[string]string{"max_replication_slots": "1"})
+	db, err := cl.CreateDatabase(ctx, "relay", "")
+	require.NoError(t, err)
+	conn, err := pgx.Connect(ctx, db)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	_, err = schema.Install(ctx, conn, schema.Options{})
+	require.NoError(t, err)
+	_, err = conn.Exec(ctx, "SELECT pg_create_logical_replication_slot('blocker', 'pgoutput')")
+	require.NoError(t, err)
+
+	l, err := New(Config{ConnString: db, SlotPrefix: uniquePrefix(), ReconnectMin: time.Millisecond, ReconnectMax: 20 * time.Millisecond})
+	require.NoError(t, err)
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- l.Run(runCtx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	require.Eventually(t, func() bool { return l.Status().LastError != "" }, wait, 5*time.Millisecond)
+	assert.Contains(t, l.Status().LastError, "creating temporary replication slot")
+	requireSilent(t, l.Ready(), "Ready before a slot exists")
+
+	_, err = conn.Exec(ctx, "SELECT pg_drop_replication_slot('blocker')")
+	require.NoError(t, err)
+	waitRing(t, l.Ready(), "Ready after the slot was freed")
+	waitRing(t, l.Queued(), "Queued after connect")
+	assert.True(t, l.Status().Connected)
+	assert.Zero(t, l.Status().Reconnects)
+}
+
+// A publication dropped while the listener runs breaks the stream; since the listener had
+// streamed before, it keeps retrying (logging ErrNoPublication) and resumes once it is back.
+func TestPublicationDroppedWhileRunningIsRetried(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	r := start(t, Config{ConnString: db, ReconnectMin: time.Millisecond, ReconnectMax: 20 * time.Millisecond})
+	pgtest.Exec(t, db, "DROP PUBLICATION data_sync_pending_pub")
+	pgtest.Exec(t, db, insertCust) // decoding it fails: the publication no longer exists
+	require.Eventually(t, func() bool {
+		return strings.Contains(r.l.Status().LastError, ErrNoPublication.Error())
+	}, wait, 5*time.Millisecond, "listener did not notice the missing publication")
+	select {
+	case err := <-r.done:
+		t.Fatalf("Run returned instead of retrying: %v", err)
+	default:
+	}
+	pgtest.Exec(t, db, `CREATE PUBLICATION data_sync_pending_pub
+		FOR TABLE data_sync_cust_pending_queue, data_sync_trn_pending_queue WITH (publish = 'insert')`)
+	require.Eventually(t, func() bool { st := r.l.Status(); return st.Connected && st.Reconnects == 1 }, wait, 5*time.Millisecond)
+	waitRing(t, r.l.Queued(), "Queued after reconnect")
+	pgtest.Exec(t, db, insertTrn)
+	waitRing(t, r.l.Queued(), "Queued after insert on the resumed stream")
 }
