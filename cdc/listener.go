@@ -32,10 +32,14 @@ import (
 
 // Default configuration values, exported so the CLI can show them in its help.
 const (
-	DefaultSlotPrefix      = "cdc_relay"
+	// DefaultSlotPrefix names the relay's slots so `cdc-relay status` can find them.
+	DefaultSlotPrefix = "cdc_relay"
+	// DefaultStandbyInterval is the idle status-update period, well inside wal_sender_timeout (60s).
 	DefaultStandbyInterval = 10 * time.Second
-	DefaultReconnectMin    = 100 * time.Millisecond
-	DefaultReconnectMax    = 30 * time.Second
+	// DefaultReconnectMin is the first reconnect delay: short, since most drops are transient.
+	DefaultReconnectMin = 100 * time.Millisecond
+	// DefaultReconnectMax caps the reconnect delay so a long outage is noticed within 30s of its end.
+	DefaultReconnectMax = 30 * time.Second
 )
 
 // DefaultPublications are the publications created by `cdc-relay install`: inserts into both
@@ -159,12 +163,13 @@ func New(cfg Config) (*Listener, error) {
 
 // Queued rings after every commit (or streamed commit) that inserted into a pending table, and
 // once after every (re)connect, since commits may have happened while disconnected. It has
-// capacity 1: rings coalesce, so one receive drains any number of commits.
+// capacity 1: rings coalesce, so one receive drains any number of commits. Each ring that was
+// not coalesced counts in metrics.WakeUps{source="replication"}; consumers need not count it.
 func (l *Listener) Queued() <-chan struct{} { return l.queued }
 
 // ConfigChanged rings after a committed transaction touched data_sync_config, and after every
 // reconnect (not the first connect), since the configuration may have changed meanwhile. It has
-// capacity 1, like Queued.
+// capacity 1, like Queued, and counts in metrics.WakeUps{source="config"}.
 func (l *Listener) ConfigChanged() <-chan struct{} { return l.config }
 
 // Ready is closed after the first successful START_REPLICATION, for readiness probes and tests.
