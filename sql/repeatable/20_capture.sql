@@ -440,7 +440,15 @@ DECLARE
     mode text := data_sync_capture_mode_fast();
 BEGIN
     DELETE FROM data_sync_capture_hook h WHERE h.id = NEW.id;
-    IF mode = 'capture' THEN
+    IF mode = 'capture' AND cardinality(NEW.customer_ids) <= 64 THEN
+        -- Small sets (addCustomerToSegment and the like): a cached plan, no planning per call.
+        INSERT INTO data_sync_cust_pending_queue (obj_name, unique_id, action, json_object)
+        SELECT 'Customer', x.customer_id::text, NEW.action, x.json_object
+        FROM data_sync_customers_json(NEW.customer_ids) x
+        WHERE NOT EXISTS (SELECT 1 FROM data_sync_cust_pending_queue q
+                          WHERE q.unique_id = x.customer_id::text AND q.xmin = pg_current_xact_id()::xid)
+        ORDER BY x.customer_id;
+    ELSIF mode = 'capture' THEN
         -- EXECUTE plans with the real array, so large sets get hash joins.
         EXECUTE $q$
             INSERT INTO data_sync_cust_pending_queue (obj_name, unique_id, action, json_object)
