@@ -1,0 +1,139 @@
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// OnFailure values: what a failed delivery blocks.
+const (
+	// OnFailureKey blocks only the failing record's key (customer or transaction id); everything
+	// else keeps flowing. The default.
+	OnFailureKey = "key"
+	// OnFailureStop pauses the whole job until the failed record's retry is due: the appendix's
+	// "the data sync job will fail" behaviour.
+	OnFailureStop = "stop"
+)
+
+// ErrConfig marks an invalid relay configuration; the daemon stops at start-up with it.
+var ErrConfig = errors.New("invalid relay configuration")
+
+// Config tunes the relay. Zero values take the documented defaults (see WithDefaults).
+type Config struct {
+	// Concurrency is the maximum number of requests in flight. Default 16. Records of one key
+	// are never in flight twice.
+	Concurrency int
+	// MessagesPerRequest packs up to this many records into one POST. Default 1 (the appendix's
+	// one POST per record). A batch succeeds or fails as a whole.
+	MessagesPerRequest int
+	// MoveBatch is how many pending rows one transaction moves to progress. Default 1000.
+	MoveBatch int
+	// Window bounds the rows held in memory (and so in progress); the mover waits while it is
+	// full, which keeps memory independent of the backlog. Default 4 × MoveBatch.
+	Window int
+	// SweepInterval wakes the relay even without a replication doorbell: the safety net.
+	// Default 30s.
+	SweepInterval time.Duration
+	// OnFailure is OnFailureKey (default) or OnFailureStop.
+	OnFailure string
+	// SkipDeadLetters lets later records of a key flow past a dead-lettered one. Off by default:
+	// they are held behind it in the dead-letter table so per-key order is kept.
+	SkipDeadLetters bool
+	// MaxAttempts moves a record to the dead-letter table after this many failed attempts of a
+	// retryable kind (5xx, 408, 429, network). Default 0: retry for ever (with capped backoff).
+	MaxAttempts int
+	// PermanentAttempts is how many attempts a record gets when the receiver answers a
+	// non-retryable status (other 4xx, 3xx). Default 3.
+	PermanentAttempts int
+	// BackoffMin and BackoffMax bound the exponential retry backoff (with full jitter).
+	// Defaults 1s and 5m.
+	BackoffMin, BackoffMax time.Duration
+	// Delivered lists the HTTP statuses that count as delivered. Default {200}, the appendix.
+	Delivered []int
+	// RateLimit caps messages per second sent (0, the default, means no fixed cap; 429 and 503
+	// still slow the pipeline down adaptively).
+	RateLimit float64
+	// Coalesce collapses queued UPDATEs of one customer into the latest snapshot before sending.
+	Coalesce bool
+	// ShutdownTimeout bounds how long a stop waits for requests in flight. Default 10s.
+	ShutdownTimeout time.Duration
+	// Logger receives structured logs; default zap.NewNop().
+	Logger *zap.Logger
+}
+
+// WithDefaults returns c with every zero field set to its default.
+func (c Config) WithDefaults() Config {
+	if c.Concurrency == 0 {
+		c.Concurrency = 16
+	}
+	if c.MessagesPerRequest == 0 {
+		c.MessagesPerRequest = 1
+	}
+	if c.MoveBatch == 0 {
+		c.MoveBatch = 1000
+	}
+	if c.Window == 0 {
+		c.Window = 4 * c.MoveBatch
+		if min := 4 * c.Concurrency * c.MessagesPerRequest; c.Window < min {
+			c.Window = min
+		}
+	}
+	if c.SweepInterval == 0 {
+		c.SweepInterval = 30 * time.Second
+	}
+	if c.OnFailure == "" {
+		c.OnFailure = OnFailureKey
+	}
+	if c.PermanentAttempts == 0 {
+		c.PermanentAttempts = 3
+	}
+	if c.BackoffMin == 0 {
+		c.BackoffMin = time.Second
+	}
+	if c.BackoffMax == 0 {
+		c.BackoffMax = 5 * time.Minute
+	}
+	if len(c.Delivered) == 0 {
+		c.Delivered = []int{200}
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	return c
+}
+
+// Validate reports the first invalid field, naming the flag to fix.
+func (c Config) Validate() error {
+	switch {
+	case c.Concurrency < 1 || c.Concurrency > 1024:
+		return fmt.Errorf("%w: --concurrency %d: use 1 to 1024", ErrConfig, c.Concurrency)
+	case c.MessagesPerRequest < 1 || c.MessagesPerRequest > 10000:
+		return fmt.Errorf("%w: --messages-per-request %d: use 1 to 10000", ErrConfig, c.MessagesPerRequest)
+	case c.MoveBatch < 1 || c.MoveBatch > 100000:
+		return fmt.Errorf("%w: --move-batch %d: use 1 to 100000", ErrConfig, c.MoveBatch)
+	case c.Window < c.MoveBatch:
+		return fmt.Errorf("%w: --window %d is smaller than --move-batch %d", ErrConfig, c.Window, c.MoveBatch)
+	case c.SweepInterval < 10*time.Millisecond:
+		return fmt.Errorf("%w: --sweep-interval %s: use at least 10ms", ErrConfig, c.SweepInterval)
+	case c.OnFailure != OnFailureKey && c.OnFailure != OnFailureStop:
+		return fmt.Errorf("%w: --on-failure %q: use key or stop", ErrConfig, c.OnFailure)
+	case c.MaxAttempts < 0 || c.PermanentAttempts < 1:
+		return fmt.Errorf("%w: --max-attempts must be >= 0 and --permanent-attempts >= 1", ErrConfig)
+	case c.BackoffMin <= 0 || c.BackoffMax < c.BackoffMin:
+		return fmt.Errorf("%w: backoff bounds %s..%s: need 0 < --backoff-min <= --backoff-max", ErrConfig, c.BackoffMin, c.BackoffMax)
+	case c.RateLimit < 0:
+		return fmt.Errorf("%w: --rate-limit %g: use 0 (none) or a positive rate", ErrConfig, c.RateLimit)
+	}
+	for _, s := range c.Delivered {
+		if s < 200 || s > 299 {
+			return fmt.Errorf("%w: --delivered-status %d: only 2xx statuses can count as delivered", ErrConfig, s)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,220 @@
+package relay
+
+import (
+	"container/heap"
+	"sort"
+	"strconv"
+	"time"
+)
+
+// keyState holds the in-memory rows of one key (a customer or transaction id) in id order.
+// At most one request per key is in flight, which is what keeps per-key order under
+// concurrency.
+type keyState struct {
+	name     string
+	rows     []*row
+	inflight bool
+	heapIdx  int // index in state.ready or state.waiting, -1 when in neither
+	inReady  bool
+}
+
+func (k *keyState) head() *row { return k.rows[0] }
+
+// keyHeap orders keys either by head id (ready: oldest record first) or by the head's next
+// attempt time (waiting for a retry).
+type keyHeap struct {
+	keys   []*keyState
+	byTime bool
+}
+
+func (h *keyHeap) Len() int { return len(h.keys) }
+func (h *keyHeap) Less(i, j int) bool {
+	a, b := h.keys[i].head(), h.keys[j].head()
+	if h.byTime && !a.next.Equal(b.next) {
+		return a.next.Before(b.next)
+	}
+	return a.id < b.id
+}
+func (h *keyHeap) Swap(i, j int) {
+	h.keys[i], h.keys[j] = h.keys[j], h.keys[i]
+	h.keys[i].heapIdx = i
+	h.keys[j].heapIdx = j
+}
+func (h *keyHeap) Push(x any) {
+	k := x.(*keyState)
+	k.heapIdx = len(h.keys)
+	h.keys = append(h.keys, k)
+}
+func (h *keyHeap) Pop() any {
+	n := len(h.keys) - 1
+	k := h.keys[n]
+	h.keys[n] = nil
+	h.keys = h.keys[:n]
+	k.heapIdx = -1
+	return k
+}
+
+// window is the dispatcher's in-memory view of progress: rows by key, which keys may be sent
+// now (ready), and which wait for a retry time (waiting).
+type window struct {
+	keys     map[string]*keyState
+	ready    keyHeap
+	waiting  keyHeap
+	rows     int // rows held (coalesced rows count once)
+	coalesce bool
+	saved    int // messages saved by coalescing
+}
+
+func newWindow(coalesce bool) *window {
+	return &window{keys: map[string]*keyState{}, waiting: keyHeap{byTime: true}, coalesce: coalesce}
+}
+
+func keyName(r *row) string {
+	if r.keyNull {
+		return r.q.name + "\x00null\x00" + strconv.FormatInt(r.id, 10)
+	}
+	return r.q.name + "\x00" + r.key
+}
+
+// add puts a row into the window, in id order within its key, coalescing a customer UPDATE into
+// the queued snapshot before it when asked.
+func (w *window) add(r *row, now time.Time) {
+	name := keyName(r)
+	k := w.keys[name]
+	if k == nil {
+		k = &keyState{name: name, heapIdx: -1}
+		w.keys[name] = k
+	}
+	if w.coalesce && r.q == queues[0] && r.action == "UPDATE" && len(k.rows) > 0 {
+		last := k.rows[len(k.rows)-1]
+		if last.id < r.id && !last.sent && (last.action == "CREATE" || last.action == "UPDATE") && last.objName == r.objName {
+			last.absorbed = append(last.absorbed, last.id)
+			last.id, last.payload, last.createdAt = r.id, r.payload, minTime(last.createdAt, r.createdAt)
+			w.saved++
+			w.reschedule(k, now)
+			return
+		}
+	}
+	i := sort.Search(len(k.rows), func(i int) bool { return k.rows[i].id > r.id })
+	k.rows = append(k.rows, nil)
+	copy(k.rows[i+1:], k.rows[i:])
+	k.rows[i] = r
+	w.rows++
+	w.reschedule(k, now)
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// reschedule files a key under ready or waiting according to its head, or forgets it when empty.
+func (w *window) reschedule(k *keyState, now time.Time) {
+	if k.heapIdx >= 0 {
+		if k.inReady {
+			heap.Remove(&w.ready, k.heapIdx)
+		} else {
+			heap.Remove(&w.waiting, k.heapIdx)
+		}
+	}
+	if len(k.rows) == 0 {
+		if !k.inflight {
+			delete(w.keys, k.name)
+		}
+		return
+	}
+	if k.inflight {
+		return
+	}
+	if k.head().next.After(now) {
+		k.inReady = false
+		heap.Push(&w.waiting, k)
+	} else {
+		k.inReady = true
+		heap.Push(&w.ready, k)
+	}
+}
+
+// promote moves keys whose retry time has come to ready, and returns the next time one will.
+func (w *window) promote(now time.Time) (next time.Time) {
+	for w.waiting.Len() > 0 {
+		k := w.waiting.keys[0]
+		if k.head().next.After(now) {
+			return k.head().next
+		}
+		heap.Pop(&w.waiting)
+		k.inReady = true
+		heap.Push(&w.ready, k)
+	}
+	return time.Time{}
+}
+
+// take pops ready keys into one request of at most n rows. Consecutive rows of one key may
+// share a request (they stay in order inside it); a row marked solo travels alone.
+func (w *window) take(n int, now time.Time) *request {
+	if w.ready.Len() == 0 {
+		return nil
+	}
+	req := &request{}
+	for w.ready.Len() > 0 && len(req.rows) < n {
+		k := w.ready.keys[0]
+		if k.head().solo && len(req.rows) > 0 {
+			break
+		}
+		heap.Pop(&w.ready)
+		k.inflight = true
+		req.keys = append(req.keys, k)
+		for i, r := range k.rows {
+			if len(req.rows) >= n || r.next.After(now) || (r.solo && i > 0) {
+				break
+			}
+			r.sent = true
+			req.rows = append(req.rows, r)
+			if r.solo {
+				return req
+			}
+		}
+	}
+	return req
+}
+
+// release frees a request's keys after its outcome was applied. With drop the rows it carried
+// leave the window (delivered or dead-lettered); otherwise they stay for a retry.
+func (w *window) release(req *request, drop bool, now time.Time) {
+	for _, k := range req.keys {
+		k.inflight = false
+		kept := k.rows[:0]
+		for _, r := range k.rows {
+			if r.sent {
+				r.sent = false
+				if drop {
+					w.rows--
+					continue
+				}
+			}
+			kept = append(kept, r)
+		}
+		clear(k.rows[len(kept):])
+		k.rows = kept
+		w.reschedule(k, now)
+	}
+}
+
+// dropAfter removes every row of the key with id > id (they were held in the dead-letter
+// table behind it) and returns how many.
+func (w *window) dropAfter(k *keyState, id int64) int {
+	kept := k.rows[:0]
+	n := 0
+	for _, r := range k.rows {
+		if r.id > id {
+			n++
+			continue
+		}
+		kept = append(kept, r)
+	}
+	k.rows = kept
+	w.rows -= n
+	return n
+}

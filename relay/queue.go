@@ -1,0 +1,165 @@
+package relay
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// queue names one Data Sync queue family (pending, progress, failed) and its statements. All
+// SQL is fixed text: no identifier or value is ever built from configuration or payload strings.
+type queue struct {
+	idx      int    // position in queues
+	name     string // "cust" or "trn", for logs and metrics
+	pending  string
+	progress string
+	failed   string
+	jsonFn   string // builds a snapshot at move time (DataSyncSnapshotMode = move)
+
+	moveSQL, loadSQL, ackSQL, failSQL, deadSQL, holdSQL string
+}
+
+func newQueue(idx int, name, pending, progress, failed, jsonFn, keyCheck string) *queue {
+	q := &queue{idx: idx, name: name, pending: pending, progress: progress, failed: failed, jsonFn: jsonFn}
+	// Move one batch from pending to progress in one transaction. The claimed ids are pinned in a
+	// MATERIALIZED CTE (a plain sub-select may be re-run and claim more than $1 rows). Rows whose
+	// key already has a dead letter are held behind it ($2 = keep order). With $3 (snapshot at
+	// move) the JSON is built here, set-based, for rows queued without it.
+	q.moveSQL = fmt.Sprintf(`
+WITH ids AS MATERIALIZED (
+    SELECT id FROM %[1]s ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+), moved AS (
+    DELETE FROM %[1]s p USING ids WHERE p.id = ids.id
+    RETURNING p.id, p.obj_name, p.unique_id, p.action, p.json_object, p.created_at
+), blocked AS MATERIALIZED (
+    SELECT m.id, (SELECT min(f.id) FROM %[3]s f WHERE f.unique_id = m.unique_id) AS behind
+    FROM moved m
+), held AS (
+    INSERT INTO %[3]s (id, obj_name, unique_id, action, json_object, created_at, reason, last_error)
+    SELECT m.id, m.obj_name, m.unique_id, m.action, m.json_object, m.created_at, 'held',
+           'held behind dead letter ' || b.behind
+    FROM moved m JOIN blocked b ON b.id = m.id
+    WHERE $2 AND b.behind IS NOT NULL
+    RETURNING id
+)
+INSERT INTO %[2]s (id, obj_name, unique_id, action, json_object, created_at)
+SELECT m.id, m.obj_name, m.unique_id, m.action,
+       CASE WHEN $3 AND m.json_object IS NULL AND m.action <> 'DELETE' AND %[5]s
+            THEN %[4]s ELSE m.json_object END,
+       m.created_at
+FROM moved m JOIN blocked b ON b.id = m.id
+WHERE NOT ($2 AND b.behind IS NOT NULL)
+RETURNING id, obj_name, unique_id, action, json_object, created_at, attempts, next_attempt_at`,
+		pending, progress, failed, jsonFn, keyCheck)
+	q.loadSQL = fmt.Sprintf(`SELECT id, obj_name, unique_id, action, json_object, created_at, attempts, next_attempt_at
+FROM %s WHERE id > $1 ORDER BY id LIMIT $2`, progress)
+	q.ackSQL = fmt.Sprintf(`DELETE FROM %s WHERE id = ANY($1)`, progress)
+	q.failSQL = fmt.Sprintf(`UPDATE %s SET attempts = attempts + 1, last_status = $2, last_error = $3,
+    last_attempt_at = now(), next_attempt_at = $4 WHERE id = ANY($1)`, progress)
+	// Dead-letter rows by id ($1), counting this attempt ($2 = 1) or not (0, rows found bad
+	// before sending).
+	q.deadSQL = fmt.Sprintf(`WITH d AS (DELETE FROM %[1]s WHERE id = ANY($1) RETURNING *)
+INSERT INTO %[2]s (id, obj_name, unique_id, action, json_object, created_at, reason, attempts,
+    last_status, last_error, response_excerpt)
+SELECT id, obj_name, unique_id, action, json_object, created_at, 'failed', attempts + $2, $3, $4, $5 FROM d`,
+		progress, failed)
+	// Hold every later progress row of a dead-lettered key behind it.
+	q.holdSQL = fmt.Sprintf(`WITH d AS (DELETE FROM %[1]s WHERE unique_id = $1 AND id > $2 RETURNING *)
+INSERT INTO %[2]s (id, obj_name, unique_id, action, json_object, created_at, reason, attempts,
+    last_status, last_error)
+SELECT id, obj_name, unique_id, action, json_object, created_at, 'held', attempts, last_status,
+    'held behind dead letter ' || $2::bigint FROM d`, progress, failed)
+	return q
+}
+
+// queues are the two Data Sync queue families, customers first.
+var queues = []*queue{
+	newQueue(0, "cust", "data_sync_cust_pending_queue", "data_sync_cust_progress_queue", "data_sync_cust_failed",
+		"data_sync_customer_json(m.unique_id::bigint)", "m.unique_id ~ '^[0-9]{1,18}$'"),
+	newQueue(1, "trn", "data_sync_trn_pending_queue", "data_sync_trn_progress_queue", "data_sync_trn_failed",
+		"data_sync_transaction_json(m.unique_id)", "m.unique_id IS NOT NULL"),
+}
+
+// Queues returns the table names of each queue family, for status and the dead-letter commands.
+func Queues() []QueueTables {
+	out := make([]QueueTables, len(queues))
+	for i, q := range queues {
+		out[i] = QueueTables{Name: q.name, Pending: q.pending, Progress: q.progress, Failed: q.failed}
+	}
+	return out
+}
+
+// QueueTables names the tables of one queue family.
+type QueueTables struct {
+	Name                      string // "cust" or "trn"
+	Pending, Progress, Failed string
+}
+
+// row is one progress row held in memory.
+type row struct {
+	q         *queue
+	id        int64
+	key       string
+	keyNull   bool
+	objName   string
+	action    string
+	payload   []byte
+	createdAt time.Time
+	attempts  int
+	next      time.Time // next attempt due; zero = now
+	absorbed  []int64   // ids coalesced into this row (acknowledged with it)
+	solo      bool      // send alone: it failed permanently inside a multi-message request
+	sent      bool      // part of the request in flight for its key
+}
+
+func scanRows(q *queue, rows pgx.Rows) ([]*row, error) {
+	defer rows.Close()
+	var out []*row
+	for rows.Next() {
+		r := &row{q: q}
+		var key *string
+		var next *time.Time
+		if err := rows.Scan(&r.id, &r.objName, &key, &r.action, &r.payload, &r.createdAt, &r.attempts, &next); err != nil {
+			return nil, err
+		}
+		if key == nil {
+			r.keyNull = true
+		} else {
+			r.key = *key
+		}
+		if next != nil {
+			r.next = *next
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// move moves up to n pending rows to progress and returns them.
+func (q *queue) move(ctx context.Context, db *pgxpool.Pool, n int, keepOrder, snapshotAtMove bool) ([]*row, error) {
+	rows, err := db.Query(ctx, q.moveSQL, n, keepOrder, snapshotAtMove)
+	if err != nil {
+		return nil, fmt.Errorf("moving %s pending rows to progress: %w", q.name, err)
+	}
+	out, err := scanRows(q, rows)
+	if err != nil {
+		return nil, fmt.Errorf("moving %s pending rows to progress: %w", q.name, err)
+	}
+	return out, nil
+}
+
+// load reads up to n progress rows with id > after, in id order.
+func (q *queue) load(ctx context.Context, db *pgxpool.Pool, after int64, n int) ([]*row, error) {
+	rows, err := db.Query(ctx, q.loadSQL, after, n)
+	if err != nil {
+		return nil, fmt.Errorf("loading %s progress rows: %w", q.name, err)
+	}
+	out, err := scanRows(q, rows)
+	if err != nil {
+		return nil, fmt.Errorf("loading %s progress rows: %w", q.name, err)
+	}
+	return out, nil
+}

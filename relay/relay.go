@@ -1,0 +1,737 @@
+// Package relay is the Data Sync job as a daemon: it delivers the progress queues first, then
+// moves pending rows to progress in batches and POSTs each record to the receiver, in ID order
+// per key, recording every failure on the row itself so a crash at any instant loses nothing.
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+	"golang.org/x/time/rate"
+
+	"github.com/cdc-relay/cdc-relay/internal/metrics"
+	"github.com/cdc-relay/cdc-relay/mapping"
+)
+
+// leaderLockKey is the advisory lock one relay holds while it delivers: a second relay on the
+// same database waits as a hot standby instead of breaking per-key order.
+const leaderLockKey = 7_240_113_002
+
+// Poster sends one request body to the receiver. err is non-nil only when no usable response
+// arrived (network, TLS, token endpoint) or for a redirect.
+type Poster interface {
+	Post(ctx context.Context, body []byte) (Response, error)
+}
+
+// PosterFactory builds a Poster for the given settings; the relay calls it at start and
+// whenever the settings change, and calls the returned close function when it is replaced.
+type PosterFactory func(ctx context.Context, s Settings) (Poster, func(), error)
+
+// Doorbell wakes the relay: Queued rings after commits that queued something, ConfigChanged after
+// changes to data_sync_config. cdc.Listener implements it; nil means polling only.
+type Doorbell interface {
+	Queued() <-chan struct{}
+	ConfigChanged() <-chan struct{}
+}
+
+// Relay is the delivery daemon. Create it with New and run it with Run.
+type Relay struct {
+	cfg      Config
+	db       *pgxpool.Pool
+	posters  PosterFactory
+	doorbell Doorbell
+	log      *zap.Logger
+
+	state atomic.Value // string, for Status
+}
+
+// New checks the configuration and returns a Relay.
+func New(cfg Config, db *pgxpool.Pool, posters PosterFactory, doorbell Doorbell) (*Relay, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	r := &Relay{cfg: cfg, db: db, posters: posters, doorbell: doorbell, log: cfg.Logger}
+	r.state.Store("starting")
+	return r, nil
+}
+
+// State is a one-line description of what the relay is doing, for /readyz and logs.
+func (r *Relay) State() string { return r.state.Load().(string) }
+
+// Run delivers until ctx is cancelled and returns nil then. A database failure ends the
+// current session (memory is dropped; the rows stay in progress) and a new one starts after a
+// backoff. It returns an error only for a fault found at start-up that a retry cannot fix.
+func (r *Relay) Run(ctx context.Context) error {
+	first := true
+	delay := 100 * time.Millisecond
+	for {
+		err := r.session(ctx, first)
+		if ctx.Err() != nil {
+			r.state.Store("stopped")
+			return nil
+		}
+		if first && (errors.Is(err, ErrSettings) || errors.Is(err, ErrConfig)) {
+			return err
+		}
+		first = false
+		r.state.Store("reconnecting: " + err.Error())
+		r.log.Warn("relay session ended; starting again", zap.Error(err), zap.Duration("after", delay))
+		select {
+		case <-ctx.Done():
+			r.state.Store("stopped")
+			return nil
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 30*time.Second)
+	}
+}
+
+// request is one POST: rows of one or more keys.
+type request struct {
+	rows []*row
+	keys []*keyState
+}
+
+// result is a finished request, reported by its goroutine to the dispatcher.
+type result struct {
+	req      *request
+	outcome  outcome
+	pressure bool
+	resp     Response
+	err      error
+	dead     bool      // rows were moved to the dead-letter table
+	next     time.Time // retry time when not dead
+	dbErr    error     // recording the failure failed: the session must end
+	took     time.Duration
+}
+
+// moved is what the mover reports: rows now in progress and whether more may wait.
+type moved struct {
+	rows []*row
+	more bool
+	err  error
+}
+
+// session runs one leadership term on one set of connections.
+func (r *Relay) session(ctx context.Context, first bool) error {
+	lock, err := r.db.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("connecting to the database: %w", err)
+	}
+	defer lock.Release()
+	settings, err := LoadSettings(ctx, lock)
+	if err != nil {
+		return err
+	}
+	if first && settings.Enabled {
+		if _, _, err := r.buildPoster(ctx, settings); err != nil {
+			return err
+		}
+	}
+	for announced := false; ; {
+		var ok bool
+		if err := lock.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", int64(leaderLockKey)).Scan(&ok); err != nil {
+			return fmt.Errorf("taking the relay leader lock: %w", err)
+		}
+		if ok {
+			break
+		}
+		if !announced {
+			r.log.Info("another cdc-relay is delivering from this database; waiting as standby")
+			r.state.Store("standby: another relay holds the leader lock")
+			announced = true
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(r.cfg.SweepInterval / 10):
+		}
+	}
+	defer lock.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", int64(leaderLockKey))
+	r.log.Info("relay delivering", zap.Bool("enabled", settings.Enabled), zap.Int("concurrency", r.cfg.Concurrency),
+		zap.Int("messages_per_request", r.cfg.MessagesPerRequest), zap.String("on_failure", r.cfg.OnFailure))
+	d := &dispatcher{r: r, ctx: ctx, lock: lock, settings: settings}
+	return d.run()
+}
+
+// buildPoster checks settings and builds a Poster for them.
+func (r *Relay) buildPoster(ctx context.Context, s Settings) (Poster, func(), error) {
+	p, closeFn, err := r.posters(ctx, s)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrSettings, err)
+	}
+	return p, closeFn, nil
+}
+
+// dispatcher owns the in-memory window of one session. Only its goroutine touches the window;
+// requests, the mover and the acknowledger report back over channels.
+type dispatcher struct {
+	r        *Relay
+	ctx      context.Context
+	lock     *pgxpool.Conn
+	settings Settings
+	poster   Poster
+	closeP   func()
+	posterOK bool
+
+	win      *window
+	lim      *limiter
+	rate     *rate.Limiter
+	inflight int
+	paused   time.Time // no new requests before this (stop mode, Retry-After)
+
+	results  chan result
+	moveReq  chan int
+	moveResp chan moved
+	moving   bool
+	pending  bool // pending may hold rows: ask the mover
+	acks     chan ackBatch
+	ackDone  chan error
+}
+
+func (d *dispatcher) run() error {
+	cfg := d.r.cfg
+	d.win = newWindow(cfg.Coalesce)
+	d.lim = newLimiter(cfg.Concurrency)
+	if cfg.RateLimit > 0 {
+		d.rate = rate.NewLimiter(rate.Limit(cfg.RateLimit), max(1, cfg.MessagesPerRequest))
+	}
+	d.results = make(chan result, cfg.Concurrency)
+	d.moveReq = make(chan int, 1)
+	d.moveResp = make(chan moved, 1)
+	d.acks = make(chan ackBatch, 4*cfg.Concurrency)
+	d.ackDone = make(chan error, 1)
+	d.applySettings(d.settings, true)
+	defer func() {
+		if d.closeP != nil {
+			d.closeP()
+		}
+	}()
+
+	// Requests run under their own context: a stop lets them finish within ShutdownTimeout.
+	postCtx, cancelPosts := context.WithCancel(context.WithoutCancel(d.ctx))
+	defer cancelPosts()
+	var wg sync.WaitGroup
+	moverCtx, stopMover := context.WithCancel(d.ctx)
+	wg.Add(2)
+	go func() { defer wg.Done(); d.mover(moverCtx) }()
+	go func() { defer wg.Done(); d.ackDone <- d.acknowledger(postCtx) }()
+
+	sweep := time.NewTicker(cfg.SweepInterval)
+	defer sweep.Stop()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	var queued, configChanged <-chan struct{}
+	if d.r.doorbell != nil {
+		queued, configChanged = d.r.doorbell.Queued(), d.r.doorbell.ConfigChanged()
+	}
+	d.pending = true
+	metrics.WakeUps.WithLabelValues("start").Inc()
+
+	var sessionErr error
+loop:
+	for {
+		now := time.Now()
+		next := d.win.promote(now)
+		d.fill()
+		d.dispatch(postCtx, now)
+		if d.paused.After(now) && (next.IsZero() || d.paused.Before(next)) {
+			next = d.paused
+		}
+		if !next.IsZero() {
+			timer.Reset(max(time.Until(next), time.Millisecond))
+		}
+		select {
+		case <-d.ctx.Done():
+			break loop
+		case res := <-d.results:
+			if err := d.apply(res); err != nil {
+				sessionErr = err
+				break loop
+			}
+		case m := <-d.moveResp:
+			d.moving = false
+			if m.err != nil {
+				sessionErr = m.err
+				break loop
+			}
+			now := time.Now()
+			for _, row := range m.rows {
+				d.admit(row, now)
+			}
+			d.pending = d.pending || m.more
+		case <-queued: // the doorbell counts its own wake-ups
+			d.pending = true
+		case <-configChanged:
+			if err := d.reloadSettings(); err != nil {
+				sessionErr = err
+				break loop
+			}
+		case <-sweep.C:
+			metrics.WakeUps.WithLabelValues("sweep").Inc()
+			d.pending = true
+			if err := d.reloadSettings(); err != nil {
+				sessionErr = err
+				break loop
+			}
+		case <-timer.C:
+			metrics.WakeUps.WithLabelValues("retry").Inc()
+		case err := <-d.ackDone:
+			sessionErr = fmt.Errorf("acknowledging delivered rows: %w", err)
+			d.ackDone <- err
+			break loop
+		}
+	}
+	stopMover()
+	// Let requests in flight finish (bounded), then flush acknowledgements.
+	d.r.state.Store("stopping")
+	deadline := time.NewTimer(d.r.cfg.ShutdownTimeout)
+	defer deadline.Stop()
+	for d.inflight > 0 {
+		select {
+		case res := <-d.results:
+			if sessionErr != nil {
+				d.inflight--
+				continue
+			}
+			if err := d.apply(res); err != nil {
+				sessionErr = err
+			}
+		case <-deadline.C:
+			cancelPosts()
+			deadline.Reset(time.Hour)
+		}
+	}
+	close(d.acks)
+	wg.Wait()
+	if err := <-d.ackDone; err != nil && sessionErr == nil && d.ctx.Err() == nil {
+		sessionErr = fmt.Errorf("acknowledging delivered rows: %w", err)
+	}
+	if sessionErr == nil {
+		sessionErr = d.ctx.Err()
+	}
+	return sessionErr
+}
+
+// applySettings adopts new Data Sync settings, rebuilding the poster when they changed.
+func (d *dispatcher) applySettings(s Settings, force bool) {
+	changed := force || s != d.settings
+	d.settings = s
+	if !changed {
+		return
+	}
+	if d.closeP != nil {
+		d.closeP()
+		d.poster, d.closeP = nil, nil
+	}
+	d.posterOK = false
+	if !s.Enabled {
+		d.r.state.Store("idle: DataSyncEnabled is false")
+		d.r.log.Info("Data Sync is disabled; delivery paused (rows stay queued)")
+		return
+	}
+	p, closeFn, err := d.r.buildPoster(d.ctx, s)
+	if err != nil {
+		d.r.state.Store("paused: " + err.Error())
+		d.r.log.Error("cannot deliver with the current Data Sync settings; delivery paused until they change", zap.Error(err))
+		return
+	}
+	d.poster, d.closeP, d.posterOK = p, closeFn, true
+	d.pending = true
+	d.r.state.Store("delivering")
+}
+
+func (d *dispatcher) reloadSettings() error {
+	ctx, cancel := context.WithTimeout(d.ctx, 10*time.Second)
+	defer cancel()
+	s, err := LoadSettings(ctx, d.lock)
+	if err != nil {
+		if d.ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	if s != d.settings {
+		d.r.log.Info("Data Sync settings changed", zap.Bool("enabled", s.Enabled), zap.String("api_url", s.APIURL),
+			zap.String("token_url", s.TokenURL), zap.Bool("snapshot_at_move", s.SnapshotAtMove))
+	}
+	d.applySettings(s, false)
+	return nil
+}
+
+// fill asks the mover for more rows when there is room and pending may hold some.
+func (d *dispatcher) fill() {
+	if d.moving || !d.pending || !d.posterOK {
+		return
+	}
+	room := d.r.cfg.Window - d.win.rows
+	if room < min(d.r.cfg.MoveBatch, d.r.cfg.Window/2) {
+		return
+	}
+	select {
+	case d.moveReq <- room:
+		d.moving = true
+		d.pending = false
+	default:
+	}
+}
+
+// mover loads progress first (rows left by an earlier run), then moves pending rows to progress.
+func (d *dispatcher) mover(ctx context.Context) {
+	cursor := map[*queue]int64{}
+	loaded := map[*queue]bool{}
+	for {
+		var room int
+		select {
+		case <-ctx.Done():
+			return
+		case room = <-d.moveReq:
+		}
+		var m moved
+		for _, q := range queues {
+			if room <= 0 {
+				m.more = true
+				break
+			}
+			n := min(room, d.r.cfg.MoveBatch)
+			opCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+			var rows []*row
+			var err error
+			if !loaded[q] {
+				rows, err = q.load(opCtx, d.r.db, cursor[q], n)
+				if err == nil {
+					if len(rows) < n {
+						loaded[q] = true
+					}
+					if len(rows) > 0 {
+						cursor[q] = rows[len(rows)-1].id
+					}
+					m.more = true // pending still to be moved after progress
+				}
+			} else {
+				rows, err = q.move(opCtx, d.r.db, n, d.r.cfg.SkipDeadLetters == false, d.settings.SnapshotAtMove)
+				if err == nil && len(rows) == n {
+					m.more = true
+				}
+			}
+			cancel()
+			if err != nil {
+				m.err = err
+				break
+			}
+			m.rows = append(m.rows, rows...)
+			room -= len(rows)
+		}
+		select {
+		case d.moveResp <- m:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// admit checks a row and puts it in the window; a row that can never be sent is dead-lettered.
+func (d *dispatcher) admit(r *row, now time.Time) {
+	if err := checkRow(r); err != nil {
+		d.r.log.Warn("queue row cannot be sent; moved to the dead-letter table", zap.String("queue", r.q.name),
+			zap.Int64("id", r.id), zap.Error(err))
+		ctx, cancel := context.WithTimeout(d.ctx, 30*time.Second)
+		defer cancel()
+		if dbErr := d.deadLetter(ctx, r.q, []*row{r}, 0, 0, err.Error(), ""); dbErr != nil {
+			d.r.log.Error("dead-lettering a bad row failed; it stays in progress", zap.Int64("id", r.id), zap.Error(dbErr))
+		}
+		return
+	}
+	d.win.add(r, now)
+	if d.win.saved > 0 {
+		metrics.Coalesced.Add(float64(d.win.saved))
+		d.win.saved = 0
+	}
+}
+
+// checkRow finds rows that can never be delivered as they are.
+func checkRow(r *row) error {
+	if r.keyNull {
+		return fmt.Errorf("%w: UNIQUE_ID is null: set it to the customer or retail transaction id", ErrBadRecord)
+	}
+	if _, _, err := mapping.Lookup(r.objName, r.action); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadRecord, err)
+	}
+	payload := r.payload
+	if r.action == mapping.ActionDelete {
+		payload = []byte(r.key)
+	} else if payload == nil {
+		return fmt.Errorf("%w: JSON_OBJECT is null for a %s %s", ErrBadRecord, r.objName, r.action)
+	}
+	if err := mapping.CheckPayload(r.objName, r.action, r.key, payload); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadRecord, err)
+	}
+	return nil
+}
+
+// dispatch starts requests while the concurrency limit, the pause and the rate allow.
+func (d *dispatcher) dispatch(ctx context.Context, now time.Time) {
+	if !d.posterOK || d.paused.After(now) || d.ctx.Err() != nil {
+		return
+	}
+	metrics.Concurrency.Set(float64(d.lim.limit))
+	for d.inflight < d.lim.limit {
+		req := d.win.take(d.r.cfg.MessagesPerRequest, now)
+		if req == nil {
+			return
+		}
+		d.inflight++
+		go d.send(ctx, d.poster, req)
+	}
+}
+
+// send performs one request and records a failure on its rows before reporting.
+func (d *dispatcher) send(ctx context.Context, p Poster, req *request) {
+	msgs := make([]mapping.Message, len(req.rows))
+	for i, r := range req.rows {
+		typ, act, _ := mapping.Lookup(r.objName, r.action)
+		payload := string(r.payload)
+		if r.action == mapping.ActionDelete {
+			payload = r.key
+		}
+		msgs[i] = mapping.Message{Action: act, Payload: payload, Type: typ, UniqueID: strconv.FormatInt(r.id, 10)}
+	}
+	body := mapping.AppendEnvelope(make([]byte, 0, 256+len(msgs)*512), msgs)
+	if d.rate != nil {
+		if err := d.rate.WaitN(ctx, len(req.rows)); err != nil {
+			d.results <- result{req: req, outcome: retryable, err: err, next: time.Now()}
+			return
+		}
+	}
+	start := time.Now()
+	resp, err := p.Post(ctx, body)
+	res := result{req: req, resp: resp, err: err, took: time.Since(start)}
+	metrics.RequestDuration.Observe(res.took.Seconds())
+	res.outcome, res.pressure = classify(resp, err, d.r.cfg.Delivered)
+	if res.outcome != delivered {
+		res.dbErr = d.recordFailure(ctx, &res)
+	}
+	d.results <- res
+}
+
+// recordFailure writes the attempt onto the rows: a retry time, or a move to the dead-letter
+// table (holding the key's later rows behind it unless SkipDeadLetters).
+func (d *dispatcher) recordFailure(ctx context.Context, res *result) error {
+	cfg := d.r.cfg
+	attempts := 0
+	for _, r := range res.req.rows {
+		attempts = max(attempts, r.attempts+1)
+	}
+	msg := describe(res.resp, res.err)
+	excerpt := res.resp.Excerpt
+	stop := cfg.OnFailure == OnFailureStop
+	switch {
+	case res.outcome == permanent && len(res.req.rows) > 1:
+		// Find the refused record: send each alone before dead-lettering anything.
+		for _, r := range res.req.rows {
+			r.solo = true
+		}
+	case cfg.MaxAttempts > 0 && attempts >= cfg.MaxAttempts,
+		res.outcome == permanent && !stop && attempts >= cfg.PermanentAttempts:
+		res.dead = true
+	}
+	dbCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if res.dead {
+		return d.deadLetter(dbCtx, res.req.rows[0].q, res.req.rows, 1, res.resp.Status, msg, excerpt)
+	}
+	res.next = time.Now().Add(backoff(attempts, cfg.BackoffMin, cfg.BackoffMax, res.resp.RetryAfter))
+	byQueue := map[*queue][]int64{}
+	for _, r := range res.req.rows {
+		byQueue[r.q] = append(append(byQueue[r.q], r.id), r.absorbed...)
+	}
+	for q, ids := range byQueue {
+		if _, err := d.r.db.Exec(dbCtx, q.failSQL, ids, nullStatus(res.resp.Status), msg, res.next); err != nil {
+			return fmt.Errorf("recording a failed delivery: %w", err)
+		}
+	}
+	return nil
+}
+
+func nullStatus(s int) *int {
+	if s == 0 {
+		return nil
+	}
+	return &s
+}
+
+// deadLetter moves rows to their dead-letter table and, unless SkipDeadLetters, holds the later
+// progress rows of each key behind them.
+func (d *dispatcher) deadLetter(ctx context.Context, _ *queue, rows []*row, counted, status int, msg, excerpt string) error {
+	byQueue := map[*queue][]int64{}
+	for _, r := range rows {
+		byQueue[r.q] = append(append(byQueue[r.q], r.id), r.absorbed...)
+	}
+	for q, ids := range byQueue {
+		if _, err := d.r.db.Exec(ctx, q.deadSQL, ids, counted, nullStatus(status), msg, nullIfEmpty(excerpt)); err != nil {
+			return fmt.Errorf("moving rows to %s: %w", q.failed, err)
+		}
+	}
+	metrics.DeadLetters.WithLabelValues("failed").Add(float64(len(rows)))
+	if d.r.cfg.SkipDeadLetters {
+		return nil
+	}
+	for _, r := range rows {
+		if r.keyNull {
+			continue
+		}
+		tag, err := d.r.db.Exec(ctx, r.q.holdSQL, r.key, r.id)
+		if err != nil {
+			return fmt.Errorf("holding later rows behind dead letter %d: %w", r.id, err)
+		}
+		metrics.DeadLetters.WithLabelValues("held").Add(float64(tag.RowsAffected()))
+	}
+	return nil
+}
+
+func nullIfEmpty(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+// apply updates the window with a finished request.
+func (d *dispatcher) apply(res result) error {
+	d.inflight--
+	now := time.Now()
+	if res.dbErr != nil {
+		d.win.release(res.req, false, now)
+		return res.dbErr
+	}
+	status := strconv.Itoa(res.resp.Status)
+	switch {
+	case res.outcome == delivered:
+		metrics.Deliveries.WithLabelValues("delivered", status).Inc()
+		var ids ackBatch
+		for _, r := range res.req.rows {
+			ids[r.q.idx] = append(append(ids[r.q.idx], r.id), r.absorbed...)
+			typ, _, _ := mapping.Lookup(r.objName, r.action)
+			metrics.MessagesDelivered.WithLabelValues(typ).Inc()
+			metrics.CommitToDelivery.Observe(now.Sub(r.createdAt).Seconds())
+		}
+		d.acks <- ids
+		d.lim.success()
+		d.win.release(res.req, true, now)
+	case res.dead:
+		metrics.Deliveries.WithLabelValues("dead_letter", status).Inc()
+		d.r.log.Warn("delivery failed permanently; rows moved to the dead-letter table",
+			zap.Int64("first_id", res.req.rows[0].id), zap.Int("rows", len(res.req.rows)), zap.String("error", describe(res.resp, res.err)))
+		if !d.r.cfg.SkipDeadLetters {
+			for _, r := range res.req.rows {
+				if k := d.win.keys[keyName(r)]; k != nil {
+					d.win.dropAfter(k, r.id)
+				}
+			}
+		}
+		d.win.release(res.req, true, now)
+	default:
+		metrics.Deliveries.WithLabelValues("retry", status).Inc()
+		metrics.Retries.Add(float64(len(res.req.rows)))
+		for _, r := range res.req.rows {
+			r.attempts++
+			if !r.solo || res.outcome != permanent {
+				r.next = res.next
+			}
+		}
+		d.r.log.Info("delivery failed; will retry", zap.Int64("first_id", res.req.rows[0].id), zap.Int("rows", len(res.req.rows)),
+			zap.String("error", describe(res.resp, res.err)), zap.Time("next_attempt", res.next))
+		if res.pressure {
+			d.lim.pressure(now)
+			if res.resp.RetryAfter > 0 {
+				d.paused = maxTime(d.paused, now.Add(res.resp.RetryAfter))
+			}
+		}
+		if d.r.cfg.OnFailure == OnFailureStop {
+			d.paused = maxTime(d.paused, res.next)
+		}
+		d.win.release(res.req, false, now)
+	}
+	return nil
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// ackBatch holds delivered ids per queue family (indexed like queues).
+type ackBatch [2][]int64
+
+// acknowledger deletes delivered rows from progress in batches: whatever arrived while the
+// previous DELETE ran goes in the next one.
+func (d *dispatcher) acknowledger(ctx context.Context) error {
+	var batch ackBatch
+	flush := func() error {
+		var err error
+		for attempt := 0; attempt < 5; attempt++ {
+			if err = ackAll(ctx, d.r.db, &batch); err == nil {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(time.Duration(attempt+1) * 100 * time.Millisecond):
+			}
+		}
+		return err
+	}
+	for {
+		b, ok := <-d.acks
+		if !ok {
+			return flush()
+		}
+		for i := range b {
+			batch[i] = append(batch[i], b[i]...)
+		}
+	drain:
+		for len(batch[0])+len(batch[1]) < 5000 {
+			select {
+			case more, ok := <-d.acks:
+				if !ok {
+					return flush()
+				}
+				for i := range more {
+					batch[i] = append(batch[i], more[i]...)
+				}
+			default:
+				break drain
+			}
+		}
+		if err := flush(); err != nil {
+			return err
+		}
+	}
+}
+
+// ackAll deletes acknowledged rows from progress and empties the batch.
+func ackAll(ctx context.Context, db *pgxpool.Pool, b *ackBatch) error {
+	for i, q := range queues {
+		if len(b[i]) == 0 {
+			continue
+		}
+		opCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		_, err := db.Exec(opCtx, q.ackSQL, b[i])
+		cancel()
+		if err != nil {
+			return err
+		}
+		b[i] = b[i][:0]
+	}
+	return nil
+}

@@ -1,0 +1,92 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// ErrSettings marks Data Sync settings (data_sync_config) the relay cannot deliver with.
+var ErrSettings = errors.New("invalid Data Sync settings")
+
+// Settings are the appendix's Data Sync System Configuration settings, read from
+// data_sync_config on every start and whenever the table changes.
+type Settings struct {
+	Enabled           bool
+	APIURL            string
+	TokenURL          string
+	CredentialMapName string
+	CredentialKeyName string
+	SnapshotAtMove    bool // DataSyncSnapshotMode = move
+}
+
+// Querier is what LoadSettings needs: *pgx.Conn, *pgxpool.Pool and pgx.Tx satisfy it.
+type Querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// LoadSettings reads data_sync_config.
+func LoadSettings(ctx context.Context, db Querier) (Settings, error) {
+	rows, err := db.Query(ctx, "SELECT name, coalesce(value, '') FROM data_sync_config")
+	if err != nil {
+		return Settings{}, fmt.Errorf("reading data_sync_config (run cdc-relay install first?): %w", err)
+	}
+	defer rows.Close()
+	s := Settings{CredentialMapName: "ce_credentials", CredentialKeyName: "datasync"}
+	for rows.Next() {
+		var name, value string
+		if err := rows.Scan(&name, &value); err != nil {
+			return Settings{}, fmt.Errorf("reading data_sync_config: %w", err)
+		}
+		switch name {
+		case "DataSyncEnabled":
+			s.Enabled = value == "true"
+		case "DataSyncApiUrl":
+			s.APIURL = value
+		case "DataSyncTokenUrl":
+			s.TokenURL = value
+		case "DataSyncCredentialMapName":
+			if value != "" {
+				s.CredentialMapName = value
+			}
+		case "DataSyncCredentialKeyName":
+			if value != "" {
+				s.CredentialKeyName = value
+			}
+		case "DataSyncSnapshotMode":
+			s.SnapshotAtMove = value == "move"
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return Settings{}, fmt.Errorf("reading data_sync_config: %w", err)
+	}
+	return s, nil
+}
+
+// CheckDelivery reports what keeps these settings from being used to deliver, naming the
+// setting and the command that fixes it. allowHTTP permits http:// URLs (local testing only).
+func (s Settings) CheckDelivery(allowHTTP bool) error {
+	for _, u := range []struct{ name, value string }{{"DataSyncApiUrl", s.APIURL}, {"DataSyncTokenUrl", s.TokenURL}} {
+		if u.value == "" {
+			return fmt.Errorf("%w: %s is not set: run cdc-relay config set %s https://...", ErrSettings, u.name, u.name)
+		}
+		p, err := url.Parse(u.value)
+		if err != nil || p.Host == "" {
+			return fmt.Errorf("%w: %s %q is not an absolute URL: run cdc-relay config set %s https://...", ErrSettings, u.name, u.value, u.name)
+		}
+		switch strings.ToLower(p.Scheme) {
+		case "https":
+		case "http":
+			if !allowHTTP {
+				return fmt.Errorf("%w: %s %q is not https: set an https URL, or pass --allow-insecure-http for local testing only", ErrSettings, u.name, u.value)
+			}
+		default:
+			return fmt.Errorf("%w: %s %q: scheme must be https", ErrSettings, u.name, u.value)
+		}
+	}
+	return nil
+}
