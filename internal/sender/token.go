@@ -1,0 +1,189 @@
+package sender
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/cdc-relay/cdc-relay/internal/metrics"
+)
+
+// expiryMargin is how long before its expiry a token stops being reused, so a token does not
+// expire between being handed out and reaching the receiver.
+const expiryMargin = 10 * time.Second
+
+// tokenCache holds the current OAuth2 token. clientcredentials.Config.Token always fetches;
+// tokenCache reuses the token until shortly before it expires, makes concurrent callers share
+// one fetch, and lets a 401 drop exactly the token that was rejected (compare-and-swap).
+type tokenCache struct {
+	conf       *clientcredentials.Config
+	base       context.Context // long-lived; carries the token endpoint's HTTP client
+	timeout    time.Duration
+	defaultTTL time.Duration
+	now        func() time.Time
+	log        *zap.Logger
+
+	mu       sync.Mutex
+	tok      string
+	expiry   time.Time
+	fetching chan struct{} // closed when the fetch in progress ends; nil when none
+	lastErr  error         // result of the fetch that just ended, for its waiters
+	warned   bool          // "no expires_in" warning logged
+	waiters  int           // callers waiting for a fetch, for tests
+}
+
+// get returns a valid access token, fetching one when there is none or it is about to expire.
+// Concurrent callers wait for the same fetch; a caller whose ctx ends stops waiting, while the
+// fetch itself carries on for the others.
+func (c *tokenCache) get(ctx context.Context) (string, error) {
+	c.mu.Lock()
+	for {
+		if c.tok != "" && c.now().Before(c.expiry) {
+			tok := c.tok
+			c.mu.Unlock()
+			return tok, nil
+		}
+		if c.fetching == nil {
+			break
+		}
+		done := c.fetching
+		c.waiters++
+		c.mu.Unlock()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			c.mu.Lock()
+			c.waiters--
+			c.mu.Unlock()
+			return "", fmt.Errorf("%w: waiting for an OAuth2 token: %w", ErrToken, ctx.Err())
+		}
+		c.mu.Lock()
+		c.waiters--
+		if c.tok == "" && c.lastErr != nil && c.fetching == nil {
+			err := c.lastErr
+			c.mu.Unlock()
+			return "", err
+		}
+	}
+	done := make(chan struct{})
+	c.fetching = done
+	c.mu.Unlock()
+
+	tok, expiry, err := c.fetch()
+
+	c.mu.Lock()
+	c.fetching = nil
+	c.lastErr = err
+	if err == nil {
+		c.tok, c.expiry = tok, expiry
+	}
+	close(done)
+	c.mu.Unlock()
+	if err != nil {
+		return "", err
+	}
+	return tok, nil
+}
+
+// invalidate drops tok if it is still the current token, so of many requests rejected with the
+// same token only the first causes a new fetch.
+func (c *tokenCache) invalidate(tok string) {
+	c.mu.Lock()
+	if c.tok == tok {
+		c.tok, c.expiry = "", time.Time{}
+	}
+	c.mu.Unlock()
+}
+
+// fetch asks the token endpoint for a new token, bounded by the request timeout.
+func (c *tokenCache) fetch() (string, time.Time, error) {
+	ctx, cancel := context.WithTimeout(c.base, c.timeout)
+	defer cancel()
+	start := c.now()
+	t, err := c.conf.Token(ctx)
+	if err != nil {
+		metrics.TokenFetches.WithLabelValues("error").Inc()
+		return "", time.Time{}, c.describe(err)
+	}
+	metrics.TokenFetches.WithLabelValues("ok").Inc()
+	var lifetime time.Duration
+	switch {
+	case t.ExpiresIn > 0:
+		lifetime = time.Duration(t.ExpiresIn) * time.Second
+	case !t.Expiry.IsZero():
+		lifetime = time.Until(t.Expiry)
+	default:
+		lifetime = c.defaultTTL
+		c.mu.Lock()
+		first := !c.warned
+		c.warned = true
+		c.mu.Unlock()
+		if first {
+			c.log.Warn("token endpoint gave no expires_in; reusing each token for the default TTL",
+				zap.String("token_url", c.conf.TokenURL), zap.Duration("default_token_ttl", c.defaultTTL))
+		}
+	}
+	// Stop reusing a token expiryMargin before it expires, or halfway through a short life.
+	margin := min(expiryMargin, lifetime/2)
+	return t.AccessToken, start.Add(lifetime - margin), nil
+}
+
+// describe turns an oauth2 error into one naming the token URL and the fix. It never includes
+// the response body, which may echo credentials.
+func (c *tokenCache) describe(err error) error {
+	prefix := fmt.Sprintf("fetching OAuth2 token from %s", c.conf.TokenURL)
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) && re.Response != nil {
+		status := re.Response.StatusCode
+		switch {
+		case status >= 300 && status < 400:
+			return fmt.Errorf("%w: %s: the token endpoint redirected to %s; cdc-relay never follows redirects: set DataSyncTokenUrl to the final URL",
+				ErrToken, prefix, locationHost(re.Response))
+		case status == http.StatusUnauthorized || status == http.StatusForbidden || re.ErrorCode == "invalid_client":
+			return fmt.Errorf("%w: %s: the token endpoint rejected the client credentials (HTTP %d%s): check the client id and secret with cdc-relay credentials show, and set them again with cdc-relay credentials set",
+				ErrToken, prefix, status, codeSuffix(re.ErrorCode))
+		case status >= 200 && status < 300:
+			return fmt.Errorf("%w: %s: the token endpoint answered HTTP %d with an OAuth2 error%s: check the client's grants at the token provider",
+				ErrToken, prefix, status, codeSuffix(re.ErrorCode))
+		default:
+			return fmt.Errorf("%w: %s: the token endpoint answered HTTP %d%s", ErrToken, prefix, status, codeSuffix(re.ErrorCode))
+		}
+	}
+	if tlsErr := classifyTLS(err); tlsErr != nil {
+		return fmt.Errorf("%w: %s: %w", ErrToken, prefix, tlsErr)
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		if ue.Timeout() {
+			return fmt.Errorf("%w: %s: no answer within %s: check the token endpoint is up, or raise the request timeout", ErrToken, prefix, c.timeout)
+		}
+		return fmt.Errorf("%w: %s: %w", ErrToken, prefix, ue.Err)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%w: %s: no answer within %s: check the token endpoint is up, or raise the request timeout", ErrToken, prefix, c.timeout)
+	}
+	if errors.Is(err, context.Canceled) {
+		return fmt.Errorf("%w: %s: %w", ErrToken, prefix, err)
+	}
+	// Parse failures: oauth2's own messages may quote the body, so say what happened in our words.
+	if strings.Contains(err.Error(), "missing access_token") {
+		return fmt.Errorf("%w: %s: the response has no access_token: check DataSyncTokenUrl", ErrToken, prefix)
+	}
+	return fmt.Errorf("%w: %s: the response is not a valid OAuth2 token (not JSON or a form with access_token): check DataSyncTokenUrl", ErrToken, prefix)
+}
+
+func codeSuffix(code string) string {
+	if code == "" {
+		return ""
+	}
+	return ", error " + fmt.Sprintf("%q", code)
+}
