@@ -14,3 +14,35 @@ BEGIN
     END IF;
 END
 $$;
+
+-- data_sync_status: the queue facts `cdc-relay status` and /metrics report, for psql users.
+-- One row per queue family and stage: rows, the oldest row's age, rows with failed attempts
+-- and the most recent error.
+CREATE OR REPLACE VIEW data_sync_status AS
+SELECT 'cust'::text AS queue, 'pending'::text AS stage, count(*) AS rows, min(created_at) AS oldest_created_at,
+       extract(epoch FROM now() - min(created_at))::float8 AS oldest_age_seconds, 0::bigint AS failing_rows,
+       NULL::text AS last_error
+  FROM data_sync_cust_pending_queue
+UNION ALL
+SELECT 'trn', 'pending', count(*), min(created_at), extract(epoch FROM now() - min(created_at))::float8, 0, NULL
+  FROM data_sync_trn_pending_queue
+UNION ALL
+SELECT 'cust', 'progress', count(*), min(created_at), extract(epoch FROM now() - min(created_at))::float8,
+       count(*) FILTER (WHERE attempts > 0),
+       (SELECT last_error FROM data_sync_cust_progress_queue WHERE last_error IS NOT NULL ORDER BY last_attempt_at DESC LIMIT 1)
+  FROM data_sync_cust_progress_queue
+UNION ALL
+SELECT 'trn', 'progress', count(*), min(created_at), extract(epoch FROM now() - min(created_at))::float8,
+       count(*) FILTER (WHERE attempts > 0),
+       (SELECT last_error FROM data_sync_trn_progress_queue WHERE last_error IS NOT NULL ORDER BY last_attempt_at DESC LIMIT 1)
+  FROM data_sync_trn_progress_queue
+UNION ALL
+SELECT 'cust', 'failed', count(*), min(created_at), extract(epoch FROM now() - min(created_at))::float8,
+       count(*) FILTER (WHERE reason = 'failed'),
+       (SELECT last_error FROM data_sync_cust_failed WHERE reason = 'failed' ORDER BY failed_at DESC LIMIT 1)
+  FROM data_sync_cust_failed
+UNION ALL
+SELECT 'trn', 'failed', count(*), min(created_at), extract(epoch FROM now() - min(created_at))::float8,
+       count(*) FILTER (WHERE reason = 'failed'),
+       (SELECT last_error FROM data_sync_trn_failed WHERE reason = 'failed' ORDER BY failed_at DESC LIMIT 1)
+  FROM data_sync_trn_failed;

@@ -1,2 +1,3 @@
 DROP PUBLICATION IF EXISTS data_sync_pending_pub;
 DROP PUBLICATION IF EXISTS data_sync_config_pub;
+DROP VIEW IF EXISTS data_sync_status;

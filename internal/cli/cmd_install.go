@@ -1,0 +1,79 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/cdc-relay/cdc-relay/internal/schema"
+)
+
+func init() {
+	register(&Command{Name: "install", Summary: "create or upgrade the queues, triggers and publications (idempotent)", Run: runInstall})
+	register(&Command{Name: "uninstall", Summary: "remove triggers and publications (queued rows are kept unless --drop-queues)", Run: runUninstall})
+}
+
+func connect(ctx context.Context, url string) (*pgx.Conn, error) {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to the database: %w", err)
+	}
+	return conn, nil
+}
+
+func runInstall(ctx context.Context, env Env, args []string) error {
+	fs := newFlagSet(env, "install")
+	db := databaseFlag(fs, env)
+	allow := fs.Bool("allow-non-logical", false, "install even though wal_level is not logical (run the relay with --poll)")
+	if err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	if err := requireDatabase(*db); err != nil {
+		return err
+	}
+	conn, err := connect(ctx, *db)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	rep, err := schema.Install(ctx, conn, schema.Options{AllowNonLogical: *allow})
+	if err != nil {
+		return err
+	}
+	if len(rep.Applied) == 0 {
+		fmt.Fprintln(env.Stdout, "cdc-relay is installed and up to date: nothing to change")
+		return nil
+	}
+	for _, s := range rep.Applied {
+		fmt.Fprintln(env.Stdout, "applied", s)
+	}
+	fmt.Fprintln(env.Stdout, "installed. Next: cdc-relay config set DataSyncApiUrl https://...; config set DataSyncTokenUrl https://...; credentials set; config set DataSyncEnabled true")
+	return nil
+}
+
+func runUninstall(ctx context.Context, env Env, args []string) error {
+	fs := newFlagSet(env, "uninstall")
+	db := databaseFlag(fs, env)
+	drop := fs.Bool("drop-queues", false, "also drop the queue, dead-letter and config tables and every queued row")
+	if err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	if err := requireDatabase(*db); err != nil {
+		return err
+	}
+	conn, err := connect(ctx, *db)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := schema.Uninstall(ctx, conn, schema.UninstallOptions{DropQueues: *drop}); err != nil {
+		return err
+	}
+	if *drop {
+		fmt.Fprintln(env.Stdout, "uninstalled: triggers, publications and Data Sync tables dropped")
+	} else {
+		fmt.Fprintln(env.Stdout, "uninstalled: triggers and publications dropped; queued rows kept (cdc-relay install brings capture back)")
+	}
+	return nil
+}

@@ -1,0 +1,217 @@
+// Package daemon assembles `cdc-relay run`: the replication doorbell, the relay, and the admin
+// HTTP server, under one errgroup, on one connection pool.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/cdc-relay/cdc-relay/cdc"
+	"github.com/cdc-relay/cdc-relay/internal/credentials"
+	"github.com/cdc-relay/cdc-relay/internal/metrics"
+	"github.com/cdc-relay/cdc-relay/internal/schema"
+	"github.com/cdc-relay/cdc-relay/internal/sender"
+	"github.com/cdc-relay/cdc-relay/internal/status"
+	"github.com/cdc-relay/cdc-relay/relay"
+)
+
+// Config is everything `cdc-relay run` takes. Zero values take the documented defaults.
+type Config struct {
+	// DatabaseURL is the CE database (required).
+	DatabaseURL string
+	// Relay tunes delivery (see relay.Config).
+	Relay relay.Config
+	// Poll runs without the replication doorbell: the relay wakes only on its sweep. For servers
+	// whose wal_level cannot be logical.
+	Poll bool
+	// AdminAddr serves /metrics, /livez and /readyz. Default "127.0.0.1:9187" (localhost only);
+	// "off" disables it.
+	AdminAddr string
+	// CAFile is an extra PEM bundle trusted for the receiver and token endpoint.
+	CAFile string
+	// CredentialsPath is the credential store; default credentials.DefaultPath.
+	CredentialsPath string
+	// AllowInsecureHTTP permits http:// URLs (local testing only).
+	AllowInsecureHTTP bool
+	// RequestTimeout bounds each request to the receiver and token endpoint. Default 10s.
+	RequestTimeout time.Duration
+	// Getenv reads the environment (credential overrides); default none.
+	Getenv func(string) string
+	// Logger receives the daemon's logs.
+	Logger *zap.Logger
+	// OnAdminListen, when set, is told the admin server's address once it listens (tests).
+	OnAdminListen func(addr string)
+}
+
+// Run runs the daemon until ctx is cancelled (nil) or a part fails for good (its error).
+// Configuration faults are reported at once, before anything is delivered.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.Getenv == nil {
+		cfg.Getenv = func(string) string { return "" }
+	}
+	if cfg.AdminAddr == "" {
+		cfg.AdminAddr = "127.0.0.1:9187"
+	}
+	if cfg.CredentialsPath == "" {
+		cfg.CredentialsPath = credentials.DefaultPath(cfg.Getenv)
+	}
+	log := cfg.Logger
+	cfg.Relay.Logger = log.Named("relay")
+	rcfg := cfg.Relay.WithDefaults()
+	poolCfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("parsing --database-url: %w", err)
+	}
+	poolCfg.MaxConns = int32(min(rcfg.Concurrency+4, 32))
+	poolCfg.ConnConfig.RuntimeParams["application_name"] = "cdc-relay"
+	db, err := pgxpool.NewWithConfig(ctx, poolCfg)
+	if err != nil {
+		return fmt.Errorf("connecting to the database: %w", err)
+	}
+	defer db.Close()
+
+	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := relay.LoadSettings(startCtx, db); err != nil {
+		return err
+	}
+	var listener *cdc.Listener
+	if !cfg.Poll {
+		conn, err := db.Acquire(startCtx)
+		if err != nil {
+			return fmt.Errorf("connecting to the database: %w", err)
+		}
+		err = schema.CheckWALLevel(startCtx, conn.Conn())
+		conn.Release()
+		if err != nil {
+			return err
+		}
+		listener, err = cdc.New(cdc.Config{ConnString: cfg.DatabaseURL, Logger: log.Named("cdc")})
+		if err != nil {
+			return err
+		}
+	} else {
+		log.Warn("running without the replication doorbell (--poll): changes wait for the sweep", zap.Duration("sweep_interval", rcfg.SweepInterval))
+	}
+	var bell relay.Doorbell
+	if listener != nil {
+		bell = listener
+	}
+	r, err := relay.New(cfg.Relay, db, Posters(cfg), bell)
+	if err != nil {
+		return err
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	if listener != nil {
+		g.Go(func() error { return listener.Run(gctx) })
+	}
+	g.Go(func() error { return r.Run(gctx) })
+	if cfg.AdminAddr != "off" {
+		ln, err := net.Listen("tcp", cfg.AdminAddr)
+		if err != nil {
+			return fmt.Errorf("listening on --admin-addr %s: %w (choose another address, or off)", cfg.AdminAddr, err)
+		}
+		if cfg.OnAdminListen != nil {
+			cfg.OnAdminListen(ln.Addr().String())
+		}
+		srv := &http.Server{Handler: adminHandler(db, r, listener), ReadHeaderTimeout: 5 * time.Second}
+		g.Go(func() error {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("admin server: %w", err)
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			return srv.Shutdown(shut)
+		})
+		log.Info("admin server listening", zap.String("addr", ln.Addr().String()))
+	}
+	return g.Wait()
+}
+
+// Posters returns the relay's PosterFactory: settings and credentials checked, then one
+// sender per settings version.
+func Posters(cfg Config) relay.PosterFactory {
+	return func(ctx context.Context, s relay.Settings) (relay.Poster, func(), error) {
+		if err := s.CheckDelivery(cfg.AllowInsecureHTTP); err != nil {
+			return nil, nil, err
+		}
+		getenv := cfg.Getenv
+		if getenv == nil {
+			getenv = func(string) string { return "" }
+		}
+		path := cfg.CredentialsPath
+		if path == "" {
+			path = credentials.DefaultPath(getenv)
+		}
+		cred, _, err := credentials.Resolve(getenv, path, s.CredentialMapName, s.CredentialKeyName)
+		if err != nil {
+			return nil, nil, err
+		}
+		rcfg := cfg.Relay.WithDefaults()
+		snd, err := sender.New(sender.Config{
+			APIURL: s.APIURL, TokenURL: s.TokenURL, Credential: cred, CAFile: cfg.CAFile,
+			AllowInsecureHTTP: cfg.AllowInsecureHTTP, RequestTimeout: cfg.RequestTimeout,
+			MaxConns: max(64, 2*rcfg.Concurrency), Logger: cfg.Logger.Named("sender"),
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		return poster{snd}, snd.Close, nil
+	}
+}
+
+// poster adapts the sender to the relay's Poster.
+type poster struct{ s *sender.Sender }
+
+func (p poster) Post(ctx context.Context, body []byte) (relay.Response, error) {
+	res, err := p.s.Post(ctx, body)
+	return relay.Response{Status: res.Status, RetryAfter: res.RetryAfter, Excerpt: res.Excerpt,
+		Location: res.Location, TokenRefreshed: res.TokenRefreshed}, err
+}
+
+// adminHandler serves /metrics (queue gauges refreshed at scrape time, so an idle relay issues
+// no queries unless scraped), /livez and /readyz.
+func adminHandler(db *pgxpool.Pool, r *relay.Relay, l *cdc.Listener) http.Handler {
+	mux := http.NewServeMux()
+	prom := promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{})
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, req *http.Request) {
+		ctx, cancel := context.WithTimeout(req.Context(), 5*time.Second)
+		defer cancel()
+		if rep, err := status.Collect(ctx, db, 0); err == nil {
+			status.Export(rep)
+		}
+		prom.ServeHTTP(w, req)
+	})
+	mux.HandleFunc("/livez", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		state := r.State()
+		ready := state == "delivering" || state == "idle: DataSyncEnabled is false"
+		if l != nil && !l.Status().Connected {
+			ready, state = false, state+"; replication doorbell not connected"
+		}
+		if !ready {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		fmt.Fprintln(w, state)
+	})
+	return mux
+}
