@@ -171,18 +171,20 @@ func parseStore(path string, b []byte) (store, error) {
 		return nil, fmt.Errorf("%w: %s is empty: delete it and run cdc-relay credentials set", ErrCorrupt, path)
 	}
 	if err := json.Unmarshal(b, &st); err != nil {
+		// Only the position is reported: the decoder's own message may quote part of a secret.
 		var syn *json.SyntaxError
 		var typ *json.UnmarshalTypeError
-		switch {
-		case errors.As(err, &syn):
-			line, col := position(b, syn.Offset)
-			return nil, fmt.Errorf("%w: %s is not valid JSON at line %d, column %d: fix it or delete it and run cdc-relay credentials set", ErrCorrupt, path, line, col)
-		case errors.As(err, &typ):
-			line, col := position(b, typ.Offset)
-			return nil, fmt.Errorf("%w: %s has an unexpected %s at line %d, column %d (want {\"map\": {\"key\": {\"client_id\": ..., \"client_secret\": ...}}}): fix it or delete it and run cdc-relay credentials set", ErrCorrupt, path, typ.Value, line, col)
-		default:
-			return nil, fmt.Errorf("%w: %s cannot be decoded: fix it or delete it and run cdc-relay credentials set", ErrCorrupt, path)
+		where, offset := "", int64(-1)
+		if errors.As(err, &syn) {
+			offset = syn.Offset
+		} else if errors.As(err, &typ) {
+			where, offset = " (want {\"map\": {\"key\": {\"client_id\": ..., \"client_secret\": ...}}})", typ.Offset
 		}
+		if offset >= 0 {
+			line, col := position(b, offset)
+			where = fmt.Sprintf(" at line %d, column %d%s", line, col, where)
+		}
+		return nil, fmt.Errorf("%w: %s is not valid credential JSON%s: fix it or delete it and run cdc-relay credentials set", ErrCorrupt, path, where)
 	}
 	return st, nil
 }

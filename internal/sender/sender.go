@@ -316,12 +316,13 @@ func (s *Sender) describe(ctx context.Context, err error) error {
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		return fmt.Errorf("posting to %s: %w", target, ctxErr)
 	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("posting to %s: no answer within the %s request timeout: check the receiver, or raise the timeout: %w", target, s.timeout, err)
+	}
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		if ue.Timeout() {
-			return fmt.Errorf("posting to %s: no answer within the %s request timeout: check the receiver, or raise the timeout: %w", target, s.timeout, ue.Err)
-		}
-		return fmt.Errorf("posting to %s: %w", target, ue.Err)
+		err = ue.Err // the URL is named already
 	}
 	return fmt.Errorf("posting to %s: %w", target, err)
 }
@@ -330,43 +331,29 @@ func (s *Sender) describe(ctx context.Context, err error) error {
 // problem.
 func classifyTLS(err error) error {
 	var hostErr x509.HostnameError
-	var hostErrP *x509.HostnameError
 	var unknown x509.UnknownAuthorityError
-	var unknownP *x509.UnknownAuthorityError
 	var invalid x509.CertificateInvalidError
-	var invalidP *x509.CertificateInvalidError
-	var verify *tls.CertificateVerificationError
 	var record tls.RecordHeaderError
-	var recordP *tls.RecordHeaderError
 	var alert tls.AlertError
 	var op *net.OpError
 	switch {
-	case errors.As(err, &hostErr) || errors.As(err, &hostErrP):
+	case errors.As(err, &hostErr):
 		return fmt.Errorf("%w: the receiver's certificate does not name this host (%w): check the host in the URL, or ask the receiver for a certificate that names it", ErrTLS, err)
-	case errors.As(err, &unknown) || errors.As(err, &unknownP):
+	case errors.As(err, &unknown):
 		return fmt.Errorf("%w: the receiver's certificate is signed by an unknown authority (%w): pass --ca-file with the receiver's CA certificate in PEM", ErrTLS, err)
-	case errors.As(err, &invalid) || errors.As(err, &invalidP):
-		r := invalid.Reason
-		if invalidP != nil {
-			r = invalidP.Reason
-		}
-		if r == x509.Expired {
-			return fmt.Errorf("%w: the receiver's certificate has expired or is not yet valid (%w): the receiver must renew it; check this machine's clock too", ErrTLS, err)
-		}
+	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
+		return fmt.Errorf("%w: the receiver's certificate has expired or is not yet valid (%w): the receiver must renew it; check this machine's clock too", ErrTLS, err)
+	case errors.As(err, &invalid):
 		return fmt.Errorf("%w: the receiver's certificate is invalid (%w): the receiver must fix its certificate", ErrTLS, err)
-	case errors.As(err, &verify):
-		return fmt.Errorf("%w: the receiver's certificate was rejected (%w): check the URL's host, or pass --ca-file with the receiver's CA", ErrTLS, err)
 	case strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
 		return fmt.Errorf("%w: the receiver answered with plain HTTP (%w): check the URL's scheme and port", ErrTLS, err)
-	case errors.As(err, &record) || errors.As(err, &recordP):
+	case errors.As(err, &record):
 		return fmt.Errorf("%w: the receiver did not answer with TLS (%w): check the URL's scheme and port", ErrTLS, err)
 	case errors.As(err, &alert) || (errors.As(err, &op) && op.Op == "remote error"):
 		if strings.Contains(err.Error(), "protocol version") {
 			return fmt.Errorf("%w: the receiver does not support TLS 1.2 or later (%w): the receiver must enable TLS 1.2+", ErrTLS, err)
 		}
-		return fmt.Errorf("%w: the receiver refused the TLS handshake (%w)", ErrTLS, err)
-	case strings.Contains(err.Error(), "tls: "):
-		return fmt.Errorf("%w: TLS handshake failed (%w): the receiver must support TLS 1.2+ with a certificate trusted here", ErrTLS, err)
+		return fmt.Errorf("%w: the receiver refused the TLS handshake (%w): if it requires a client certificate, cdc-relay cannot send one", ErrTLS, err)
 	}
 	return nil
 }

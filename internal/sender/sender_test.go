@@ -2,7 +2,10 @@ package sender
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -427,6 +430,45 @@ func TestRedirectNotFollowed(t *testing.T) {
 	assert.Equal(t, int64(0), target.requests.Load(), "redirect target got nothing, so never saw the token")
 }
 
+func clientOnlyLeaf(t *testing.T) tls.Certificate {
+	c := sharedCA.leaf(t, nil, localIPs, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+	// Re-issue with only the client-auth usage.
+	cert, err := x509.ParseCertificate(c.Certificate[0])
+	require.NoError(t, err)
+	cert.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	der, err := x509.CreateCertificate(rand.Reader, cert, sharedCA.cert, c.PrivateKey.(*ecdsa.PrivateKey).Public(), sharedCA.key)
+	require.NoError(t, err)
+	return tls.Certificate{Certificate: [][]byte{der, sharedCA.cert.Raw}, PrivateKey: c.PrivateKey}
+}
+
+func TestRedirectWithoutLocation(t *testing.T) {
+	t.Parallel()
+	te := newTokenEndpoint(t)
+	srv := startTLS(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusFound)
+	}), nil)
+	cfg, _ := testConfig(t, srv.URL, te.tokenURL())
+	s := newSender(t, cfg)
+	res, err := s.Post(context.Background(), []byte(samplePayload))
+	require.ErrorIs(t, err, ErrRedirect)
+	assert.Equal(t, http.StatusFound, res.Status)
+	assert.Contains(t, err.Error(), "redirected to an unnamed location")
+}
+
+func TestNilLoggerAndNilContext(t *testing.T) {
+	t.Parallel()
+	te := newTokenEndpoint(t)
+	srv := startTLS(t, &receiver{}, nil)
+	cfg, _ := testConfig(t, srv.URL, te.tokenURL())
+	cfg.Logger = nil
+	s := newSender(t, cfg)
+	require.NoError(t, s.Token(context.Background()))
+	//lint:ignore SA1012 a nil context is the one way to make building the request fail
+	_, err := s.Post(nil, []byte(samplePayload)) //nolint:staticcheck
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "building request to "+srv.URL)
+}
+
 func TestNewValidatesURLs(t *testing.T) {
 	t.Parallel()
 	te := newTokenEndpoint(t)
@@ -500,6 +542,8 @@ func TestTLSRefusals(t *testing.T) {
 		{"wrong host", &tls.Config{Certificates: []tls.Certificate{sharedCA.leaf(t, []string{"receiver.invalid"}, nil, now.Add(-time.Hour), now.Add(time.Hour))}}, "does not name this host"},
 		{"unknown authority", &tls.Config{Certificates: []tls.Certificate{other.localLeaf(t)}}, "pass --ca-file"},
 		{"expired", &tls.Config{Certificates: []tls.Certificate{sharedCA.leaf(t, nil, localIPs, now.Add(-48*time.Hour), now.Add(-24*time.Hour))}}, "has expired"},
+		{"client-auth-only certificate", &tls.Config{Certificates: []tls.Certificate{clientOnlyLeaf(t)}}, "certificate is invalid"},
+		{"client certificate required", &tls.Config{Certificates: []tls.Certificate{leaf}, ClientAuth: tls.RequireAnyClientCert}, "refused the TLS handshake"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -548,6 +592,18 @@ func TestTLSRefusals(t *testing.T) {
 		_, err = s.Post(context.Background(), []byte(samplePayload))
 		require.ErrorIs(t, err, ErrTLS)
 		assert.Contains(t, err.Error(), "did not answer with TLS")
+	})
+	t.Run("system roots only", func(t *testing.T) {
+		t.Parallel()
+		te := newTokenEndpoint(t)
+		srv := startTLS(t, &receiver{}, nil)
+		cfg, _ := testConfig(t, srv.URL, te.tokenURL())
+		cfg.CAFile = ""
+		s := newSender(t, cfg)
+		_, err := s.Post(context.Background(), []byte(samplePayload))
+		require.ErrorIs(t, err, ErrToken, "the token endpoint is checked against the system roots too")
+		require.ErrorIs(t, err, ErrTLS)
+		assert.Contains(t, err.Error(), "pass --ca-file")
 	})
 	t.Run("unknown authority accepted with its CA file", func(t *testing.T) {
 		t.Parallel()

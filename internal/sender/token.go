@@ -117,9 +117,8 @@ func (c *tokenCache) fetch() (string, time.Time, error) {
 	metrics.TokenFetches.WithLabelValues("ok").Inc()
 	var lifetime time.Duration
 	switch {
-	case t.ExpiresIn > 0:
-		lifetime = time.Duration(t.ExpiresIn) * time.Second
 	case !t.Expiry.IsZero():
+		// clientcredentials sets Expiry from expires_in against the real clock; take the lifetime.
 		lifetime = time.Until(t.Expiry)
 	default:
 		lifetime = c.defaultTTL
@@ -167,12 +166,6 @@ func (c *tokenCache) describe(err error) error {
 			return fmt.Errorf("%w: %s: no answer within %s: check the token endpoint is up, or raise the request timeout", ErrToken, prefix, c.timeout)
 		}
 		return fmt.Errorf("%w: %s: %w", ErrToken, prefix, ue.Err)
-	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("%w: %s: no answer within %s: check the token endpoint is up, or raise the request timeout", ErrToken, prefix, c.timeout)
-	}
-	if errors.Is(err, context.Canceled) {
-		return fmt.Errorf("%w: %s: %w", ErrToken, prefix, err)
 	}
 	// Parse failures: oauth2's own messages may quote the body, so say what happened in our words.
 	if strings.Contains(err.Error(), "missing access_token") {
