@@ -1,0 +1,68 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/cdc-relay/cdc-relay/internal/daemon"
+	"github.com/cdc-relay/cdc-relay/mapping"
+	"github.com/cdc-relay/cdc-relay/relay"
+)
+
+func init() {
+	register(&Command{Name: "send-sample", Summary: "post the appendix's sample message with the saved settings and credentials", Run: runSendSample})
+}
+
+// SampleMessage is the appendix's "Send Sample Message" body content.
+var SampleMessage = mapping.Message{Action: "CUSTOMERCRE", Payload: "Test message", Type: "CUSTOMER", UniqueID: "0"}
+
+func runSendSample(ctx context.Context, env Env, args []string) error {
+	fs := newFlagSet(env, "send-sample")
+	db := databaseFlag(fs, env)
+	var cfg daemon.Config
+	fs.StringVar(&cfg.CAFile, "ca-file", "", "extra PEM CA bundle trusted for the receiver and token endpoint")
+	fs.StringVar(&cfg.CredentialsPath, "credentials", "", "credential store path (default ${XDG_CONFIG_HOME:-$HOME/.config}/cdc-relay/credentials.json)")
+	fs.BoolVar(&cfg.AllowInsecureHTTP, "allow-insecure-http", false, "permit http:// URLs (local testing only)")
+	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", 10*time.Second, "timeout of each request")
+	logger := logFlags(fs, env)
+	if err := parse(fs, args, 0); err != nil {
+		return err
+	}
+	if err := requireDatabase(*db); err != nil {
+		return err
+	}
+	log, err := logger()
+	if err != nil {
+		return err
+	}
+	cfg.Getenv, cfg.Logger = env.Getenv, log
+	pool, err := pgxpool.New(ctx, *db)
+	if err != nil {
+		return fmt.Errorf("connecting to the database: %w", err)
+	}
+	defer pool.Close()
+	settings, err := relay.LoadSettings(ctx, pool)
+	if err != nil {
+		return err
+	}
+	p, closeFn, err := daemon.Posters(cfg)(ctx, settings)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	body := mapping.AppendEnvelope(nil, []mapping.Message{SampleMessage})
+	start := time.Now()
+	resp, err := p.Post(ctx, body)
+	took := time.Since(start).Round(time.Millisecond)
+	if err != nil {
+		return fmt.Errorf("sample message to %s failed after %s: %w", settings.APIURL, took, err)
+	}
+	if resp.Status != 200 {
+		return fmt.Errorf("sample message to %s: receiver answered HTTP %d after %s (200 expected): %s", settings.APIURL, resp.Status, took, resp.Excerpt)
+	}
+	fmt.Fprintf(env.Stdout, "sample message delivered to %s: HTTP 200 in %s\n", settings.APIURL, took)
+	return nil
+}
