@@ -20,6 +20,9 @@ import (
 	"github.com/cdc-relay/cdc-relay/mapping"
 )
 
+// recheckDelay is how long after a doorbell ring pending is looked at once more.
+const recheckDelay = 20 * time.Millisecond
+
 // leaderLockKey is the advisory lock one relay holds while it delivers: a second relay on the
 // same database waits as a hot standby instead of breaking per-key order.
 const leaderLockKey = 7_240_113_002
@@ -193,6 +196,10 @@ type dispatcher struct {
 	moveResp chan moved
 	moving   bool
 	pending  bool // pending may hold rows: ask the mover
+	// recheck is when to look at pending once more after a doorbell ring: the walsender can
+	// decode a commit an instant before the transaction is visible to new snapshots, so the
+	// move the ring triggers may miss it.
+	recheck time.Time
 	acks     chan ackBatch
 	ackDone  chan error
 }
@@ -246,6 +253,14 @@ loop:
 		if d.paused.After(now) && (next.IsZero() || d.paused.Before(next)) {
 			next = d.paused
 		}
+		if !d.recheck.IsZero() {
+			if !d.recheck.After(now) {
+				d.recheck, d.pending = time.Time{}, true
+				d.fill()
+			} else if next.IsZero() || d.recheck.Before(next) {
+				next = d.recheck
+			}
+		}
 		if !next.IsZero() {
 			timer.Reset(max(time.Until(next), time.Millisecond))
 		}
@@ -270,6 +285,9 @@ loop:
 			d.pending = d.pending || m.more
 		case <-queued: // the doorbell counts its own wake-ups
 			d.pending = true
+			if d.recheck.IsZero() {
+				d.recheck = time.Now().Add(recheckDelay)
+			}
 		case <-configChanged:
 			if err := d.reloadSettings(); err != nil {
 				sessionErr = err

@@ -1,0 +1,399 @@
+package tests
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/cdc-relay/cdc-relay/cdc"
+	"github.com/cdc-relay/cdc-relay/internal/cli"
+	"github.com/cdc-relay/cdc-relay/internal/credentials"
+	"github.com/cdc-relay/cdc-relay/internal/daemon"
+	"github.com/cdc-relay/cdc-relay/internal/pgtest"
+	"github.com/cdc-relay/cdc-relay/internal/receiver"
+	"github.com/cdc-relay/cdc-relay/mapping"
+	"github.com/cdc-relay/cdc-relay/relay"
+)
+
+// stack is a database with Data Sync enabled, the reference receiver (real HTTPS, real OAuth2
+// token endpoint) and saved credentials: everything `cdc-relay run` needs.
+type stack struct {
+	t        *testing.T
+	url      string
+	db       *pgxpool.Pool
+	recv     *receiver.Server
+	caFile   string
+	credFile string
+	secret   string
+	logs     *syncBuffer
+
+	mu  sync.Mutex
+	got []receiver.Received
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) Sync() error { return nil }
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func newStack(t *testing.T, rcfg receiver.Config) *stack {
+	t.Helper()
+	s := &stack{t: t, url: pgtest.NewDB(t), secret: "s3cr3t-" + strings.ReplaceAll(t.Name(), "/", "-"), logs: &syncBuffer{}}
+	s.db = pgtest.Pool(t, s.url)
+	rcfg.ClientID, rcfg.ClientSecret, rcfg.Strict = "relay-client", s.secret, true
+	rcfg.OnMessage = func(r receiver.Received) {
+		if r.Sample {
+			return
+		}
+		s.mu.Lock()
+		s.got = append(s.got, r)
+		s.mu.Unlock()
+	}
+	recv, err := receiver.New(rcfg)
+	require.NoError(t, err)
+	require.NoError(t, recv.Start())
+	t.Cleanup(func() { recv.Close() })
+	s.recv = recv
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("relay log:\n%s", s.logs.String())
+		}
+	})
+	dir := t.TempDir()
+	s.caFile, s.credFile = filepath.Join(dir, "ca.pem"), filepath.Join(dir, "credentials.json")
+	require.NoError(t, recv.WriteCAFile(s.caFile))
+	require.NoError(t, credentials.Save(s.credFile, "ce_credentials", "datasync", credentials.Credential{ClientID: "relay-client", ClientSecret: s.secret}))
+	s.set("DataSyncApiUrl", recv.APIURL())
+	s.set("DataSyncTokenUrl", recv.TokenURL())
+	s.set("DataSyncEnabled", "true")
+	return s
+}
+
+func (s *stack) set(name, value string) {
+	s.t.Helper()
+	_, err := s.db.Exec(context.Background(), `UPDATE data_sync_config SET value = $2 WHERE name = $1`, name, value)
+	require.NoError(s.t, err)
+}
+
+func (s *stack) exec(sql string, args ...any) {
+	s.t.Helper()
+	_, err := s.db.Exec(context.Background(), sql, args...)
+	require.NoError(s.t, err, sql)
+}
+
+func (s *stack) count(sql string, args ...any) int {
+	s.t.Helper()
+	var n int
+	require.NoError(s.t, s.db.QueryRow(context.Background(), sql, args...).Scan(&n), sql)
+	return n
+}
+
+func (s *stack) received() []receiver.Received {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]receiver.Received(nil), s.got...)
+}
+
+// config is the daemon configuration a user would pass: sweep set to an hour so only the
+// replication doorbell can deliver promptly.
+func (s *stack) config() daemon.Config {
+	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
+	return daemon.Config{
+		DatabaseURL: s.url, CAFile: s.caFile, CredentialsPath: s.credFile, AdminAddr: "127.0.0.1:0",
+		Relay:  relay.Config{SweepInterval: time.Hour, BackoffMin: 10 * time.Millisecond, BackoffMax: 100 * time.Millisecond},
+		Logger: zap.New(zapcore.NewCore(enc, s.logs, zap.DebugLevel)),
+	}
+}
+
+// run starts the daemon and returns a stop function that checks it stopped cleanly.
+func (s *stack) run(cfg daemon.Config) (stop func()) {
+	s.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- daemon.Run(ctx, cfg) }()
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			require.NoError(s.t, err)
+		case <-time.After(30 * time.Second):
+			s.t.Fatal("daemon did not stop")
+		}
+	}
+	s.t.Cleanup(stop)
+	return stop
+}
+
+func (s *stack) waitReceived(n int) []receiver.Received {
+	s.t.Helper()
+	require.Eventually(s.t, func() bool { return len(s.received()) >= n }, 60*time.Second, 2*time.Millisecond,
+		"received %d of %d", len(s.received()), n)
+	return s.received()
+}
+
+func TestEndToEndEveryMessageTypeWithoutTheSweep(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, receiver.Config{})
+	s.run(s.config())
+	// CE activity through the triggers, after the relay is up: only the doorbell can wake it.
+	// Each step waits for its delivery, since a delete purges the customer's undelivered rows.
+	s.exec(`INSERT INTO customer (customer_id, first_name) VALUES (4242, 'Ada')`)
+	s.waitReceived(1)
+	s.exec(`UPDATE customer SET last_name = 'Lovelace' WHERE customer_id = 4242`)
+	s.waitReceived(2)
+	s.exec(`BEGIN; INSERT INTO retail_transaction (retail_transaction_id, customer_id) VALUES ('T-4242', 4242);
+		INSERT INTO line_item (retail_transaction_id, line_item_sequence, cust_id) VALUES ('T-4242', 1, 4242); COMMIT`)
+	s.waitReceived(4) // the transaction and its customer's update
+	s.exec(`DELETE FROM customer WHERE customer_id = 4242`)
+	got := s.waitReceived(5)
+	seen := map[string]mapping.Message{}
+	var custOrder []string
+	for _, r := range got {
+		seen[r.Message.Action] = r.Message
+		if r.Message.Type == "CUSTOMER" {
+			custOrder = append(custOrder, r.Message.Action)
+		}
+	}
+	for _, a := range []string{"CUSTOMERCRE", "CUSTOMERMOD", "POSTRNCRE", "CUSTOMERDEL"} {
+		require.Contains(t, seen, a)
+	}
+	require.Equal(t, "CUSTOMERCRE", custOrder[0])
+	require.Equal(t, "CUSTOMERDEL", custOrder[len(custOrder)-1])
+	require.Equal(t, "4242", seen["CUSTOMERDEL"].Payload)
+	c, err := mapping.DecodeCustomer([]byte(seen["CUSTOMERMOD"].Payload))
+	require.NoError(t, err)
+	require.Equal(t, "4242", c.CustomerID)
+	tr, err := mapping.DecodeTransaction([]byte(seen["POSTRNCRE"].Payload))
+	require.NoError(t, err)
+	require.Equal(t, "T-4242", tr.RetailTransactionID)
+	require.Zero(t, s.recv.Stats().Duplicates)
+}
+
+func TestEndToEndFailingReceiverThenRecovery(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, receiver.Config{})
+	s.recv.SetFaults(receiver.Faults{Down: true})
+	s.run(s.config())
+	s.exec(`INSERT INTO customer (customer_id, first_name) VALUES (1, 'A')`)
+	require.Eventually(t, func() bool {
+		return s.count(`SELECT count(*) FROM data_sync_cust_progress_queue WHERE attempts >= 2 AND last_status = 503 AND last_error = 'HTTP 503'`) == 1
+	}, 30*time.Second, 5*time.Millisecond)
+	s.recv.SetFaults(receiver.Faults{})
+	got := s.waitReceived(1)
+	require.Equal(t, "CUSTOMERCRE", got[0].Message.Action)
+	require.Eventually(t, func() bool { return s.count(`SELECT count(*) FROM data_sync_cust_progress_queue`) == 0 }, 10*time.Second, 5*time.Millisecond)
+}
+
+func TestEndToEnd401RefreshesTheTokenOnce(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, receiver.Config{})
+	s.run(s.config())
+	s.exec(`INSERT INTO customer (customer_id) VALUES (1)`)
+	s.waitReceived(1)
+	require.Equal(t, 1, s.recv.Stats().TokensIssued)
+	s.recv.RevokeTokens()
+	s.exec(`INSERT INTO customer (customer_id) VALUES (2)`)
+	s.waitReceived(2)
+	require.Equal(t, 2, s.recv.Stats().TokensIssued, "a 401 fetches exactly one new token")
+	require.Zero(t, s.count(`SELECT count(*) FROM data_sync_cust_progress_queue WHERE attempts > 0`), "a 401 is not a failure")
+}
+
+func TestEndToEndExpiredTokenIsRefreshed(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, receiver.Config{TokenTTL: time.Second})
+	s.run(s.config())
+	// Keep delivering changes until the 1 s token has been replaced by a fetched one.
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 1; s.recv.Stats().TokensIssued < 2; i++ {
+		require.True(t, time.Now().Before(deadline), "token never refreshed: %+v", s.recv.Stats())
+		s.exec(`INSERT INTO customer (customer_id) VALUES ($1)`, i)
+		s.waitReceived(i)
+	}
+	require.Zero(t, s.recv.Stats().Rejected["auth"], "the token is renewed before it expires, not after a 401")
+}
+
+func TestEndToEndLegacyTLSReceiverIsRefused(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, receiver.Config{MinTLSVersion: tls.VersionTLS10, MaxTLSVersion: tls.VersionTLS11})
+	s.run(s.config())
+	s.exec(`INSERT INTO customer (customer_id) VALUES (1)`)
+	require.Eventually(t, func() bool {
+		return s.count(`SELECT count(*) FROM data_sync_cust_progress_queue WHERE attempts >= 1 AND last_error ILIKE '%TLS%'`) == 1
+	}, 30*time.Second, 5*time.Millisecond)
+	require.Empty(t, s.received())
+}
+
+func TestEndToEndPlainHTTPIsRefusedAtStart(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, receiver.Config{})
+	s.set("DataSyncApiUrl", "http://127.0.0.1:9/datasync")
+	err := daemon.Run(context.Background(), s.config())
+	require.ErrorIs(t, err, relay.ErrSettings)
+	require.ErrorContains(t, err, "--allow-insecure-http")
+}
+
+func TestEndToEndConfigChangesAreLive(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, receiver.Config{})
+	s.run(s.config())
+	s.exec(`INSERT INTO customer (customer_id) VALUES (1)`)
+	s.waitReceived(1)
+	require.Eventually(t, func() bool { return s.count(`SELECT count(*) FROM data_sync_cust_progress_queue`) == 0 }, 10*time.Second, 2*time.Millisecond)
+	// Disable: changes stay queued.
+	s.set("DataSyncEnabled", "No")
+	s.exec(`INSERT INTO data_sync_cust_pending_queue (unique_id, action) VALUES ('1', 'DELETE')`)
+	// Point at a second receiver, then enable: the change goes there.
+	second, err := receiver.New(receiver.Config{ClientID: "relay-client", ClientSecret: s.secret})
+	require.NoError(t, err)
+	require.NoError(t, second.Start())
+	defer second.Close()
+	ca2 := filepath.Join(t.TempDir(), "ca2.pem")
+	require.NoError(t, second.WriteCAFile(ca2))
+	require.Equal(t, 1, s.count(`SELECT count(*) FROM data_sync_cust_pending_queue`)+s.count(`SELECT count(*) FROM data_sync_cust_progress_queue`))
+	// The second receiver's certificate is not trusted by this relay: delivery there fails with a TLS error,
+	// which shows the new URL was taken without a restart.
+	s.set("DataSyncApiUrl", second.APIURL())
+	s.set("DataSyncEnabled", "yes")
+	require.Eventually(t, func() bool {
+		return s.count(`SELECT count(*) FROM data_sync_cust_progress_queue WHERE last_error ILIKE '%TLS%'`) == 1
+	}, 30*time.Second, 5*time.Millisecond, "%v", s.count(`SELECT count(*) FROM data_sync_cust_progress_queue`))
+	require.Len(t, s.received(), 1)
+	// Back to the first receiver: delivered.
+	s.set("DataSyncApiUrl", s.recv.APIURL())
+	require.Eventually(t, func() bool { return len(s.received()) == 2 }, 30*time.Second, 5*time.Millisecond)
+	require.Equal(t, "CUSTOMERDEL", s.received()[1].Message.Action)
+}
+
+func TestEndToEndStopLeavesNoSlotAndNoRetainedWAL(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, receiver.Config{})
+	stop := s.run(s.config())
+	s.exec(`INSERT INTO customer (customer_id) VALUES (1)`)
+	s.waitReceived(1)
+	require.Eventually(t, func() bool {
+		slots, err := cdc.SlotLag(context.Background(), s.db, cdc.DefaultSlotPrefix)
+		require.NoError(t, err)
+		for _, sl := range slots {
+			if sl.Database == dbName(s.url) {
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 5*time.Millisecond)
+	stop()
+	// Heavy writing elsewhere while the relay is stopped.
+	s.exec(`CREATE TABLE elsewhere (id int, pad text); INSERT INTO elsewhere SELECT g, repeat('x', 500) FROM generate_series(1, 50000) g`)
+	slots, err := cdc.SlotLag(context.Background(), s.db, cdc.DefaultSlotPrefix)
+	require.NoError(t, err)
+	for _, sl := range slots {
+		require.NotEqual(t, dbName(s.url), sl.Database, "a stopped relay must leave no slot retaining WAL")
+	}
+}
+
+func dbName(url string) string {
+	i := strings.LastIndex(url, "/")
+	j := strings.Index(url[i:], "?")
+	if j < 0 {
+		return url[i+1:]
+	}
+	return url[i+1 : i+j]
+}
+
+func TestEndToEndMetricsAndReadiness(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, receiver.Config{})
+	cfg := s.config()
+	addr := make(chan string, 1)
+	cfg.OnAdminListen = func(a string) { addr <- a }
+	s.run(cfg)
+	base := "http://" + <-addr
+	get := func(path string) (int, string) {
+		resp, err := http.Get(base + path)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	require.Eventually(t, func() bool { code, _ := get("/readyz"); return code == 200 }, 30*time.Second, 10*time.Millisecond)
+	code, _ := get("/livez")
+	require.Equal(t, 200, code)
+	s.exec(`INSERT INTO customer (customer_id) VALUES (1)`)
+	s.waitReceived(1)
+	require.Eventually(t, func() bool {
+		_, body := get("/metrics")
+		return strings.Contains(body, `cdc_relay_messages_delivered_total{type="CUSTOMER"}`) &&
+			strings.Contains(body, `cdc_relay_queue_rows{queue="cust_pending"} 0`) &&
+			strings.Contains(body, "cdc_relay_commit_to_delivery_seconds_count")
+	}, 10*time.Second, 10*time.Millisecond)
+}
+
+func TestSendSampleSucceedsAndFails(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, receiver.Config{})
+	run := func() (int, string) {
+		var out, errb bytes.Buffer
+		code := cli.Main([]string{"send-sample", "--database-url", s.url, "--ca-file", s.caFile, "--credentials", s.credFile},
+			cli.Env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Getenv: func(string) string { return "" }})
+		return code, out.String() + errb.String()
+	}
+	code, out := run()
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, "HTTP 200")
+	require.Equal(t, 1, s.recv.Stats().Samples)
+	s.recv.SetFaults(receiver.Faults{Down: true})
+	code, out = run()
+	require.Equal(t, 1, code)
+	require.Contains(t, out, "HTTP 503")
+	s.recv.SetFaults(receiver.Faults{})
+	s.recv.SetCredentials("relay-client", "another-secret")
+	s.recv.RevokeTokens()
+	code, out = run()
+	require.Equal(t, 1, code)
+	require.Contains(t, out, "token")
+	require.NotContains(t, out, s.secret)
+}
+
+func TestSecretsNeverLogged(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, receiver.Config{})
+	s.run(s.config())
+	s.exec(`INSERT INTO customer (customer_id) VALUES (1)`)
+	s.waitReceived(1)
+	s.recv.SetCredentials("relay-client", "rotated")
+	s.recv.RevokeTokens()
+	s.exec(`INSERT INTO customer (customer_id) VALUES (2)`)
+	require.Eventually(t, func() bool { return strings.Contains(s.logs.String(), "token") }, 30*time.Second, 10*time.Millisecond)
+	require.NotContains(t, s.logs.String(), s.secret)
+	require.NotContains(t, s.logs.String(), "Bearer ")
+	require.NotContains(t, fmt.Sprint(s.logs.String()), "customerID")
+}
