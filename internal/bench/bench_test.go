@@ -1,0 +1,84 @@
+package bench_test
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/cdc-relay/cdc-relay/internal/bench"
+	"github.com/cdc-relay/cdc-relay/internal/cli"
+	"github.com/cdc-relay/cdc-relay/internal/pgtest"
+)
+
+// childEnv makes this test binary act as `cdc-relay` when the bench starts the relay as a
+// child process.
+const childEnv = "CDC_RELAY_BENCH_TEST_CHILD=1"
+
+func TestMain(m *testing.M) {
+	if os.Getenv("CDC_RELAY_BENCH_TEST_CHILD") == "1" {
+		os.Exit(cli.Main(os.Args[1:], cli.StdEnv()))
+	}
+	pgtest.Main(m)
+}
+
+// TestBenchEndToEnd runs every scenario with tiny sizes and checks that each produced figures.
+// Timings are machine-dependent, so nothing here asserts on them or on the targets.
+func TestBenchEndToEnd(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	rep, err := bench.Run(ctx, bench.Options{
+		AdminURL: pgtest.AdminURL(),
+		Sizes: bench.Sizes{
+			LatencyRates: []int{50}, LatencyDuration: 500 * time.Millisecond, Customers: 50,
+			SingleBacklog: 300, BatchedBacklog: 2000, RSSMark: 500,
+			IdleDuration: 200 * time.Millisecond, TriggerQuick: true, TriggerDuration: time.Second,
+		},
+		Quick: true, Concurrency: 4, BatchMessages: 50, MoveBatch: 200,
+		RelayExe: os.Args[0], RelayEnv: []string{childEnv},
+		Progress: testWriter{t},
+	})
+	if err != nil {
+		t.Fatalf("bench: %v", err)
+	}
+	if len(rep.Latency) != 1 || rep.Latency[0].Changes == 0 || rep.Latency[0].Delivered != rep.Latency[0].Changes || rep.Latency[0].P50 <= 0 {
+		t.Errorf("latency figures missing: %+v", rep.Latency)
+	}
+	if len(rep.Throughput) != 2 {
+		t.Fatalf("throughput runs = %d, want 2", len(rep.Throughput))
+	}
+	for _, tr := range rep.Throughput {
+		if tr.RelayRate <= 0 || tr.SQLRate <= 0 || tr.HTTPRate <= 0 || tr.Predicted <= 0 || tr.Ratio <= 0 || tr.PeakRSS <= 0 {
+			t.Errorf("throughput %s figures missing: %+v", tr.Name, tr)
+		}
+		if tr.Duplicates != 0 {
+			t.Errorf("throughput %s: %d duplicates", tr.Name, tr.Duplicates)
+		}
+	}
+	if b := rep.Throughput[1]; b.RSSAtMark <= 0 || b.RSSMark != 500 {
+		t.Errorf("batched run: no RSS at the mark: %+v", b)
+	}
+	if rep.Idle == nil || rep.Idle.Slots == 0 || rep.Idle.Seconds <= 0 {
+		t.Errorf("idle figures missing: %+v", rep.Idle)
+	}
+	if rep.Triggers == nil || len(rep.Triggers.Results) == 0 || rep.Triggers.Table == "" {
+		t.Errorf("trigger cost missing: %+v", rep.Triggers)
+	}
+	if len(rep.Targets) == 0 {
+		t.Error("no targets reported")
+	}
+	out := testWriter{t}
+	if err := rep.WriteTable(out); err != nil {
+		t.Fatal(err)
+	}
+	if err := rep.WriteJSON(out); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(p))
+	return len(p), nil
+}

@@ -1,0 +1,214 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/cdc-relay/cdc-relay/internal/triggerbench"
+)
+
+// Report is everything one bench run measured. Rates are per second, latencies milliseconds,
+// durations seconds, memory bytes.
+type Report struct {
+	Quick         bool    `json:"quick"`
+	Server        string  `json:"server"`
+	Cores         int     `json:"cores"`
+	Concurrency   int     `json:"concurrency"`
+	BatchMessages int     `json:"batch_messages"`
+	MoveBatch     int     `json:"move_batch"`
+	Elapsed       float64 `json:"elapsed_s"`
+
+	Latency    []LatencyResult    `json:"latency"`
+	Throughput []ThroughputResult `json:"throughput"`
+	Idle       *IdleResult        `json:"idle,omitempty"`
+	Triggers   *TriggerReport     `json:"triggers,omitempty"`
+	Targets    []Target           `json:"targets"`
+}
+
+// LatencyResult is one steady-rate run: commit → receiver-200 latency of every change.
+type LatencyResult struct {
+	Rate         int     `json:"rate"`          // changes per second asked for
+	AchievedRate float64 `json:"achieved_rate"` // changes per second committed
+	Seconds      float64 `json:"duration_s"`
+	Changes      int     `json:"changes"`   // committed
+	Delivered    int     `json:"delivered"` // of those, seen by the receiver
+	P50          float64 `json:"p50_ms"`
+	P95          float64 `json:"p95_ms"`
+	P99          float64 `json:"p99_ms"`
+	Max          float64 `json:"max_ms"`
+}
+
+// ThroughputResult is one backlog drain with its baselines.
+type ThroughputResult struct {
+	Name               string  `json:"name"`
+	MessagesPerRequest int     `json:"messages_per_request"`
+	Backlog            int     `json:"backlog"`
+	RelayRate          float64 `json:"relay_rate"`     // messages/s, first to last arrival
+	RelaySeconds       float64 `json:"relay_s"`        // start of the child to the last arrival
+	SQLRate            float64 `json:"sql_rate"`       // rows/s, move + acknowledge only
+	HTTPRate           float64 `json:"http_rate"`      // messages/s, sender → receiver only
+	Predicted          float64 `json:"predicted"`      // 1 / (1/sql + 1/http)
+	Ratio              float64 `json:"ratio"`          // relay / predicted
+	RelayCPU           float64 `json:"relay_cpu_s"`    // child user+system CPU seconds
+	PeakRSS            int64   `json:"peak_rss"`       // VmHWM of the child
+	RSSMark            int     `json:"rss_mark"`       // rows delivered when RSSAtMark was read
+	RSSAtMark          int64   `json:"rss_at_mark"`    // VmRSS then (0 when not sampled)
+	Requests           int     `json:"requests"`       // POSTs the receiver saw during the drain
+	Duplicates         int     `json:"duplicates"`     // messages delivered twice
+	BacklogSeconds     float64 `json:"backlog_fill_s"` // time to queue the backlog
+}
+
+// IdleResult is a quiet relay watched for a while.
+type IdleResult struct {
+	Seconds      float64 `json:"duration_s"`
+	CPU          float64 `json:"relay_cpu_s"`  // child user+system CPU seconds over the period
+	Transactions int64   `json:"transactions"` // xact_commit + xact_rollback of its database
+	SlotLag      int64   `json:"slot_lag"`     // bytes of WAL the doorbell's slot pins at the end
+	Slots        int     `json:"slots"`        // doorbell slots found
+}
+
+// TriggerReport is internal/triggerbench's result.
+type TriggerReport struct {
+	Table     string                `json:"table"`
+	Results   []triggerbench.Result `json:"results"`
+	Customers int                   `json:"customers"`
+	BulkRows  int                   `json:"bulk_rows"`
+	Seconds   float64               `json:"duration_s"`
+	Clients   int                   `json:"clients"`
+}
+
+// Target is one goal beside its measured value.
+type Target struct {
+	Name string `json:"name"`
+	Want string `json:"want"`
+	Got  string `json:"got"`
+	Pass bool   `json:"pass"`
+}
+
+// Missed returns the targets that were not met.
+func (r *Report) Missed() []Target {
+	var out []Target
+	for _, t := range r.Targets {
+		if !t.Pass {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+const slotLagLimit = 16 << 20
+
+// targets compares the measured figures with the issue's goals.
+func targets(r *Report) []Target {
+	var out []Target
+	atLeast := func(name string, got, want float64) {
+		out = append(out, Target{Name: name, Want: fmt.Sprintf(">= %.2f", want), Got: fmt.Sprintf("%.2f", got), Pass: got >= want})
+	}
+	for _, t := range r.Throughput {
+		atLeast(fmt.Sprintf("throughput %s: relay / predicted", t.Name), t.Ratio, 0.6)
+	}
+	if r.Idle != nil {
+		out = append(out, Target{Name: "idle: replication slot lag", Want: "< 16 MB",
+			Got: mib(r.Idle.SlotLag), Pass: r.Idle.SlotLag < slotLagLimit})
+	}
+	if r.Triggers != nil {
+		ratio := func(wl, v string) float64 {
+			for _, x := range r.Triggers.Results {
+				if x.Workload == wl && x.Variant == v {
+					return x.Ratio
+				}
+			}
+			return 0
+		}
+		atLeast("triggers: customer_update capture / absent", ratio("customer_update", triggerbench.VariantCapture), 0.5)
+		atLeast("triggers: card_segment capture / absent", ratio("card_segment", triggerbench.VariantCapture), 0.5)
+		atLeast("triggers: posted_transaction capture / absent", ratio("posted_transaction", triggerbench.VariantCapture), 0.5)
+		atLeast("triggers: bulk_segment capture / absent", ratio("bulk_segment", triggerbench.VariantCapture), 0.4)
+		for _, wl := range triggerbench.Workloads {
+			atLeast("triggers: "+wl+" disabled / absent", ratio(wl, triggerbench.VariantOff), 0.95)
+		}
+		for _, wl := range triggerbench.Workloads {
+			atLeast("triggers: "+wl+" move mode / absent", ratio(wl, triggerbench.VariantMove), 0.8)
+		}
+	}
+	return out
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.1f MB", float64(b)/(1<<20)) }
+
+// WriteJSON writes the report as one JSON object.
+func (r *Report) WriteJSON(w io.Writer) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("encoding the report: %w", err)
+	}
+	if _, err := fmt.Fprintf(w, "%s\n", b); err != nil {
+		return fmt.Errorf("writing the report: %w", err)
+	}
+	return nil
+}
+
+// WriteTable writes the report as tables, each target beside its measured value.
+func (r *Report) WriteTable(w io.Writer) error {
+	var b strings.Builder
+	mode := "full"
+	if r.Quick {
+		mode = "quick"
+	}
+	fmt.Fprintf(&b, "cdc-relay bench (%s): %s; %d cores; concurrency %d, move batch %d, batched %d messages/POST; %.0f s\n",
+		mode, r.Server, r.Cores, r.Concurrency, r.MoveBatch, r.BatchMessages, r.Elapsed)
+	if len(r.Latency) > 0 {
+		fmt.Fprintln(&b, "\nLatency: commit -> receiver 200 (relay in-process, replication doorbell)")
+		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "rate/s\tachieved/s\tseconds\tchanges\tdelivered\tp50 ms\tp95 ms\tp99 ms\tmax ms\t")
+		for _, l := range r.Latency {
+			fmt.Fprintf(tw, "%d\t%.0f\t%.0f\t%d\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t\n",
+				l.Rate, l.AchievedRate, l.Seconds, l.Changes, l.Delivered, l.P50, l.P95, l.P99, l.Max)
+		}
+		tw.Flush()
+	}
+	if len(r.Throughput) > 0 {
+		fmt.Fprintln(&b, "\nThroughput: draining a backlog (relay as a child process); sql = move+ack only, http = sender only")
+		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "run\tmsgs/POST\tbacklog\trelay msg/s\tsql rows/s\thttp msg/s\tpredicted\tratio\trelay CPU s\tpeak RSS\tRSS@mark\t")
+		for _, t := range r.Throughput {
+			mark := "-"
+			if t.RSSAtMark > 0 {
+				mark = fmt.Sprintf("%s @%d", mib(t.RSSAtMark), t.RSSMark)
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.0f\t%.0f\t%.0f\t%.2f\t%.1f\t%s\t%s\t\n",
+				t.Name, t.MessagesPerRequest, t.Backlog, t.RelayRate, t.SQLRate, t.HTTPRate, t.Predicted, t.Ratio,
+				t.RelayCPU, mib(t.PeakRSS), mark)
+		}
+		tw.Flush()
+	}
+	if r.Idle != nil {
+		i := r.Idle
+		fmt.Fprintf(&b, "\nIdle: %.0f s: relay CPU %.3f s (%.2f%% of a core), %d transactions on its database, slot lag %s (%d slot(s))\n",
+			i.Seconds, i.CPU, 100*i.CPU/max(i.Seconds, 1e-9), i.Transactions, mib(i.SlotLag), i.Slots)
+	}
+	if r.Triggers != nil {
+		fmt.Fprintln(&b, "\nTrigger cost: pgbench TPS (ratio to triggers absent)")
+		b.WriteString(r.Triggers.Table)
+	}
+	if len(r.Targets) > 0 {
+		fmt.Fprintln(&b, "\nTargets")
+		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "target\twant\tgot\tresult")
+		for _, t := range r.Targets {
+			res := "PASS"
+			if !t.Pass {
+				res = "MISS"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.Name, t.Want, t.Got, res)
+		}
+		tw.Flush()
+	}
+	if _, err := io.WriteString(w, b.String()); err != nil {
+		return fmt.Errorf("writing the report: %w", err)
+	}
+	return nil
+}

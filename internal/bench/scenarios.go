@@ -1,0 +1,617 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/cdc-relay/cdc-relay/cdc"
+	"github.com/cdc-relay/cdc-relay/internal/daemon"
+	"github.com/cdc-relay/cdc-relay/internal/receiver"
+	"github.com/cdc-relay/cdc-relay/internal/sender"
+	"github.com/cdc-relay/cdc-relay/mapping"
+	"github.com/cdc-relay/cdc-relay/relay"
+)
+
+const (
+	startTimeout   = 60 * time.Second // relay start-up and doorbell connection
+	deliverTimeout = 10 * time.Minute // longest a drain may take
+	settleTimeout  = 60 * time.Second // last changes of a latency run to arrive
+)
+
+// arrivals records when each uniqueId reached the receiver (the 200 was decided).
+type arrivals struct {
+	mu   sync.Mutex
+	at   map[string]time.Time
+	want map[string]chan struct{}
+}
+
+func newArrivals() *arrivals {
+	return &arrivals{at: map[string]time.Time{}, want: map[string]chan struct{}{}}
+}
+
+func (a *arrivals) record(r receiver.Received) {
+	if r.Sample {
+		return
+	}
+	now := time.Now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.at[r.Message.UniqueID]; !ok {
+		a.at[r.Message.UniqueID] = now
+	}
+	if ch, ok := a.want[r.Message.UniqueID]; ok {
+		close(ch)
+		delete(a.want, r.Message.UniqueID)
+	}
+}
+
+// wait returns a channel closed when id has arrived.
+func (a *arrivals) wait(id string) <-chan struct{} {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ch := make(chan struct{})
+	if _, ok := a.at[id]; ok {
+		close(ch)
+		return ch
+	}
+	a.want[id] = ch
+	return ch
+}
+
+func (a *arrivals) get(id string) (time.Time, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	t, ok := a.at[id]
+	return t, ok
+}
+
+// commit is one committed change: its queue row id and when COMMIT returned.
+type commit struct {
+	id string
+	at time.Time
+}
+
+// writer commits one customer change per call: an UPDATE in its own transaction (the deferred
+// capture trigger queues the row at commit), then reads the queue row's id with currval in the
+// same session.
+type writer struct {
+	conn *pgx.Conn
+}
+
+func (w writer) change(ctx context.Context, customer, n int) (commit, error) {
+	if _, err := w.conn.Exec(ctx, "UPDATE customer SET first_name = $2 WHERE customer_id = $1", customer, "F"+strconv.Itoa(n)); err != nil {
+		return commit{}, fmt.Errorf("%w: updating customer %d: %w", ErrBench, customer, err)
+	}
+	at := time.Now()
+	var id int64
+	if err := w.conn.QueryRow(ctx, "SELECT currval('data_sync_queue_id_seq')").Scan(&id); err != nil {
+		return commit{}, fmt.Errorf("%w: reading the queue row id: %w", ErrBench, err)
+	}
+	return commit{id: strconv.FormatInt(id, 10), at: at}, nil
+}
+
+// latency commits rate customer changes per second for d and measures each one's commit →
+// receiver-200 latency, the relay running in-process with its replication doorbell.
+func (e *env) latency(ctx context.Context, rate int, d time.Duration) (LatencyResult, error) {
+	res := LatencyResult{Rate: rate}
+	name, dbURL, err := e.newDB(ctx, "latency"+strconv.Itoa(rate))
+	if err != nil {
+		return res, err
+	}
+	arr := newArrivals()
+	r, err := e.newReceiver(arr.record)
+	if err != nil {
+		return res, err
+	}
+	defer r.srv.Close()
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return res, fmt.Errorf("%w: connecting: %w", ErrBench, err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if err := enable(ctx, conn, r); err != nil {
+		return res, err
+	}
+
+	rctx, stopRelay := context.WithCancel(ctx)
+	relayDone := make(chan struct{})
+	var relayErr error
+	go func() {
+		defer close(relayDone)
+		relayErr = daemon.Run(rctx, daemon.Config{
+			DatabaseURL: dbURL, Relay: relay.Config{Concurrency: e.o.Concurrency, MoveBatch: e.o.MoveBatch},
+			CAFile: r.caFile, CredentialsPath: r.credsFile, AdminAddr: "off",
+			Getenv: func(string) string { return "" },
+		})
+	}()
+	defer func() {
+		stopRelay()
+		<-relayDone
+	}()
+	if err := waitSlot(ctx, dbURL, name, startTimeout, relayDone); err != nil {
+		if relayErr != nil {
+			err = fmt.Errorf("%w: %w", err, relayErr)
+		}
+		return res, err
+	}
+
+	// Writers: enough sessions that commit latency never limits the rate.
+	nw := min(16, max(2, rate/40))
+	ws := make([]writer, nw)
+	for i := range ws {
+		c, err := pgx.Connect(ctx, dbURL)
+		if err != nil {
+			return res, fmt.Errorf("%w: connecting a writer: %w", ErrBench, err)
+		}
+		defer c.Close(context.WithoutCancel(ctx))
+		ws[i] = writer{conn: c}
+	}
+	// Warm up: one change delivered end to end (token fetched, connections open).
+	c, err := ws[0].change(ctx, 1, 0)
+	if err != nil {
+		return res, err
+	}
+	if err := waitClosed(ctx, arr.wait(c.id), startTimeout, relayDone); err != nil {
+		return res, fmt.Errorf("%w: the warm-up change was not delivered: %w", ErrBench, err)
+	}
+
+	ticks := make(chan int, rate*int(d/time.Second+1))
+	var mu sync.Mutex
+	var commits []commit
+	g, gctx := errgroup.WithContext(ctx)
+	for _, w := range ws {
+		g.Go(func() error {
+			for n := range ticks {
+				c, err := w.change(gctx, 1+n%e.o.Sizes.Customers, n)
+				if err != nil {
+					return err
+				}
+				mu.Lock()
+				commits = append(commits, c)
+				mu.Unlock()
+			}
+			return nil
+		})
+	}
+	start := time.Now()
+	total := int(float64(rate) * d.Seconds())
+pace:
+	for n := 0; n < total; n++ {
+		due := start.Add(time.Duration(float64(n) / float64(rate) * float64(time.Second)))
+		if wait := time.Until(due); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-gctx.Done():
+				t.Stop()
+				break pace
+			case <-t.C:
+			}
+		}
+		ticks <- n + 1
+	}
+	close(ticks)
+	if err := g.Wait(); err != nil {
+		return res, err
+	}
+	elapsed := time.Since(start)
+	res.Changes, res.Seconds = len(commits), elapsed.Seconds()
+	res.AchievedRate = float64(len(commits)) / elapsed.Seconds()
+	if len(commits) > 0 {
+		last := commits[len(commits)-1]
+		for _, c := range commits {
+			if c.at.After(last.at) {
+				last = c
+			}
+		}
+		if err := waitClosed(ctx, arr.wait(last.id), settleTimeout, relayDone); err != nil {
+			return res, fmt.Errorf("%w: the last change was not delivered: %w", ErrBench, err)
+		}
+	}
+	// Changes committed just before the last one may still be in flight.
+	deadline := time.Now().Add(settleTimeout)
+	var lat []float64
+	for _, c := range commits {
+		at, ok := arr.get(c.id)
+		for !ok && time.Now().Before(deadline) {
+			if err := waitClosed(ctx, arr.wait(c.id), time.Until(deadline), relayDone); err != nil {
+				break
+			}
+			at, ok = arr.get(c.id)
+		}
+		if ok {
+			lat = append(lat, float64(at.Sub(c.at))/float64(time.Millisecond))
+		}
+	}
+	res.Delivered = len(lat)
+	slices.Sort(lat)
+	res.P50, res.P95, res.P99 = percentile(lat, 50), percentile(lat, 95), percentile(lat, 99)
+	if len(lat) > 0 {
+		res.Max = lat[len(lat)-1]
+	}
+	return res, nil
+}
+
+func waitClosed(ctx context.Context, ch <-chan struct{}, timeout time.Duration, exited <-chan struct{}) error {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-exited:
+		return errors.New("the relay stopped")
+	case <-t.C:
+		return fmt.Errorf("timed out after %s", timeout)
+	}
+}
+
+// percentile of sorted values, nearest rank.
+func percentile(sorted []float64, p float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(p/100*float64(len(sorted)))) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+// counter counts data messages arriving at a receiver.
+type counter struct {
+	n           atomic.Int64
+	first, last atomic.Int64 // unix nanoseconds
+	target      int64
+	done        chan struct{}
+	mark        int64
+	atMark      chan struct{}
+}
+
+func newCounter(target, mark int) *counter {
+	return &counter{target: int64(target), mark: int64(mark), done: make(chan struct{}), atMark: make(chan struct{})}
+}
+
+func (c *counter) record(r receiver.Received) {
+	if r.Sample || r.Duplicate {
+		return
+	}
+	now := time.Now().UnixNano()
+	c.first.CompareAndSwap(0, now)
+	c.last.Store(now)
+	switch c.n.Add(1) {
+	case c.mark:
+		close(c.atMark)
+	case c.target:
+		close(c.done)
+	}
+}
+
+func (c *counter) rate() float64 {
+	span := time.Duration(c.last.Load() - c.first.Load())
+	if span <= 0 {
+		return 0
+	}
+	return float64(c.n.Load()-1) / span.Seconds()
+}
+
+// throughput drains a backlog of n rows with the relay as a child process sending per messages
+// per POST, and measures the SQL-only and HTTP-only baselines for the same backlog.
+func (e *env) throughput(ctx context.Context, label string, n, per, mark int) (ThroughputResult, error) {
+	res := ThroughputResult{Name: label, MessagesPerRequest: per, Backlog: n}
+	window := max(4*e.o.MoveBatch, 4*e.o.Concurrency*per)
+
+	// SQL-only baseline, in its own database.
+	{
+		_, dbURL, err := e.newDB(ctx, label+"_sql")
+		if err != nil {
+			return res, err
+		}
+		conn, err := pgx.Connect(ctx, dbURL)
+		if err != nil {
+			return res, fmt.Errorf("%w: connecting: %w", ErrBench, err)
+		}
+		err = e.fillBacklog(ctx, conn, 1, n)
+		conn.Close(context.WithoutCancel(ctx))
+		if err != nil {
+			return res, err
+		}
+		pool, err := pgxpool.New(ctx, dbURL)
+		if err != nil {
+			return res, fmt.Errorf("%w: connecting: %w", ErrBench, err)
+		}
+		moved, took, err := DrainSQL(ctx, pool, e.o.MoveBatch, window)
+		pool.Close()
+		if err != nil {
+			return res, fmt.Errorf("%w: SQL baseline: %w", ErrBench, err)
+		}
+		if moved != n {
+			return res, fmt.Errorf("%w: SQL baseline moved %d of %d rows", ErrBench, moved, n)
+		}
+		res.SQLRate = float64(moved) / took.Seconds()
+		e.o.logf("  sql-only: %d rows in %.2f s = %.0f rows/s", moved, took.Seconds(), res.SQLRate)
+	}
+
+	// HTTP-only baseline.
+	{
+		rate, err := e.httpBaseline(ctx, n, per)
+		if err != nil {
+			return res, err
+		}
+		res.HTTPRate = rate
+		e.o.logf("  http-only: %.0f messages/s", rate)
+	}
+
+	// The relay.
+	_, dbURL, err := e.newDB(ctx, label)
+	if err != nil {
+		return res, err
+	}
+	cnt := newCounter(n, mark)
+	r, err := e.newReceiver(cnt.record)
+	if err != nil {
+		return res, err
+	}
+	defer r.srv.Close()
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return res, fmt.Errorf("%w: connecting: %w", ErrBench, err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	fillStart := time.Now()
+	if err := e.fillBacklog(ctx, conn, 1, n); err != nil {
+		return res, err
+	}
+	res.BacklogSeconds = time.Since(fillStart).Seconds()
+	if err := enable(ctx, conn, r); err != nil {
+		return res, err
+	}
+	start := time.Now()
+	ch, err := e.startRelay(dbURL, r, per)
+	if err != nil {
+		return res, err
+	}
+	defer ch.stop()
+	markDone := make(chan struct{})
+	go func() {
+		defer close(markDone)
+		select {
+		case <-cnt.atMark:
+			if _, rss, err := ch.memory(); err == nil {
+				res.RSSAtMark, res.RSSMark = rss, mark
+			}
+		case <-cnt.done:
+		case <-ch.exited:
+		}
+	}()
+	if err := waitClosed(ctx, cnt.done, deliverTimeout, ch.exited); err != nil {
+		<-markDone
+		return res, fmt.Errorf("%w: the relay delivered %d of %d messages: %w: %s", ErrBench, cnt.n.Load(), n, err, ch.stderr.tail())
+	}
+	res.RelaySeconds = time.Since(start).Seconds()
+	<-markDone
+	res.RelayRate = cnt.rate()
+	if res.PeakRSS, _, err = ch.memory(); err != nil {
+		return res, err
+	}
+	if res.RelayCPU, err = ch.cpu(); err != nil {
+		return res, err
+	}
+	if err := ch.stop(); err != nil {
+		return res, err
+	}
+	st := r.srv.Stats()
+	res.Requests, res.Duplicates = st.Requests, st.Duplicates
+	if res.SQLRate > 0 && res.HTTPRate > 0 {
+		res.Predicted = 1 / (1/res.SQLRate + 1/res.HTTPRate)
+		res.Ratio = res.RelayRate / res.Predicted
+	}
+	e.o.logf("  relay: %d messages in %.2f s, %.0f messages/s (ratio %.2f)", n, res.RelaySeconds, res.RelayRate, res.Ratio)
+	return res, nil
+}
+
+// httpBaseline posts n messages, per per request, with Concurrency workers and the real sender
+// to a fresh receiver, with bodies built as the relay builds them. No database.
+func (e *env) httpBaseline(ctx context.Context, n, per int) (float64, error) {
+	cnt := newCounter(n, 0)
+	r, err := e.newReceiver(cnt.record)
+	if err != nil {
+		return 0, err
+	}
+	defer r.srv.Close()
+	snd, err := sender.New(sender.Config{APIURL: r.srv.APIURL(), TokenURL: r.srv.TokenURL(), Credential: r.cred,
+		CAFile: r.caFile, MaxConns: max(64, 2*e.o.Concurrency)})
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrBench, err)
+	}
+	defer snd.Close()
+	typ, act, err := mapping.Lookup("Customer", "UPDATE")
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrBench, err)
+	}
+	requests := (n + per - 1) / per
+	var next atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	for range e.o.Concurrency {
+		g.Go(func() error {
+			msgs := make([]mapping.Message, 0, per)
+			var body []byte
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= requests {
+					return nil
+				}
+				msgs = msgs[:0]
+				for id := i*per + 1; id <= min((i+1)*per, n); id++ {
+					s := strconv.Itoa(id)
+					msgs = append(msgs, mapping.Message{Action: act, Payload: e.payload(s), Type: typ, UniqueID: s})
+				}
+				body = mapping.AppendEnvelope(body[:0], msgs)
+				res, err := snd.Post(gctx, body)
+				if err != nil {
+					return fmt.Errorf("%w: HTTP baseline: %w", ErrBench, err)
+				}
+				if res.Status != 200 {
+					return fmt.Errorf("%w: HTTP baseline: receiver answered %d: %s", ErrBench, res.Status, res.Excerpt)
+				}
+			}
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return 0, err
+	}
+	if cnt.n.Load() != int64(n) {
+		return 0, fmt.Errorf("%w: HTTP baseline: receiver accepted %d of %d messages", ErrBench, cnt.n.Load(), n)
+	}
+	return cnt.rate(), nil
+}
+
+// idle starts the relay as a child process, delivers one change so it is warmed up, then
+// watches it for d with nothing happening: its CPU time, the transactions committed or rolled
+// back in its database, and the doorbell slot's lag at the end.
+func (e *env) idle(ctx context.Context, d time.Duration) (IdleResult, error) {
+	res := IdleResult{}
+	name, dbURL, err := e.newDB(ctx, "idle")
+	if err != nil {
+		return res, err
+	}
+	arr := newArrivals()
+	r, err := e.newReceiver(arr.record)
+	if err != nil {
+		return res, err
+	}
+	defer r.srv.Close()
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return res, fmt.Errorf("%w: connecting: %w", ErrBench, err)
+	}
+	if err := enable(ctx, conn, r); err != nil {
+		conn.Close(ctx)
+		return res, err
+	}
+	ch, err := e.startRelay(dbURL, r, 1)
+	if err != nil {
+		conn.Close(ctx)
+		return res, err
+	}
+	defer ch.stop()
+	if err := waitSlot(ctx, dbURL, name, startTimeout, ch.exited); err != nil {
+		conn.Close(ctx)
+		return res, fmt.Errorf("%w: %s", err, ch.stderr.tail())
+	}
+	c, err := writer{conn: conn}.change(ctx, 1, 0)
+	conn.Close(context.WithoutCancel(ctx))
+	if err != nil {
+		return res, err
+	}
+	if err := waitClosed(ctx, arr.wait(c.id), startTimeout, ch.exited); err != nil {
+		return res, fmt.Errorf("%w: the warm-up change was not delivered: %w: %s", ErrBench, err, ch.stderr.tail())
+	}
+	// Let the acknowledgement of the warm-up change commit before counting.
+	if err := e.waitProgressEmpty(ctx, dbURL); err != nil {
+		return res, err
+	}
+	x0, err := e.xacts(ctx, name)
+	if err != nil {
+		return res, err
+	}
+	cpu0, err := ch.cpu()
+	if err != nil {
+		return res, err
+	}
+	start := time.Now()
+	t := time.NewTimer(d)
+	select {
+	case <-ctx.Done():
+		t.Stop()
+		return res, ctx.Err()
+	case <-ch.exited:
+		t.Stop()
+		return res, fmt.Errorf("%w: the relay exited while idle: %s", ErrBench, ch.stderr.tail())
+	case <-t.C:
+	}
+	cpu1, err := ch.cpu()
+	if err != nil {
+		return res, err
+	}
+	res.Seconds, res.CPU = time.Since(start).Seconds(), cpu1-cpu0
+	// Backends publish their counters when they go idle, at most once a second (else up to
+	// 10 s later), so the count can be off by the transactions of the last few seconds.
+	x1, err := e.xacts(ctx, name)
+	if err != nil {
+		return res, err
+	}
+	res.Transactions = x1 - x0
+	sconn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return res, fmt.Errorf("%w: connecting: %w", ErrBench, err)
+	}
+	defer sconn.Close(context.WithoutCancel(ctx))
+	slots, err := cdc.SlotLag(ctx, sconn, cdc.DefaultSlotPrefix)
+	if err != nil {
+		return res, fmt.Errorf("%w: %w", ErrBench, err)
+	}
+	for _, s := range slots {
+		if s.Database == name {
+			res.Slots++
+			res.SlotLag = max(res.SlotLag, s.LagBytes)
+		}
+	}
+	if res.Slots == 0 {
+		return res, fmt.Errorf("%w: no replication slot of the relay found after the idle period", ErrBench)
+	}
+	return res, nil
+}
+
+// waitProgressEmpty waits until the customer progress queue is empty (delivered rows
+// acknowledged).
+func (e *env) waitProgressEmpty(ctx context.Context, dbURL string) error {
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return fmt.Errorf("%w: connecting: %w", ErrBench, err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.Now().Add(startTimeout)
+	for {
+		var n int
+		if err := conn.QueryRow(ctx, "SELECT count(*) FROM data_sync_cust_progress_queue").Scan(&n); err != nil {
+			return fmt.Errorf("%w: counting progress rows: %w", ErrBench, err)
+		}
+		if n == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: %d delivered rows were never acknowledged", ErrBench, n)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// xacts returns xact_commit + xact_rollback of database db, read from a short-lived session of
+// the admin database (so the reading itself is not counted in db).
+func (e *env) xacts(ctx context.Context, db string) (int64, error) {
+	conn, err := pgx.Connect(ctx, e.admin)
+	if err != nil {
+		return 0, fmt.Errorf("%w: connecting: %w", ErrBench, err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var n int64
+	if err := conn.QueryRow(ctx, "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = $1", db).Scan(&n); err != nil {
+		return 0, fmt.Errorf("%w: reading pg_stat_database: %w", ErrBench, err)
+	}
+	return n, nil
+}

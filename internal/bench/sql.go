@@ -1,0 +1,164 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// MoveSQL is the shape of the relay's move statement for the customer queue (relay/queue.go):
+// claim up to $1 pending rows in a MATERIALIZED CTE, delete them, hold rows behind dead letters
+// ($2 = keep order), insert the rest into progress (building JSON when $3 = snapshot at move)
+// and return them. The relay keeps its statements unexported; this copy must follow it.
+const MoveSQL = `
+WITH ids AS MATERIALIZED (
+    SELECT id FROM data_sync_cust_pending_queue ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+), moved AS (
+    DELETE FROM data_sync_cust_pending_queue p USING ids WHERE p.id = ids.id
+    RETURNING p.id, p.obj_name, p.unique_id, p.action, p.json_object, p.created_at
+), blocked AS MATERIALIZED (
+    SELECT m.id, (SELECT min(f.id) FROM data_sync_cust_failed f WHERE f.unique_id = m.unique_id) AS behind
+    FROM moved m
+), held AS (
+    INSERT INTO data_sync_cust_failed (id, obj_name, unique_id, action, json_object, created_at, reason, last_error)
+    SELECT m.id, m.obj_name, m.unique_id, m.action, m.json_object, m.created_at, 'held',
+           'held behind dead letter ' || b.behind
+    FROM moved m JOIN blocked b ON b.id = m.id
+    WHERE $2 AND b.behind IS NOT NULL
+    RETURNING id
+)
+INSERT INTO data_sync_cust_progress_queue (id, obj_name, unique_id, action, json_object, created_at)
+SELECT m.id, m.obj_name, m.unique_id, m.action,
+       CASE WHEN $3 AND m.json_object IS NULL AND m.action <> 'DELETE' AND m.unique_id ~ '^[0-9]{1,18}$'
+            THEN data_sync_customer_json(m.unique_id::bigint) ELSE m.json_object END,
+       m.created_at
+FROM moved m JOIN blocked b ON b.id = m.id
+WHERE NOT ($2 AND b.behind IS NOT NULL)
+RETURNING id, obj_name, unique_id, action, json_object, created_at, attempts, next_attempt_at`
+
+// AckSQL is the relay's acknowledge statement for the customer queue: delete delivered rows
+// from progress by id array.
+const AckSQL = `DELETE FROM data_sync_cust_progress_queue WHERE id = ANY($1)`
+
+// Moved is one row returned by MoveSQL, read the way the relay reads it.
+type Moved struct {
+	ID        int64
+	ObjName   string
+	Key       *string
+	Action    string
+	Payload   []byte
+	CreatedAt time.Time
+	Attempts  int
+	Next      *time.Time
+}
+
+// Move moves up to n customer pending rows to progress with MoveSQL (order kept, snapshot at
+// capture) and returns them.
+func Move(ctx context.Context, db *pgxpool.Pool, n int) ([]Moved, error) {
+	rows, err := db.Query(ctx, MoveSQL, n, true, false)
+	if err != nil {
+		return nil, fmt.Errorf("moving pending rows to progress: %w", err)
+	}
+	defer rows.Close()
+	var out []Moved
+	for rows.Next() {
+		var m Moved
+		if err := rows.Scan(&m.ID, &m.ObjName, &m.Key, &m.Action, &m.Payload, &m.CreatedAt, &m.Attempts, &m.Next); err != nil {
+			return nil, fmt.Errorf("reading moved rows: %w", err)
+		}
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("moving pending rows to progress: %w", err)
+	}
+	return out, nil
+}
+
+// Ack deletes delivered rows from the customer progress queue with AckSQL.
+func Ack(ctx context.Context, db *pgxpool.Pool, ids []int64) error {
+	if _, err := db.Exec(ctx, AckSQL, ids); err != nil {
+		return fmt.Errorf("acknowledging %d rows: %w", len(ids), err)
+	}
+	return nil
+}
+
+// DrainSQL empties the customer pending queue the way the relay's database side does, without
+// HTTP: one mover moving batch rows per transaction, and an acknowledger deleting whatever was
+// moved while its previous DELETE ran (at most 5,000 ids), up to window rows in between. It
+// returns the rows moved and acknowledged and the time taken.
+func DrainSQL(ctx context.Context, db *pgxpool.Pool, batch, window int) (int, time.Duration, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ch := make(chan []int64, max(1, window/batch))
+	moveErr := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		defer close(ch)
+		for {
+			rows, err := Move(ctx, db, batch)
+			if err != nil {
+				moveErr <- err
+				return
+			}
+			if len(rows) == 0 {
+				moveErr <- nil
+				return
+			}
+			ids := make([]int64, len(rows))
+			for i, r := range rows {
+				ids[i] = r.ID
+			}
+			select {
+			case ch <- ids:
+			case <-ctx.Done():
+				moveErr <- ctx.Err()
+				return
+			}
+		}
+	}()
+	total := 0
+	for ids := range ch {
+	more:
+		for len(ids) < 5000 {
+			select {
+			case x, ok := <-ch:
+				if !ok {
+					break more
+				}
+				ids = append(ids, x...)
+			default:
+				break more
+			}
+		}
+		if err := Ack(ctx, db, ids); err != nil {
+			return total, time.Since(start), err
+		}
+		total += len(ids)
+	}
+	if err := <-moveErr; err != nil {
+		return total, time.Since(start), err
+	}
+	return total, time.Since(start), nil
+}
+
+// fillBacklog queues n customer UPDATE rows with valid snapshots (customer ids first..first+n-1)
+// directly into the pending queue, in statements of 100,000 rows, then vacuums the queue as
+// autovacuum would have.
+func (e *env) fillBacklog(ctx context.Context, conn *pgx.Conn, first, n int) error {
+	const chunk = 100_000
+	for lo := first; lo < first+n; lo += chunk {
+		hi := min(lo+chunk, first+n) - 1
+		if _, err := conn.Exec(ctx, `INSERT INTO data_sync_cust_pending_queue (obj_name, unique_id, action, json_object)
+			SELECT 'Customer', g::text, 'UPDATE', ($1::text || g::text || $2::text)::json
+			FROM generate_series($3::bigint, $4::bigint) g`, e.jsonPrefix, e.jsonSuffix, lo, hi); err != nil {
+			return fmt.Errorf("%w: queueing the backlog: %w", ErrBench, err)
+		}
+	}
+	if _, err := conn.Exec(ctx, "VACUUM ANALYZE data_sync_cust_pending_queue"); err != nil {
+		return fmt.Errorf("%w: vacuuming the backlog: %w", ErrBench, err)
+	}
+	return nil
+}
