@@ -268,4 +268,3 @@ func runLoad(ctx context.Context, env Env, args []string) error {
 		gen.Counts.Transactions.Load(), gen.Counts.Merges.Load(), gen.Counts.Deletes.Load())
 	return err
 }
-
