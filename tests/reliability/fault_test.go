@@ -118,11 +118,14 @@ WHERE datname = current_database() AND pid <> pg_backend_pid()
 func TestDatabaseRestarts(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	customers := e.createCustomers(scaled(500, 100))
-	total := scaled(6000, 1000)
+	// The writer commits for the whole fault sequence (at least minTotal changes), so commits
+	// overlap every restart and termination.
+	minTotal := scaled(6000, 1000)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	w := &writer{}
-	writersDone := startWriters(ctx, e, w, customers, total, 1, 5)
+	writersDone := startWriters(ctx, e, w, customers, 1<<40, 1, 5)
+	total := 1 << 40
 	p := e.startRelay()
 
 	progressed := func(what string) {
@@ -154,17 +157,28 @@ func TestDatabaseRestarts(t *testing.T) {
 		walTerminated += ws
 		progressed("pg_terminate_backend")
 	}
+	require.True(t, waitFor(3*time.Minute, func() bool { return w.count() >= minTotal }), "writer stalled at %d commits", w.count())
+	cancel()
 	writersDone()
 	resolved := w.resolveUncertain(e)
 	ids := w.ids()
 	e.waitDrained(p, ids, 3*time.Minute)
 	require.False(t, p.exited(), "relay exited:\n%s", tail(p.output(), 4000))
 	p.stop()
+	var afters []string
+	for _, line := range strings.Split(p.output(), "\n") {
+		if strings.Contains(line, "relay session ended") {
+			if i := strings.Index(line, `"after":`); i >= 0 {
+				afters = append(afters, strings.SplitN(line[i+8:], ",", 2)[0])
+			}
+		}
+	}
+	t.Logf("relay session restarts and their logged backoff: %v", afters)
 	v := e.rec.verify(w.committed)
 	t.Logf("database restarts: %d restarts, %d sessions terminated (%d walsenders), writer errors %d, uncertain commits found committed %d; committed %d delivered %d lost %d dups %d",
 		restarts, terminations, walTerminated, w.errors, resolved, v.Committed, v.Delivered, v.Lost, v.Duplicates)
 	report(t, summaryRow{ChangesCommitted: v.Committed, Delivered: v.Delivered, Lost: v.Lost, Duplicates: v.Duplicates,
-		RestartsSurvived: restarts + 4, FaultsInjected: restarts + terminations, MaxRSSKiB: p.MaxRSS(),
+		RestartsSurvived: restarts, FaultsInjected: restarts + terminations, MaxRSSKiB: p.MaxRSS(),
 		Notes: fmt.Sprintf("2 fast + 2 immediate stops; 4 rounds of pg_terminate_backend (%d sessions, %d walsenders)", terminations, walTerminated)})
 	require.GreaterOrEqual(t, walTerminated, 4, "the replication connection should have been terminated each round")
 	checkVerdict(t, v)
@@ -399,4 +413,43 @@ ORDER BY g, j.customer_id`, per)
 		Notes: fmt.Sprintf("%d rows (spec: 1M), receiver down then up; drained in %s", len(ids), took.Round(time.Second))})
 	checkVerdict(t, v)
 	require.Less(t, p.MaxRSS(), int64(400<<10), "relay RSS should stay flat with a large backlog")
+}
+
+// TestReconnectBackoffResetsAfterRecovery shows a bug in relay.Run: the delay before starting a
+// new session doubles on every lost session (0.1 s, 0.2 s, ... 30 s) and is never reset after a
+// session that recovered and delivered. After eight database blips, however far apart, every
+// later blip stalls delivery for 25–30 s. The test loses the relay's session nine times, each
+// time only after the relay is delivering again, and expects each logged backoff to have started
+// over (at most 1.6 s). It fails until Run resets the delay after a healthy session.
+func TestReconnectBackoffResetsAfterRecovery(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	customers := e.createCustomers(20)
+	p := e.startRelay()
+	w := &writer{}
+	for i := range 9 {
+		target := w.count() + 1
+		w.run(context.Background(), e.dbURL, customers, target, 1, i)
+		e.waitDrained(p, w.ids(), 2*time.Minute) // the relay is delivering again
+		ended := strings.Count(p.output(), "relay session ended")
+		terminateRelaySessions(t, e)
+		require.True(t, waitFor(time.Minute, func() bool { return strings.Count(p.output(), "relay session ended") > ended }),
+			"terminating the relay's sessions did not end its session:\n%s", tail(p.output(), 3000))
+	}
+	target := w.count() + 1
+	w.run(context.Background(), e.dbURL, customers, target, 1, 99)
+	e.waitDrained(p, w.ids(), 2*time.Minute)
+	p.stop()
+	var afters []float64
+	for _, line := range strings.Split(p.output(), "\n") {
+		if i := strings.Index(line, `"after":`); i >= 0 && strings.Contains(line, "relay session ended") {
+			var f float64
+			fmt.Sscanf(line[i+8:], "%g", &f)
+			afters = append(afters, f)
+		}
+	}
+	t.Logf("logged reconnect delays (s): %v", afters)
+	require.NotEmpty(t, afters)
+	for i, a := range afters {
+		require.LessOrEqualf(t, a, 1.6, "session loss %d waited %gs although the previous session had recovered and delivered: relay.Run never resets its reconnect backoff (delays %v)", i+1, a, afters)
+	}
 }

@@ -617,16 +617,18 @@ func (e *env) startRelayArgs(args ...string) *relayProc {
 	return p
 }
 
-// sampleRSS reads VmRSS from /proc every 100 ms until the process exits.
+// sampleRSS reads VmRSS from /proc at once and then every 50 ms until the process exits.
 func (p *relayProc) sampleRSS() {
-	tick := time.NewTicker(100 * time.Millisecond)
+	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	path := fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid)
-	for {
-		select {
-		case <-p.done:
-			return
-		case <-tick.C:
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-p.done:
+				return
+			case <-tick.C:
+			}
 		}
 		b, err := os.ReadFile(path)
 		if err != nil {
