@@ -8,7 +8,8 @@
 //
 // CDC_FAULT_SCALE (default 1) scales the sizes: at 1 the crash test commits 20,000 changes
 // across 2,000 customers and the backlog holds 200,000 rows. The number of SIGKILLs (20) does not
-// scale. CDC_FAULT_REPORT, when set, names the file the JSON summary is written to.
+// scale. CDC_FAULT_REPORT, when set, names the file the JSON summary is written to, and
+// CDC_RELAY_BIN a prebuilt binary to test instead of building ./cmd/cdc-relay.
 package reliability
 
 import (
@@ -216,10 +217,15 @@ var (
 	binErr  error
 )
 
-// relayBinary builds ./cmd/cdc-relay once per test run and returns its path.
+// relayBinary builds ./cmd/cdc-relay once per test run and returns its path. CDC_RELAY_BIN,
+// when set, names a prebuilt binary to test instead.
 func relayBinary(t *testing.T) string {
 	t.Helper()
 	binOnce.Do(func() {
+		if b := os.Getenv("CDC_RELAY_BIN"); b != "" {
+			binPath = b
+			return
+		}
 		binDir, binErr = os.MkdirTemp("", "cdc-relay-bin-")
 		if binErr != nil {
 			return
