@@ -47,6 +47,7 @@ func runReceiver(ctx context.Context, env Env, args []string) error {
 	tokenTTL := fs.Duration("token-ttl", time.Hour, "lifetime of issued access tokens")
 	strict := fs.Bool("strict", false, "validate every payload strictly (400 on a malformed Customer or Transaction)")
 	out := fs.String("out", "", "append one JSON line per accepted message (action, type, uniqueId, payload size) to this file")
+	hostname := fs.String("hostname", "", "extra DNS name for the generated certificate (e.g. receiver in Docker Compose)")
 	caOut := fs.String("ca-out", "", "write the certificate clients must trust to this file")
 	failRate := fs.Float64("fail-rate", 0, "fraction (0..1) of message POSTs answered --fail-status")
 	failStatus := fs.Int("fail-status", 503, "HTTP status of injected failures")
@@ -97,6 +98,9 @@ func runReceiver(ctx context.Context, env Env, args []string) error {
 	cfg := receiver.Config{
 		Addr: *addr, CertFile: *certFile, KeyFile: *keyFile, MinTLSVersion: minV, MaxTLSVersion: maxV,
 		ClientID: *clientID, ClientSecret: secret, TokenTTL: *tokenTTL, Strict: *strict,
+	}
+	if *hostname != "" {
+		cfg.Hostnames = []string{*hostname}
 	}
 	if *out != "" {
 		f, err := os.OpenFile(*out, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)

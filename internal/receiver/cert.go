@@ -16,7 +16,7 @@ import (
 
 // selfSigned generates an ECDSA P-256 certificate for 127.0.0.1, ::1 and localhost, valid for a
 // year, that is its own trust anchor: clients trust it by adding CAPEM to their root pool.
-func selfSigned() (tls.Certificate, []byte, error) {
+func selfSigned(hostnames []string) (tls.Certificate, []byte, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return tls.Certificate{}, nil, fmt.Errorf("generate receiver key: %w", err)
@@ -35,7 +35,7 @@ func selfSigned() (tls.Certificate, []byte, error) {
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
 		IsCA:                  true,
-		DNSNames:              []string{"localhost"},
+		DNSNames:              append([]string{"localhost"}, hostnames...),
 		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)

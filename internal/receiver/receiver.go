@@ -36,6 +36,9 @@ type Config struct {
 	// CertFile and KeyFile are a PEM certificate (chain) and key. When both are empty a
 	// self-signed ECDSA P-256 certificate for 127.0.0.1, ::1 and localhost is generated.
 	CertFile, KeyFile string
+	// Hostnames are extra DNS names for the generated certificate (e.g. "receiver" in Docker
+	// Compose, where the relay reaches it by service name).
+	Hostnames []string
 	// MinTLSVersion defaults to TLS 1.2, as the appendix requires; MaxTLSVersion 0 means the
 	// highest supported. A test sets Min TLS 1.0 and Max TLS 1.1 to play a legacy receiver.
 	MinTLSVersion, MaxTLSVersion uint16
@@ -172,7 +175,7 @@ func New(cfg Config) (*Server, error) {
 		}
 		s.cert, s.certPEM = cert, certPEM
 	} else {
-		cert, certPEM, err := selfSigned()
+		cert, certPEM, err := selfSigned(cfg.Hostnames)
 		if err != nil {
 			return nil, err
 		}

@@ -554,7 +554,7 @@ func TestGeneratedCertificate(t *testing.T) {
 
 func TestCertFiles(t *testing.T) {
 	t.Parallel()
-	cert, certPEM, err := selfSigned()
+	cert, certPEM, err := selfSigned(nil)
 	require.NoError(t, err)
 	keyDER, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
 	require.NoError(t, err)
