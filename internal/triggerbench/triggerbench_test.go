@@ -2,6 +2,10 @@ package triggerbench
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -38,4 +42,27 @@ func TestMissingPgbench(t *testing.T) {
 	t.Parallel()
 	_, err := Run(context.Background(), Options{Quick: true, AdminURL: "postgres://x@127.0.0.1:1/x", Pgbench: "/nonexistent/pgbench"})
 	require.Error(t, err)
+}
+
+// BenchmarkTriggers runs the full measurement once and prints the table; it runs only with
+// -bench. TRIGGERBENCH_SECONDS sets each pgbench run's duration (default 8) and
+// TRIGGERBENCH_WORKLOADS a comma-separated subset of Workloads:
+//
+//	TRIGGERBENCH_SECONDS=8 go test -run '^$' -bench Triggers -benchtime 1x ./internal/triggerbench
+func BenchmarkTriggers(b *testing.B) {
+	secs := 8
+	if v := os.Getenv("TRIGGERBENCH_SECONDS"); v != "" {
+		n, err := strconv.Atoi(v)
+		require.NoError(b, err, "TRIGGERBENCH_SECONDS")
+		secs = n
+	}
+	opts := Options{Duration: time.Duration(secs) * time.Second, Clients: 4}
+	if v := os.Getenv("TRIGGERBENCH_WORKLOADS"); v != "" {
+		opts.Workloads = strings.Split(v, ",")
+	}
+	for b.Loop() {
+		rep, err := Run(context.Background(), opts)
+		require.NoError(b, err)
+		fmt.Println(rep.String())
+	}
 }
