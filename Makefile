@@ -7,3 +7,19 @@ bench-quick:
 	go run ./cmd/cdc-relay bench --quick
 
 # other targets below
+.PHONY: test demo build
+# The one test command (CI runs exactly this via .ci/run): vet, every test including the
+# fault-injection suite (build tag "fault"), then each fuzzer briefly.
+test:
+	go vet ./...
+	go test -tags fault -timeout 30m ./...
+	go test -run '^$$' -fuzz '^FuzzAppendEnvelope$$' -fuzztime 5s ./mapping
+	go test -run '^$$' -fuzz '^FuzzDecodeEnvelope$$' -fuzztime 5s ./mapping
+	go test -run '^$$' -fuzz '^FuzzCheckPayload$$' -fuzztime 5s ./mapping
+
+# The README's first command: throwaway PostgreSQL, reference receiver, CE activity, the relay.
+demo:
+	go run ./cmd/cdc-relay demo
+
+build:
+	go build -o cdc-relay ./cmd/cdc-relay
