@@ -200,8 +200,8 @@ type dispatcher struct {
 	// decode a commit an instant before the transaction is visible to new snapshots, so the
 	// move the ring triggers may miss it.
 	recheck time.Time
-	acks     chan ackBatch
-	ackDone  chan error
+	acks    chan ackBatch
+	ackDone chan error
 }
 
 func (d *dispatcher) run() error {
