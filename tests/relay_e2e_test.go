@@ -397,3 +397,48 @@ func TestSecretsNeverLogged(t *testing.T) {
 	require.NotContains(t, s.logs.String(), "Bearer ")
 	require.NotContains(t, fmt.Sprint(s.logs.String()), "customerID")
 }
+
+func runCLI(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	var out bytes.Buffer
+	code := cli.Main(args, cli.Env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &out, Getenv: func(string) string { return "" }})
+	return code, out.String()
+}
+
+func TestStatusDeadLettersAndRequeueCommands(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, receiver.Config{})
+	s.recv.SetFaults(receiver.Faults{FailRate: 1, FailStatus: 422})
+	cfg := s.config()
+	cfg.Relay.PermanentAttempts = 1
+	s.run(cfg)
+	s.exec(`INSERT INTO customer (customer_id) VALUES (77)`)
+	s.exec(`UPDATE customer SET first_name = 'B' WHERE customer_id = 77`)
+	require.Eventually(t, func() bool { return s.count(`SELECT count(*) FROM data_sync_cust_failed`) == 2 }, 30*time.Second, 5*time.Millisecond)
+
+	code, out := runCLI(t, "status", "--database-url", s.url, "--json")
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, `"data_sync_enabled": true`)
+	require.Contains(t, out, `"stage": "failed"`)
+	require.Contains(t, out, "HTTP 422")
+	code, out = runCLI(t, "status", "--database-url", s.url)
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, "Replication slots:")
+
+	code, out = runCLI(t, "dead-letters", "--database-url", s.url)
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, "failed")
+	require.Contains(t, out, "held")
+	require.Contains(t, out, "2 dead-letter rows")
+
+	code, out = runCLI(t, "requeue", "--database-url", s.url)
+	require.Equal(t, 2, code, "requeue needs exactly one selector: %s", out)
+	s.recv.SetFaults(receiver.Faults{})
+	code, out = runCLI(t, "requeue", "--database-url", s.url, "--customer", "77")
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, "requeued 2 rows")
+	got := s.waitReceived(2)
+	require.Equal(t, "CUSTOMERCRE", got[0].Message.Action)
+	require.Equal(t, "CUSTOMERMOD", got[1].Message.Action)
+	require.Zero(t, s.count(`SELECT count(*) FROM data_sync_cust_failed`))
+}
