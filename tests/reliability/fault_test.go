@@ -328,7 +328,7 @@ func TestWALSafety(t *testing.T) {
 	_, err := c.Exec(ctx, `CREATE TABLE filler (id bigserial PRIMARY KEY, pad text)`)
 	require.NoError(t, err)
 	heavy := func() {
-		_, err := c.Exec(ctx, `INSERT INTO filler (pad) SELECT repeat(md5(g::text), 16) FROM generate_series(1, $1) g`, scaled(100000, 20000))
+		_, err := c.Exec(ctx, `INSERT INTO filler (pad) SELECT repeat(md5(g::text), 16) FROM generate_series(1, $1) g`, scaled(50000, 10000))
 		require.NoError(t, err)
 	}
 	slots := func() int64 {
@@ -418,7 +418,7 @@ ORDER BY g, j.customer_id`, per)
 // TestReconnectBackoffResetsAfterRecovery shows a bug in relay.Run: the delay before starting a
 // new session doubles on every lost session (0.1 s, 0.2 s, ... 30 s) and is never reset after a
 // session that recovered and delivered. After eight database blips, however far apart, every
-// later blip stalls delivery for 25–30 s. The test loses the relay's session nine times, each
+// later blip stalls delivery for 25–30 s. The test loses the relay's session seven times, each
 // time only after the relay is delivering again, and expects each logged backoff to have started
 // over (at most 1.6 s). It fails until Run resets the delay after a healthy session.
 func TestReconnectBackoffResetsAfterRecovery(t *testing.T) {
@@ -426,7 +426,7 @@ func TestReconnectBackoffResetsAfterRecovery(t *testing.T) {
 	customers := e.createCustomers(20)
 	p := e.startRelay()
 	w := &writer{}
-	for i := range 9 {
+	for i := range 7 {
 		target := w.count() + 1
 		w.run(context.Background(), e.dbURL, customers, target, 1, i)
 		e.waitDrained(p, w.ids(), 2*time.Minute) // the relay is delivering again

@@ -463,6 +463,9 @@ func (r *recorder) add(m receiver.Received) {
 func (r *recorder) hasAll(ids []int64) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if len(r.first) < len(ids) {
+		return false // cheap: cannot hold them all yet
+	}
 	for _, id := range ids {
 		if _, ok := r.first[strconv.FormatInt(id, 10)]; !ok {
 			return false
@@ -743,7 +746,10 @@ func tail(s string, n int) string {
 }
 
 // waitFor polls cond every 20 ms until it holds or d passes (a condition wait, not a sleep).
-func waitFor(d time.Duration, cond func() bool) bool {
+func waitFor(d time.Duration, cond func() bool) bool { return waitEvery(d, 20*time.Millisecond, cond) }
+
+// waitEvery polls cond every interval until it holds or d passes.
+func waitEvery(d, interval time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(d)
 	for {
 		if cond() {
@@ -752,19 +758,22 @@ func waitFor(d time.Duration, cond func() bool) bool {
 		if time.Now().After(deadline) {
 			return false
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(interval)
 	}
 }
 
 // waitDrained waits until every id arrived and nothing is left in the queues.
 func (e *env) waitDrained(p *relayProc, ids []int64, d time.Duration) {
 	e.t.Helper()
-	ok := waitFor(d, func() bool {
-		if !e.rec.hasAll(ids) {
+	// Poll gently: checking 200k ids holds the recorder's lock, which the receiver needs.
+	ok := waitEvery(d, 200*time.Millisecond, func() bool {
+		if u, _ := e.rec.stats(); u < len(ids) {
 			return false
 		}
-		n, err := e.queued()
-		return err == nil && n == 0
+		if n, err := e.queued(); err != nil || n != 0 {
+			return false
+		}
+		return e.rec.hasAll(ids)
 	})
 	if !ok {
 		miss := e.rec.missing(ids)
