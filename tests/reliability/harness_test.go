@@ -187,11 +187,15 @@ func writeSummary() {
 		fmt.Fprintf(&b, "%-42s %9d %9d %5d %6d %6d %8d %7d %7d %9d\n", trunc(r.Test, 42), r.ChangesCommitted, r.Delivered, r.Lost,
 			r.Duplicates, r.KillsSurvived, r.RestartsSurvived, r.FaultsInjected, r.BadInputsTried, r.MaxRSSKiB)
 	}
+	secretScanBytes.mu.Lock()
+	scanned := secretScanBytes.n
+	secretScanBytes.mu.Unlock()
+	fmt.Fprintf(&b, "secret scan: %d bytes of relay output checked for the client secret, \"Bearer \" and access tokens\n", scanned)
 	path := os.Getenv("CDC_FAULT_REPORT")
 	if path == "" {
 		path = filepath.Join(os.TempDir(), fmt.Sprintf("cdc-relay-fault-summary-%d.json", os.Getpid()))
 	}
-	out, _ := json.MarshalIndent(map[string]any{"scale": scale, "rows": rows}, "", "  ")
+	out, _ := json.MarshalIndent(map[string]any{"scale": scale, "rows": rows, "secret_scan_bytes": scanned}, "", "  ")
 	if err := os.WriteFile(path, out, 0o644); err != nil {
 		fmt.Fprintf(&b, "writing summary %s: %v\n", path, err)
 	} else {
