@@ -4,7 +4,9 @@
 package relay
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -200,8 +202,10 @@ type dispatcher struct {
 	// decode a commit an instant before the transaction is visible to new snapshots, so the
 	// move the ring triggers may miss it.
 	recheck time.Time
-	acks    chan ackBatch
-	ackDone chan error
+	// recheckConfig is the same for data_sync_config changes.
+	recheckConfig time.Time
+	acks          chan ackBatch
+	ackDone       chan error
 }
 
 func (d *dispatcher) run() error {
@@ -261,6 +265,18 @@ loop:
 				next = d.recheck
 			}
 		}
+		if !d.recheckConfig.IsZero() {
+			if !d.recheckConfig.After(now) {
+				d.recheckConfig = time.Time{}
+				if err := d.reloadSettings(); err != nil {
+					sessionErr = err
+					break loop
+				}
+				continue
+			} else if next.IsZero() || d.recheckConfig.Before(next) {
+				next = d.recheckConfig
+			}
+		}
 		if !next.IsZero() {
 			timer.Reset(max(time.Until(next), time.Millisecond))
 		}
@@ -289,6 +305,9 @@ loop:
 				d.recheck = time.Now().Add(recheckDelay)
 			}
 		case <-configChanged:
+			if d.recheckConfig.IsZero() {
+				d.recheckConfig = time.Now().Add(recheckDelay)
+			}
 			if err := d.reloadSettings(); err != nil {
 				sessionErr = err
 				break loop
@@ -514,9 +533,16 @@ func (d *dispatcher) dispatch(ctx context.Context, now time.Time) {
 // send performs one request and records a failure on its rows before reporting.
 func (d *dispatcher) send(ctx context.Context, p Poster, req *request) {
 	msgs := make([]mapping.Message, len(req.rows))
+	var compact bytes.Buffer
 	for i, r := range req.rows {
 		typ, act, _ := mapping.Lookup(r.objName, r.action)
+		// The snapshot travels compact, as in the appendix's samples: PostgreSQL's JSON
+		// builders put spaces around ':' and after ','.
+		compact.Reset()
 		payload := string(r.payload)
+		if json.Compact(&compact, r.payload) == nil {
+			payload = compact.String()
+		}
 		if r.action == mapping.ActionDelete {
 			payload = r.key
 		}

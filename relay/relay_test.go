@@ -10,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cdc-relay/cdc-relay/internal/metrics"
 	"github.com/cdc-relay/cdc-relay/mapping"
 	"github.com/cdc-relay/cdc-relay/relay"
 )
@@ -401,4 +403,50 @@ func TestSecondRelayWaitsAsStandby(t *testing.T) {
 	require.Eventually(t, func() bool { return other.State() == "standby: another relay holds the leader lock" }, 10*time.Second, 5*time.Millisecond)
 	cancel()
 	require.NoError(t, <-done)
+}
+
+func TestRateLimitSpacesRequests(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var first, last atomic.Int64
+	e.poster.setAnswer(func(msgs []mapping.Message, n int) (relay.Response, error) {
+		now := time.Now().UnixNano()
+		first.CompareAndSwap(0, now)
+		last.Store(now)
+		return relay.Response{Status: 200}, nil
+	})
+	for i := 0; i < 21; i++ {
+		e.queueCust(strconv.Itoa(i), "UPDATE")
+	}
+	e.start(relay.Config{RateLimit: 40, Concurrency: 8})
+	e.waitDelivered(21)
+	// A lower bound only: 21 messages at 40/s with a burst of 1 cannot take less than 20/40 s.
+	require.GreaterOrEqual(t, time.Duration(last.Load()-first.Load()), 500*time.Millisecond-5*time.Millisecond)
+}
+
+func TestDeliveredStatusesAreConfigurable(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.poster.setAnswer(func(msgs []mapping.Message, n int) (relay.Response, error) {
+		return relay.Response{Status: 202}, nil
+	})
+	e.queueCust("1", "UPDATE")
+	e.start(relay.Config{Delivered: []int{200, 202}})
+	require.Eventually(t, func() bool {
+		return e.count(`SELECT count(*) FROM data_sync_cust_pending_queue`)+e.count(`SELECT count(*) FROM data_sync_cust_progress_queue`) == 0
+	}, 30*time.Second, 5*time.Millisecond)
+	require.Zero(t, e.count(`SELECT count(*) FROM data_sync_cust_failed`))
+}
+
+func TestCoalescingIsCountedInMetrics(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	before := testutil.ToFloat64(metrics.Coalesced)
+	for i := 0; i < 5; i++ {
+		e.queueCust("9", "UPDATE")
+	}
+	e.start(relay.Config{Coalesce: true})
+	got := e.waitDelivered(1)
+	require.Len(t, got, 1)
+	require.GreaterOrEqual(t, testutil.ToFloat64(metrics.Coalesced)-before, 4.0)
 }
