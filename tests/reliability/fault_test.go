@@ -169,7 +169,7 @@ func TestDatabaseRestarts(t *testing.T) {
 	for _, line := range strings.Split(p.output(), "\n") {
 		if strings.Contains(line, "relay session ended") {
 			if i := strings.Index(line, `"after":`); i >= 0 {
-				afters = append(afters, strings.SplitN(line[i+8:], ",", 2)[0])
+				afters = append(afters, strings.TrimRight(strings.SplitN(line[i+8:], ",", 2)[0], "}"))
 			}
 		}
 	}
