@@ -35,7 +35,7 @@ type running struct {
 }
 
 // start runs a listener on dbURL until the test ends, waits until it streams and drains the
-// ring every connect makes.
+// rings every connect makes.
 func start(t testing.TB, cfg Config) *running {
 	t.Helper()
 	if cfg.SlotPrefix == "" {
@@ -65,6 +65,7 @@ func start(t testing.TB, cfg Config) *running {
 		t.Fatalf("listener not ready; status %+v", l.Status())
 	}
 	waitRing(t, l.Queued(), "Queued (connect ring)")
+	waitRing(t, l.ConfigChanged(), "ConfigChanged (connect ring)")
 	return r
 }
 

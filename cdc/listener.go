@@ -168,7 +168,7 @@ func New(cfg Config) (*Listener, error) {
 func (l *Listener) Queued() <-chan struct{} { return l.queued }
 
 // ConfigChanged rings after a committed transaction touched data_sync_config, and after every
-// reconnect (not the first connect), since the configuration may have changed meanwhile. It has
+// connect, since the configuration may have changed while no stream was listening. It has
 // capacity 1, like Queued, and counts in metrics.WakeUps{source="config"}.
 func (l *Listener) ConfigChanged() <-chan struct{} { return l.config }
 
@@ -319,11 +319,10 @@ func (l *Listener) session(ctx context.Context, reconnect bool) (started bool, e
 		}
 	})
 	l.log.Info("replication stream started", zap.String("slot", slot), zap.Bool("reconnect", reconnect))
-	// Commits may have happened while we were not listening.
+	// Commits may have happened while we were not listening, including before the first
+	// slot's consistent point (the relay may have read its settings before then).
 	ring(l.queued, "replication")
-	if reconnect {
-		ring(l.config, "config")
-	}
+	ring(l.config, "config")
 	l.readyMu.Do(func() { close(l.ready) })
 
 	return true, l.stream(ctx, conn)

@@ -22,7 +22,12 @@ import (
 	"github.com/cdc-relay/cdc-relay/mapping"
 )
 
-// recheckDelay is how long after a doorbell ring pending is looked at once more.
+// recheckDelays are when, after a doorbell ring, pending is looked at again. The walsender can
+// decode a commit before the committing backend has made it visible to new snapshots; that
+// window is microseconds, but a descheduled backend on a loaded machine can stretch it.
+var recheckDelays = []time.Duration{20 * time.Millisecond, 200 * time.Millisecond, time.Second}
+
+// recheckDelay is the first of recheckDelays, also used for data_sync_config changes.
 const recheckDelay = 20 * time.Millisecond
 
 // leaderLockKey is the advisory lock one relay holds while it delivers: a second relay on the
@@ -54,8 +59,12 @@ type Relay struct {
 	doorbell Doorbell
 	log      *zap.Logger
 
-	state atomic.Value // string, for Status
+	state   atomic.Value // string, for Status
+	healthy atomic.Bool  // the current session delivered something or led for healthyAfter
 }
+
+// healthyAfter is how long a session must lead, without delivering, to count as recovered.
+const healthyAfter = 10 * time.Second
 
 // New checks the configuration and returns a Relay.
 func New(cfg Config, db *pgxpool.Pool, posters PosterFactory, doorbell Doorbell) (*Relay, error) {
@@ -78,7 +87,13 @@ func (r *Relay) Run(ctx context.Context) error {
 	first := true
 	delay := 100 * time.Millisecond
 	for {
+		r.healthy.Store(false)
 		err := r.session(ctx, first)
+		if r.healthy.Load() {
+			// The session recovered (it delivered, or led for a while): the next failure is a
+			// new incident, not the continuation of an old one.
+			delay = 100 * time.Millisecond
+		}
 		if ctx.Err() != nil {
 			r.state.Store("stopped")
 			return nil
@@ -164,6 +179,8 @@ func (r *Relay) session(ctx context.Context, first bool) error {
 	r.log.Info("relay delivering", zap.Bool("enabled", settings.Enabled), zap.Int("concurrency", r.cfg.Concurrency),
 		zap.Int("messages_per_request", r.cfg.MessagesPerRequest), zap.String("on_failure", r.cfg.OnFailure))
 	d := &dispatcher{r: r, ctx: ctx, lock: lock, settings: settings}
+	healthy := time.AfterFunc(healthyAfter, func() { r.healthy.Store(true) })
+	defer healthy.Stop()
 	return d.run()
 }
 
@@ -201,7 +218,8 @@ type dispatcher struct {
 	// recheck is when to look at pending once more after a doorbell ring: the walsender can
 	// decode a commit an instant before the transaction is visible to new snapshots, so the
 	// move the ring triggers may miss it.
-	recheck time.Time
+	recheck     time.Time
+	recheckStep int
 	// recheckConfig is the same for data_sync_config changes.
 	recheckConfig time.Time
 	acks          chan ackBatch
@@ -260,6 +278,9 @@ loop:
 		if !d.recheck.IsZero() {
 			if !d.recheck.After(now) {
 				d.recheck, d.pending = time.Time{}, true
+				if d.recheckStep++; d.recheckStep < len(recheckDelays) {
+					d.recheck = now.Add(recheckDelays[d.recheckStep] - recheckDelays[d.recheckStep-1])
+				}
 				d.fill()
 			} else if next.IsZero() || d.recheck.Before(next) {
 				next = d.recheck
@@ -301,8 +322,8 @@ loop:
 			d.pending = d.pending || m.more
 		case <-queued: // the doorbell counts its own wake-ups
 			d.pending = true
-			if d.recheck.IsZero() {
-				d.recheck = time.Now().Add(recheckDelay)
+			if d.recheck.IsZero() || d.recheckStep > 0 {
+				d.recheck, d.recheckStep = time.Now().Add(recheckDelays[0]), 0
 			}
 		case <-configChanged:
 			if d.recheckConfig.IsZero() {
@@ -668,6 +689,7 @@ func (d *dispatcher) apply(res result) error {
 			metrics.CommitToDelivery.Observe(now.Sub(r.createdAt).Seconds())
 		}
 		d.acks <- ids
+		d.r.healthy.Store(true)
 		d.lim.success()
 		d.win.release(res.req, true, now)
 	case res.dead:

@@ -271,6 +271,7 @@ func TestEndToEndConfigChangesAreLive(t *testing.T) {
 	require.Eventually(t, func() bool { return s.count(`SELECT count(*) FROM data_sync_cust_progress_queue`) == 0 }, 10*time.Second, 2*time.Millisecond)
 	// Disable: changes stay queued.
 	s.set("DataSyncEnabled", "No")
+	require.Eventually(t, func() bool { return strings.Contains(s.logs.String(), "Data Sync is disabled") }, 10*time.Second, 2*time.Millisecond)
 	s.exec(`INSERT INTO data_sync_cust_pending_queue (unique_id, action) VALUES ('1', 'DELETE')`)
 	// Point at a second receiver, then enable: the change goes there.
 	second, err := receiver.New(receiver.Config{ClientID: "relay-client", ClientSecret: s.secret})
