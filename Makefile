@@ -8,11 +8,11 @@ bench-quick:
 
 # other targets below
 .PHONY: test demo build
-# The one test command (CI runs exactly this via .ci/run): vet, every test, then each fuzzer
-# briefly. The slow fault-injection suite (build tag "fault") runs with `make test-fault`.
+# The one test command (CI runs exactly this via .ci/run): vet, every test including the
+# fault-injection suite (build tag "fault"), then each fuzzer briefly.
 test:
 	go vet ./...
-	go test -timeout 30m ./...
+	go test -tags fault -timeout 30m ./...
 	go test -run '^$$' -fuzz '^FuzzAppendEnvelope$$' -fuzztime 5s ./mapping
 	go test -run '^$$' -fuzz '^FuzzDecodeEnvelope$$' -fuzztime 5s ./mapping
 	go test -run '^$$' -fuzz '^FuzzCheckPayload$$' -fuzztime 5s ./mapping
@@ -25,6 +25,6 @@ build:
 	go build -o cdc-relay ./cmd/cdc-relay
 
 .PHONY: test-fault
-# The fault-injection suite: SIGKILLs, database restarts, receiver and token faults, backlog.
+# The fault-injection suite alone, verbose, with its summary table.
 test-fault:
 	go test -tags fault -timeout 30m -v ./tests/reliability/
