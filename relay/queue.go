@@ -78,9 +78,9 @@ SELECT id, obj_name, unique_id, action, json_object, created_at, 'held', attempt
 // queues are the two Data Sync queue families, customers first.
 var queues = []*queue{
 	newQueue(0, "cust", "data_sync_cust_pending_queue", "data_sync_cust_progress_queue", "data_sync_cust_failed",
-		"data_sync_customer_json(m.unique_id::bigint)", "m.unique_id ~ '^[0-9]{1,18}$'"),
+		"data_sync_snapshot_customer(m.unique_id::bigint)", "m.unique_id ~ '^[0-9]{1,18}$'"),
 	newQueue(1, "trn", "data_sync_trn_pending_queue", "data_sync_trn_progress_queue", "data_sync_trn_failed",
-		"data_sync_transaction_json(m.unique_id)", "m.unique_id IS NOT NULL"),
+		"data_sync_snapshot_transaction(m.unique_id)", "m.unique_id IS NOT NULL"),
 }
 
 // Queues returns the table names of each queue family, for status and the dead-letter commands.
