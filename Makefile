@@ -16,6 +16,8 @@ test:
 	go test -run '^$$' -fuzz '^FuzzAppendEnvelope$$' -fuzztime 5s ./mapping
 	go test -run '^$$' -fuzz '^FuzzDecodeEnvelope$$' -fuzztime 5s ./mapping
 	go test -run '^$$' -fuzz '^FuzzCheckPayload$$' -fuzztime 5s ./mapping
+	go test -run '^$$' -fuzz '^FuzzParseStore$$' -fuzztime 5s ./internal/credentials
+	go test -run '^$$' -fuzz '^FuzzCheckDelivery$$' -fuzztime 5s ./relay
 
 # The README's first command: throwaway PostgreSQL, reference receiver, CE activity, the relay.
 demo:
