@@ -113,6 +113,7 @@ type row struct {
 	absorbed  []int64   // ids coalesced into this row (acknowledged with it)
 	solo      bool      // send alone: it failed permanently inside a multi-message request
 	sent      bool      // part of the request in flight for its key
+	bad       error     // why the row can never be sent as it is (set by prepare)
 }
 
 func scanRows(q *queue, rows pgx.Rows) ([]*row, error) {
