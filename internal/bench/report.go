@@ -56,6 +56,7 @@ type ThroughputResult struct {
 	PeakRSS            int64   `json:"peak_rss"`       // VmHWM of the child
 	RSSMark            int     `json:"rss_mark"`       // rows delivered when RSSAtMark was read
 	RSSAtMark          int64   `json:"rss_at_mark"`    // VmRSS then (0 when not sampled)
+	RSSAtEnd           int64   `json:"rss_at_end"`     // VmRSS when the whole backlog was delivered
 	Requests           int     `json:"requests"`       // POSTs the receiver saw during the drain
 	Duplicates         int     `json:"duplicates"`     // messages delivered twice
 	BacklogSeconds     float64 `json:"backlog_fill_s"` // time to queue the backlog
@@ -107,8 +108,30 @@ func targets(r *Report) []Target {
 	atLeast := func(name string, got, want float64) {
 		out = append(out, Target{Name: name, Want: fmt.Sprintf(">= %.2f", want), Got: fmt.Sprintf("%.2f", got), Pass: got >= want})
 	}
+	atMost := func(name string, got, want float64, unit string) {
+		out = append(out, Target{Name: name, Want: fmt.Sprintf("<= %g %s", want, unit), Got: fmt.Sprintf("%.1f %s", got, unit), Pass: got <= want})
+	}
+	for _, l := range r.Latency {
+		p50, p99 := 5.0, 25.0 // at 500 changes/s
+		if l.Rate <= 50 {
+			p50, p99 = 2, 5
+		}
+		atMost(fmt.Sprintf("latency at %d/s: p50", l.Rate), l.P50, p50, "ms")
+		atMost(fmt.Sprintf("latency at %d/s: p99", l.Rate), l.P99, p99, "ms")
+		if l.Delivered < l.Changes {
+			out = append(out, Target{Name: fmt.Sprintf("latency at %d/s: delivered", l.Rate), Want: fmt.Sprint(l.Changes),
+				Got: fmt.Sprint(l.Delivered), Pass: false})
+		}
+	}
 	for _, t := range r.Throughput {
 		atLeast(fmt.Sprintf("throughput %s: relay / predicted", t.Name), t.Ratio, 0.6)
+		if t.MessagesPerRequest > 1 {
+			atMost(fmt.Sprintf("throughput %s: peak RSS", t.Name), float64(t.PeakRSS)/(1<<20), 80, "MB")
+			if t.RSSAtMark > 0 {
+				atMost(fmt.Sprintf("throughput %s: RSS at %d rows / RSS at %d rows", t.Name, t.Backlog, t.RSSMark),
+					float64(t.RSSAtEnd)/float64(t.RSSAtMark), 1.2, "x")
+			}
+		}
 	}
 	if r.Idle != nil {
 		out = append(out, Target{Name: "idle: replication slot lag", Want: "< 16 MB",
@@ -177,7 +200,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 		for _, t := range r.Throughput {
 			mark := "-"
 			if t.RSSAtMark > 0 {
-				mark = fmt.Sprintf("%s @%d", mib(t.RSSAtMark), t.RSSMark)
+				mark = fmt.Sprintf("%s @%d, %s @%d", mib(t.RSSAtMark), t.RSSMark, mib(t.RSSAtEnd), t.Backlog)
 			}
 			fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.0f\t%.0f\t%.0f\t%.2f\t%.1f\t%s\t%s\t\n",
 				t.Name, t.MessagesPerRequest, t.Backlog, t.RelayRate, t.SQLRate, t.HTTPRate, t.Predicted, t.Ratio,

@@ -399,7 +399,7 @@ func (e *env) throughput(ctx context.Context, label string, n, per, mark int) (T
 	res.RelaySeconds = time.Since(start).Seconds()
 	<-markDone
 	res.RelayRate = cnt.rate()
-	if res.PeakRSS, _, err = ch.memory(); err != nil {
+	if res.PeakRSS, res.RSSAtEnd, err = ch.memory(); err != nil {
 		return res, err
 	}
 	if res.RelayCPU, err = ch.cpu(); err != nil {
