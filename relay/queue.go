@@ -33,7 +33,7 @@ WITH ids AS MATERIALIZED (
     SELECT id FROM %[1]s ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
 ), moved AS (
     DELETE FROM %[1]s p USING ids WHERE p.id = ids.id
-    RETURNING p.id, p.obj_name, p.unique_id, p.action, p.json_object, p.created_at
+    RETURNING p.id, p.obj_name, p.unique_id, p.action, p.json_object, p.created_at, p.captured
 ), blocked AS MATERIALIZED (
     SELECT m.id, (SELECT min(f.id) FROM %[3]s f WHERE f.unique_id = m.unique_id) AS behind
     FROM moved m
@@ -45,16 +45,16 @@ WITH ids AS MATERIALIZED (
     WHERE $2 AND b.behind IS NOT NULL
     RETURNING id
 )
-INSERT INTO %[2]s (id, obj_name, unique_id, action, json_object, created_at)
+INSERT INTO %[2]s (id, obj_name, unique_id, action, json_object, created_at, captured)
 SELECT m.id, m.obj_name, m.unique_id, m.action,
-       CASE WHEN $3 AND m.json_object IS NULL AND m.action <> 'DELETE' AND %[5]s
-            THEN %[4]s ELSE m.json_object END,
-       m.created_at
+       CASE WHEN s.build THEN %[4]s ELSE m.json_object END,
+       m.created_at, m.captured OR s.build
 FROM moved m JOIN blocked b ON b.id = m.id
+CROSS JOIN LATERAL (SELECT $3 AND m.json_object IS NULL AND m.action <> 'DELETE' AND %[5]s AS build) s
 WHERE NOT ($2 AND b.behind IS NOT NULL)
-RETURNING id, obj_name, unique_id, action, json_object, created_at, attempts, next_attempt_at`,
+RETURNING id, obj_name, unique_id, action, json_object, created_at, attempts, next_attempt_at, captured`,
 		pending, progress, failed, jsonFn, keyCheck)
-	q.loadSQL = fmt.Sprintf(`SELECT id, obj_name, unique_id, action, json_object, created_at, attempts, next_attempt_at
+	q.loadSQL = fmt.Sprintf(`SELECT id, obj_name, unique_id, action, json_object, created_at, attempts, next_attempt_at, captured
 FROM %s WHERE id > $1 ORDER BY id LIMIT $2`, progress)
 	q.ackSQL = fmt.Sprintf(`DELETE FROM %s WHERE id = ANY($1)`, progress)
 	q.failSQL = fmt.Sprintf(`UPDATE %s SET attempts = attempts + 1, last_status = $2, last_error = $3,
@@ -114,6 +114,7 @@ type row struct {
 	solo      bool      // send alone: it failed permanently inside a multi-message request
 	sent      bool      // part of the request in flight for its key
 	bad       error     // why the row can never be sent as it is (set by prepare)
+	captured  bool      // written by our capture triggers (or built at move): schema-checked by tests, not per row
 }
 
 func scanRows(q *queue, rows pgx.Rows) ([]*row, error) {
@@ -123,7 +124,7 @@ func scanRows(q *queue, rows pgx.Rows) ([]*row, error) {
 		r := &row{q: q}
 		var key *string
 		var next *time.Time
-		if err := rows.Scan(&r.id, &r.objName, &key, &r.action, &r.payload, &r.createdAt, &r.attempts, &next); err != nil {
+		if err := rows.Scan(&r.id, &r.objName, &key, &r.action, &r.payload, &r.createdAt, &r.attempts, &next, &r.captured); err != nil {
 			return nil, err
 		}
 		if key == nil {

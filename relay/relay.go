@@ -558,6 +558,9 @@ func checkRow(r *row) error {
 	} else if payload == nil {
 		return fmt.Errorf("%w: JSON_OBJECT is null for a %s %s", ErrBadRecord, r.objName, r.action)
 	}
+	if r.captured && payload != nil {
+		return nil // our own triggers' JSON: its schema is checked by the capture tests
+	}
 	if err := mapping.CheckPayload(r.objName, r.action, r.key, payload); err != nil {
 		return fmt.Errorf("%w: %w", ErrBadRecord, err)
 	}

@@ -447,7 +447,7 @@ CREATE UNLOGGED TABLE IF NOT EXISTS data_sync_capture_hook (
 -- customer no longer exists. In move mode no existence check is needed: only this transaction
 -- could have deleted a customer it touched, and that queued a DELETE row.
 CREATE OR REPLACE FUNCTION data_sync_queue_customer(cid bigint, act text, mode text) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $fn$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public SET data_sync.captured = 'on' AS $fn$
 DECLARE
     j json;
 BEGIN
@@ -470,7 +470,7 @@ $fn$;
 -- Row-level, deferred: a customer or one of its child rows changed. Queues UPDATE (CREATE for
 -- a customer insert) for the customer on both sides of the change.
 CREATE OR REPLACE FUNCTION data_sync_customer_changed() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $fn$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public SET data_sync.captured = 'on' AS $fn$
 DECLARE
     mode text := data_sync_capture_mode();
     cid bigint;
@@ -507,7 +507,7 @@ $fn$;
 -- Row-level, deferred: a retail transaction was posted. At commit its line items exist, so the
 -- Transaction CREATE row carries them, followed by an UPDATE of its customer (activity summaries).
 CREATE OR REPLACE FUNCTION data_sync_transaction_posted() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $fn$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public SET data_sync.captured = 'on' AS $fn$
 DECLARE
     mode text := data_sync_capture_mode();
     j json;
@@ -560,7 +560,7 @@ $fn$;
 -- Row-level, deferred, on data_sync_capture_hook: queues the customers of one bulk statement,
 -- set-based, skipping those this transaction already queued.
 CREATE OR REPLACE FUNCTION data_sync_capture_hook_fire() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public SET jit = off AS $fn$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public SET data_sync.captured = 'on' SET jit = off AS $fn$
 DECLARE
     mode text := data_sync_capture_mode();
 BEGIN
@@ -615,7 +615,7 @@ $fn$;
 -- go first (whatever the capture mode: a deleted customer's data must not be sent later), then
 -- one DELETE row each with null JSON.
 CREATE OR REPLACE FUNCTION data_sync_customers_deleted() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $fn$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public SET data_sync.captured = 'on' AS $fn$
 DECLARE
     keys text[];
 BEGIN
@@ -732,7 +732,8 @@ CREATE TRIGGER data_sync_customer_insert AFTER INSERT ON customer
     FOR EACH STATEMENT EXECUTE FUNCTION data_sync_customers_touched('CREATE', 'new');
 DROP TRIGGER IF EXISTS data_sync_customer_update ON customer;
 CREATE CONSTRAINT TRIGGER data_sync_customer_update AFTER UPDATE ON customer
-    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION data_sync_customer_changed();
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (public.data_sync_capture_mode() <> 'off')
+    EXECUTE FUNCTION data_sync_customer_changed();
 DROP TRIGGER IF EXISTS data_sync_customer_delete ON customer;
 CREATE TRIGGER data_sync_customer_delete AFTER DELETE ON customer
     REFERENCING OLD TABLE AS data_sync_old_rows
@@ -750,7 +751,8 @@ BEGIN
     LOOP
         EXECUTE format('DROP TRIGGER IF EXISTS data_sync_child_change ON %I', t);
         EXECUTE format('CREATE CONSTRAINT TRIGGER data_sync_child_change AFTER INSERT OR UPDATE OR DELETE ON %I
-            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION data_sync_customer_changed()', t);
+            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (public.data_sync_capture_mode() <> ''off'')
+            EXECUTE FUNCTION data_sync_customer_changed()', t);
     END LOOP;
 END
 $do$;
@@ -794,11 +796,13 @@ CREATE TRIGGER data_sync_segment_rename AFTER UPDATE ON segment
 -- changes both customers' activity summaries.
 DROP TRIGGER IF EXISTS data_sync_transaction_post ON retail_transaction;
 CREATE CONSTRAINT TRIGGER data_sync_transaction_post AFTER INSERT ON retail_transaction
-    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION data_sync_transaction_posted();
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (public.data_sync_capture_mode() <> 'off')
+    EXECUTE FUNCTION data_sync_transaction_posted();
 DROP TRIGGER IF EXISTS data_sync_transaction_change ON retail_transaction;
 CREATE CONSTRAINT TRIGGER data_sync_transaction_change AFTER UPDATE ON retail_transaction
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
-    WHEN (OLD.customer_id IS DISTINCT FROM NEW.customer_id OR OLD.void_flag IS DISTINCT FROM NEW.void_flag)
+    WHEN ((OLD.customer_id IS DISTINCT FROM NEW.customer_id OR OLD.void_flag IS DISTINCT FROM NEW.void_flag)
+          AND public.data_sync_capture_mode() <> 'off')
     EXECUTE FUNCTION data_sync_customer_changed();
 
 REVOKE ALL ON FUNCTION data_sync_queue_customer(bigint, text, text) FROM PUBLIC;
