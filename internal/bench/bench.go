@@ -103,6 +103,10 @@ type Options struct {
 	// MoveBatch is the relay's rows per move transaction, also used by the SQL-only baseline
 	// (default 1000, the relay's default).
 	MoveBatch int
+	// HandInserted queues the throughput backlogs as hand-inserted rows (captured = false), which
+	// the relay checks strictly against the payload schema. Default: rows marked as the capture
+	// triggers write them (captured = true), the production path.
+	HandInserted bool
 	// Scenarios to run (default all, see Scenarios).
 	Scenarios []string
 	// RelayExe and RelayArgs start the relay child process: RelayExe RelayArgs... run --flags.

@@ -151,9 +151,9 @@ func (e *env) fillBacklog(ctx context.Context, conn *pgx.Conn, first, n int) err
 	const chunk = 100_000
 	for lo := first; lo < first+n; lo += chunk {
 		hi := min(lo+chunk, first+n) - 1
-		if _, err := conn.Exec(ctx, `INSERT INTO data_sync_cust_pending_queue (obj_name, unique_id, action, json_object)
-			SELECT 'Customer', g::text, 'UPDATE', ($1::text || g::text || $2::text)::json
-			FROM generate_series($3::bigint, $4::bigint) g`, e.jsonPrefix, e.jsonSuffix, lo, hi); err != nil {
+		if _, err := conn.Exec(ctx, `INSERT INTO data_sync_cust_pending_queue (obj_name, unique_id, action, json_object, captured)
+			SELECT 'Customer', g::text, 'UPDATE', ($1::text || g::text || $2::text)::json, $5
+			FROM generate_series($3::bigint, $4::bigint) g`, e.jsonPrefix, e.jsonSuffix, lo, hi, !e.o.HandInserted); err != nil {
 			return fmt.Errorf("%w: queueing the backlog: %w", ErrBench, err)
 		}
 	}
