@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"context"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -25,4 +26,49 @@ func TestCapturedMarksOnlyTriggerRows(t *testing.T) {
 	require.Equal(t, 1, s.count(`SELECT count(*) FROM data_sync_cust_pending_queue WHERE unique_id = '6' AND NOT captured`))
 	require.Equal(t, 1, s.count(`SELECT count(*) FROM data_sync_trn_pending_queue WHERE unique_id = 'T6' AND NOT captured`))
 	require.Positive(t, s.count(`SELECT count(*) FROM data_sync_cust_pending_queue WHERE unique_id = '5'`))
+}
+
+// Disabling Data Sync disables the capture triggers themselves, so capture costs nothing while
+// off; the delete purge stays. A busy table makes the change fail after lock_timeout instead of
+// queueing the application behind it.
+func TestDisablingDataSyncDisablesTheCaptureTriggers(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, receiver.Config{})
+	states := func() map[string]int {
+		rows, err := s.db.Query(context.Background(), `SELECT tgenabled::text, count(*) FROM pg_trigger
+			WHERE tgname LIKE 'data_sync_%' AND NOT tgisinternal AND tgname <> 'data_sync_customer_delete'
+			  AND tgrelid <> 'data_sync_config'::regclass AND tgrelid <> 'data_sync_capture_hook'::regclass GROUP BY 1`)
+		require.NoError(t, err)
+		defer rows.Close()
+		m := map[string]int{}
+		for rows.Next() {
+			var st string
+			var n int
+			require.NoError(t, rows.Scan(&st, &n))
+			m[st] = n
+		}
+		return m
+	}
+	on := states()
+	require.Zero(t, on["D"])
+	require.Positive(t, on["O"])
+	s.set("DataSyncEnabled", "false")
+	off := states()
+	require.Zero(t, off["O"])
+	require.Equal(t, on["O"], off["D"])
+	require.Equal(t, 1, s.count(`SELECT count(*) FROM pg_trigger WHERE tgname = 'data_sync_customer_delete' AND tgenabled = 'O'`))
+	s.exec(`INSERT INTO customer (customer_id) VALUES (1)`)
+	require.Zero(t, s.count(`SELECT count(*) FROM data_sync_cust_pending_queue`))
+
+	// An application transaction holding the table: enabling fails clearly, nothing changes.
+	tx, err := s.db.Begin(context.Background())
+	require.NoError(t, err)
+	defer tx.Rollback(context.Background())
+	_, err = tx.Exec(context.Background(), `UPDATE customer SET first_name = 'busy' WHERE customer_id = 1`)
+	require.NoError(t, err)
+	_, err = s.db.Exec(context.Background(), `UPDATE data_sync_config SET value = 'true' WHERE name = 'DataSyncEnabled'`)
+	require.ErrorContains(t, err, "lock timeout")
+	require.NoError(t, tx.Rollback(context.Background()))
+	s.set("DataSyncEnabled", "true")
+	require.Equal(t, on, states())
 }

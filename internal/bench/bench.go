@@ -66,6 +66,8 @@ type Sizes struct {
 	// length, whole seconds, 0 = its default).
 	TriggerQuick    bool
 	TriggerDuration time.Duration
+	// TriggerRounds repeats each trigger variant, interleaved (median reported).
+	TriggerRounds int
 }
 
 // FullSizes are the sizes of a full run (under 10 minutes on a 2-core machine).
@@ -73,7 +75,7 @@ func FullSizes() Sizes {
 	return Sizes{
 		LatencyRates: []int{500, 50}, LatencyDuration: 20 * time.Second, Customers: 2000,
 		SingleBacklog: 100_000, BatchedBacklog: 1_000_000, RSSMark: 100_000,
-		IdleDuration: 30 * time.Second, TriggerDuration: 5 * time.Second,
+		IdleDuration: 30 * time.Second, TriggerDuration: 3 * time.Second, TriggerRounds: 3,
 	}
 }
 
@@ -232,7 +234,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	if want(ScenarioTriggers) {
 		o.logf("trigger cost (internal/triggerbench)")
 		tr, err := triggerbench.Run(ctx, triggerbench.Options{
-			AdminURL: admin, Quick: o.Sizes.TriggerQuick, Duration: o.Sizes.TriggerDuration,
+			AdminURL: admin, Quick: o.Sizes.TriggerQuick, Duration: o.Sizes.TriggerDuration, Rounds: o.Sizes.TriggerRounds,
 		})
 		if err != nil {
 			return finish(fmt.Errorf("%w: trigger cost: %w", ErrBench, err))

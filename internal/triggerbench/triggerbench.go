@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -59,6 +60,10 @@ type Options struct {
 	Pgbench string
 	// Workloads limits the run to these workloads (default: every one of Workloads).
 	Workloads []string
+	// Rounds repeats every variant this many times, interleaved (each round in a rotated
+	// order), and reports the median TPS and the median of the per-round ratios, so a noisy
+	// neighbour on a shared machine skews one sample rather than one variant (default 1).
+	Rounds int
 }
 
 // Result is one measured (workload, variant) pair.
@@ -77,6 +82,21 @@ type Report struct {
 	BulkRows  int
 	Duration  time.Duration
 	Clients   int
+	Rounds    int
+}
+
+// median returns the middle value (the mean of the two middle values for an even count).
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if n := len(s); n%2 == 1 {
+		return s[n/2]
+	} else {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
 }
 
 // Get returns the result of one pair.
@@ -92,7 +112,7 @@ func (r Report) Get(workload, variant string) (Result, bool) {
 // String formats the report as a table of TPS and ratio to "absent".
 func (r Report) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "customers=%d bulk_rows=%d duration=%s clients=%d\n", r.Customers, r.BulkRows, r.Duration, r.Clients)
+	fmt.Fprintf(&b, "customers=%d bulk_rows=%d duration=%s clients=%d rounds=%d (median of interleaved rounds)\n", r.Customers, r.BulkRows, r.Duration, r.Clients, r.Rounds)
 	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprint(w, "workload\t")
 	for _, v := range Variants {
@@ -157,26 +177,32 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 		return rep, fmt.Errorf("creating a directory for pgbench scripts: %w", err)
 	}
 	defer os.RemoveAll(dir)
+	rounds := max(1, opts.Rounds)
 	for _, wl := range workloads {
-		var absent float64
-		var results []Result
+		tps := map[string][]float64{}
+		ratios := map[string][]float64{}
+		for round := 0; round < rounds; round++ {
+			got := map[string]float64{}
+			for i := range Variants {
+				v := Variants[(i+round)%len(Variants)]
+				t, err := runOne(ctx, admin, pgbench, dir, wl, v, customers, bulk, opts)
+				if err != nil {
+					return rep, fmt.Errorf("workload %s, variant %s: %w", wl, v, err)
+				}
+				got[v] = t
+				tps[v] = append(tps[v], t)
+			}
+			for _, v := range Variants {
+				if got[VariantAbsent] > 0 {
+					ratios[v] = append(ratios[v], got[v]/got[VariantAbsent])
+				}
+			}
+		}
 		for _, v := range Variants {
-			tps, err := runOne(ctx, admin, pgbench, dir, wl, v, customers, bulk, opts)
-			if err != nil {
-				return rep, fmt.Errorf("workload %s, variant %s: %w", wl, v, err)
-			}
-			if v == VariantAbsent {
-				absent = tps
-			}
-			results = append(results, Result{Workload: wl, Variant: v, TPS: tps})
+			rep.Results = append(rep.Results, Result{Workload: wl, Variant: v, TPS: median(tps[v]), Ratio: median(ratios[v])})
 		}
-		for i := range results {
-			if absent > 0 {
-				results[i].Ratio = results[i].TPS / absent
-			}
-		}
-		rep.Results = append(rep.Results, results...)
 	}
+	rep.Rounds = rounds
 	return rep, nil
 }
 

@@ -60,6 +60,11 @@ func BenchmarkTriggers(b *testing.B) {
 	if v := os.Getenv("TRIGGERBENCH_WORKLOADS"); v != "" {
 		opts.Workloads = strings.Split(v, ",")
 	}
+	if v := os.Getenv("TRIGGERBENCH_ROUNDS"); v != "" {
+		n, err := strconv.Atoi(v)
+		require.NoError(b, err, "TRIGGERBENCH_ROUNDS")
+		opts.Rounds = n
+	}
 	for b.Loop() {
 		rep, err := Run(context.Background(), opts)
 		require.NoError(b, err)

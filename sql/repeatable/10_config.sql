@@ -73,3 +73,46 @@ BEGIN
     RETURN coalesce(v, 'capture');
 END
 $fn$;
+
+-- data_sync_apply_enabled enables the capture triggers while DataSyncEnabled is true and
+-- disables them while it is false, so a disabled Data Sync costs nothing per row (a check in
+-- every trigger call cost 8-16 % of single-row update TPS). The customer delete trigger stays
+-- enabled: a deleted customer's queued rows are purged whatever the setting. ALTER TABLE takes
+-- a brief SHARE ROW EXCLUSIVE lock on each CE table; lock_timeout keeps a busy table from
+-- queueing the application behind the setting change (the change then fails and can be retried).
+CREATE OR REPLACE FUNCTION data_sync_apply_enabled() RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public SET lock_timeout = '5s' AS $fn$
+DECLARE
+    on_ boolean := coalesce((SELECT c.value FROM public.data_sync_config c WHERE c.name = 'DataSyncEnabled'), 'false') = 'true';
+    t record;
+BEGIN
+    FOR t IN
+        SELECT tg.tgrelid::regclass AS rel, tg.tgname
+        FROM pg_trigger tg
+        WHERE tg.tgname IN ('data_sync_child_change', 'data_sync_customer_insert', 'data_sync_customer_update',
+                            'data_sync_segment_insert', 'data_sync_segment_delete', 'data_sync_segment_rename',
+                            'data_sync_transaction_post', 'data_sync_transaction_change')
+          AND NOT tg.tgisinternal
+          AND (tg.tgenabled = 'D') = on_
+    LOOP
+        IF on_ THEN
+            EXECUTE format('ALTER TABLE %s ENABLE TRIGGER %I', t.rel, t.tgname);
+        ELSE
+            EXECUTE format('ALTER TABLE %s DISABLE TRIGGER %I', t.rel, t.tgname);
+        END IF;
+    END LOOP;
+END
+$fn$;
+REVOKE ALL ON FUNCTION data_sync_apply_enabled() FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION data_sync_config_applied() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $fn$
+BEGIN
+    PERFORM data_sync_apply_enabled();
+    RETURN NULL;
+END
+$fn$;
+
+DROP TRIGGER IF EXISTS data_sync_config_applied ON data_sync_config;
+CREATE TRIGGER data_sync_config_applied AFTER INSERT OR UPDATE OR DELETE ON data_sync_config
+    FOR EACH STATEMENT EXECUTE FUNCTION data_sync_config_applied();

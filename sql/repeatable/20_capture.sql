@@ -732,7 +732,7 @@ CREATE TRIGGER data_sync_customer_insert AFTER INSERT ON customer
     FOR EACH STATEMENT EXECUTE FUNCTION data_sync_customers_touched('CREATE', 'new');
 DROP TRIGGER IF EXISTS data_sync_customer_update ON customer;
 CREATE CONSTRAINT TRIGGER data_sync_customer_update AFTER UPDATE ON customer
-    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (public.data_sync_capture_mode() <> 'off')
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
     EXECUTE FUNCTION data_sync_customer_changed();
 DROP TRIGGER IF EXISTS data_sync_customer_delete ON customer;
 CREATE TRIGGER data_sync_customer_delete AFTER DELETE ON customer
@@ -751,7 +751,7 @@ BEGIN
     LOOP
         EXECUTE format('DROP TRIGGER IF EXISTS data_sync_child_change ON %I', t);
         EXECUTE format('CREATE CONSTRAINT TRIGGER data_sync_child_change AFTER INSERT OR UPDATE OR DELETE ON %I
-            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (public.data_sync_capture_mode() <> ''off'')
+            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
             EXECUTE FUNCTION data_sync_customer_changed()', t);
     END LOOP;
 END
@@ -796,16 +796,20 @@ CREATE TRIGGER data_sync_segment_rename AFTER UPDATE ON segment
 -- changes both customers' activity summaries.
 DROP TRIGGER IF EXISTS data_sync_transaction_post ON retail_transaction;
 CREATE CONSTRAINT TRIGGER data_sync_transaction_post AFTER INSERT ON retail_transaction
-    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (public.data_sync_capture_mode() <> 'off')
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
     EXECUTE FUNCTION data_sync_transaction_posted();
 DROP TRIGGER IF EXISTS data_sync_transaction_change ON retail_transaction;
 CREATE CONSTRAINT TRIGGER data_sync_transaction_change AFTER UPDATE ON retail_transaction
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
-    WHEN ((OLD.customer_id IS DISTINCT FROM NEW.customer_id OR OLD.void_flag IS DISTINCT FROM NEW.void_flag)
-          AND public.data_sync_capture_mode() <> 'off')
+    WHEN (OLD.customer_id IS DISTINCT FROM NEW.customer_id OR OLD.void_flag IS DISTINCT FROM NEW.void_flag)
     EXECUTE FUNCTION data_sync_customer_changed();
 
 REVOKE ALL ON FUNCTION data_sync_queue_customer(bigint, text, text) FROM PUBLIC;
 
 -- Replaced by data_sync_capture_mode() itself (now PL/pgSQL, see 10_config.sql).
 DROP FUNCTION IF EXISTS data_sync_capture_mode_fast();
+
+-- Capture triggers are enabled only while DataSyncEnabled is true (data_sync_apply_enabled,
+-- 10_config.sql), so a disabled Data Sync costs the CE database nothing. Re-applying this
+-- script recreates them enabled: bring them in line with the setting.
+SELECT data_sync_apply_enabled();
