@@ -221,9 +221,9 @@ func TestReceiverFaults(t *testing.T) {
 			require.True(t, waitFor(60*time.Second, ph.hold), "phase %s: the relay never felt the fault:\n%s", ph.name, tail(p.output(), 4000))
 		}
 		if ph.faults.Down {
-			// The outage itself lasts 12 s (a scaled-down "minute"); this is the fault's
-			// duration, not a synchronisation wait.
-			time.Sleep(time.Until(start.Add(12 * time.Second)))
+			// The outage itself lasts CDC_FAULT_OUTAGE (default 12 s, a scaled-down "minute");
+			// this is the fault's duration, not a synchronisation wait.
+			time.Sleep(time.Until(start.Add(outage())))
 		}
 		e.rcv.SetFaults(receiver.Faults{})
 		e.waitDrained(p, w.ids(), 3*time.Minute)

@@ -121,6 +121,17 @@ var scale = func() float64 {
 	return 1
 }()
 
+// outage is how long the receiver stays down in TestReceiverFaults: CDC_FAULT_OUTAGE (a Go
+// duration), default 12s so the suite fits CI; the minute is CDC_FAULT_OUTAGE=1m.
+func outage() time.Duration {
+	if v := os.Getenv("CDC_FAULT_OUTAGE"); v != "" {
+		if d, err := time.ParseDuration(v); err == nil && d > 0 {
+			return d
+		}
+	}
+	return 12 * time.Second
+}
+
 // scaled returns n × CDC_FAULT_SCALE, at least lo.
 func scaled(n, lo int) int { return max(lo, int(float64(n)*scale)) }
 
