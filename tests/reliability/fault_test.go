@@ -211,7 +211,7 @@ func TestReceiverFaults(t *testing.T) {
 		}},
 		{"30% connection resets", receiver.Faults{ResetRate: 0.3}, nil},
 		{"10% 503 + 10% resets + 200ms delay", receiver.Faults{FailRate: 0.1, ResetRate: 0.1, Delay: 200 * time.Millisecond}, nil},
-		{"down 12s", receiver.Faults{Down: true}, nil},
+		{"down " + outage().String(), receiver.Faults{Down: true}, nil},
 	}
 	for _, ph := range phases {
 		e.rcv.SetFaults(ph.faults)
@@ -236,7 +236,7 @@ func TestReceiverFaults(t *testing.T) {
 	t.Logf("receiver faults: %d faults injected, committed %d, delivered %d, lost %d, duplicates %d, max RSS %d KiB",
 		st.FaultsInjected, v.Committed, v.Delivered, v.Lost, v.Duplicates, p.MaxRSS())
 	report(t, summaryRow{ChangesCommitted: v.Committed, Delivered: v.Delivered, Lost: v.Lost, Duplicates: v.Duplicates,
-		FaultsInjected: st.FaultsInjected, MaxRSSKiB: p.MaxRSS(), Notes: "503 30%, delay>timeout, resets 30%, mixed, down 12s (scaled from 1 min)"})
+		FaultsInjected: st.FaultsInjected, MaxRSSKiB: p.MaxRSS(), Notes: "503 30%, delay>timeout, resets 30%, mixed, down " + outage().String()})
 	checkVerdict(t, v)
 	require.Less(t, p.MaxRSS(), int64(400<<10), "relay RSS should stay bounded")
 }
