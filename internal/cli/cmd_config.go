@@ -23,10 +23,7 @@ func runConfig(ctx context.Context, env Env, args []string) error {
 	if len(rest) == 0 || (rest[0] == "show" && len(rest) != 1) || (rest[0] == "set" && len(rest) != 3) || (rest[0] != "show" && rest[0] != "set") {
 		return fmt.Errorf("%w: use config show, or config set NAME VALUE", ErrUsage)
 	}
-	if err := requireDatabase(*db); err != nil {
-		return err
-	}
-	conn, err := connect(ctx, *db)
+	conn, err := connectDB(ctx, *db)
 	if err != nil {
 		return err
 	}

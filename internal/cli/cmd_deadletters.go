@@ -23,10 +23,7 @@ func runDeadLetters(ctx context.Context, env Env, args []string) error {
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
-	if err := requireDatabase(*db); err != nil {
-		return err
-	}
-	conn, err := connect(ctx, *db)
+	conn, err := connectDB(ctx, *db)
 	if err != nil {
 		return err
 	}
@@ -80,10 +77,7 @@ func runRequeue(ctx context.Context, env Env, args []string) error {
 	if chosen != 1 {
 		return fmt.Errorf("%w: choose exactly one of --id, --customer, --transaction, --all", ErrUsage)
 	}
-	if err := requireDatabase(*db); err != nil {
-		return err
-	}
-	conn, err := connect(ctx, *db)
+	conn, err := connectDB(ctx, *db)
 	if err != nil {
 		return err
 	}

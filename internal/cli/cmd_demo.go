@@ -253,12 +253,9 @@ func runLoad(ctx context.Context, env Env, args []string) error {
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
-	if err := requireDatabase(*db); err != nil {
-		return err
-	}
-	pool, err := pgxpool.New(ctx, *db)
+	pool, err := poolDB(ctx, *db)
 	if err != nil {
-		return fmt.Errorf("connecting to the database: %w", err)
+		return err
 	}
 	defer pool.Close()
 	gen := load.New(cfg, pool)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/cdc-relay/cdc-relay/internal/schema"
 )
@@ -22,6 +23,27 @@ func connect(ctx context.Context, url string) (*pgx.Conn, error) {
 	return conn, nil
 }
 
+// connectDB checks that a database URL was given and connects to it: the start of every
+// command that works on the CE database with one connection.
+func connectDB(ctx context.Context, url string) (*pgx.Conn, error) {
+	if err := requireDatabase(url); err != nil {
+		return nil, err
+	}
+	return connect(ctx, url)
+}
+
+// poolDB is connectDB for commands that need a pool.
+func poolDB(ctx context.Context, url string) (*pgxpool.Pool, error) {
+	if err := requireDatabase(url); err != nil {
+		return nil, err
+	}
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to the database: %w", err)
+	}
+	return pool, nil
+}
+
 func runInstall(ctx context.Context, env Env, args []string) error {
 	fs := newFlagSet(env, "install")
 	db := databaseFlag(fs, env)
@@ -29,10 +51,7 @@ func runInstall(ctx context.Context, env Env, args []string) error {
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
-	if err := requireDatabase(*db); err != nil {
-		return err
-	}
-	conn, err := connect(ctx, *db)
+	conn, err := connectDB(ctx, *db)
 	if err != nil {
 		return err
 	}
@@ -59,10 +78,7 @@ func runUninstall(ctx context.Context, env Env, args []string) error {
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
-	if err := requireDatabase(*db); err != nil {
-		return err
-	}
-	conn, err := connect(ctx, *db)
+	conn, err := connectDB(ctx, *db)
 	if err != nil {
 		return err
 	}

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/cdc-relay/cdc-relay/internal/daemon"
 	"github.com/cdc-relay/cdc-relay/mapping"
 	"github.com/cdc-relay/cdc-relay/relay"
@@ -31,17 +29,14 @@ func runSendSample(ctx context.Context, env Env, args []string) error {
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
-	if err := requireDatabase(*db); err != nil {
-		return err
-	}
 	log, err := logger()
 	if err != nil {
 		return err
 	}
 	cfg.Getenv, cfg.Logger = env.Getenv, log
-	pool, err := pgxpool.New(ctx, *db)
+	pool, err := poolDB(ctx, *db)
 	if err != nil {
-		return fmt.Errorf("connecting to the database: %w", err)
+		return err
 	}
 	defer pool.Close()
 	settings, err := relay.LoadSettings(ctx, pool)

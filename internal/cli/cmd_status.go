@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"text/tabwriter"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/cdc-relay/cdc-relay/internal/status"
 )
 
@@ -23,12 +21,9 @@ func runStatus(ctx context.Context, env Env, args []string) error {
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
-	if err := requireDatabase(*db); err != nil {
-		return err
-	}
-	pool, err := pgxpool.New(ctx, *db)
+	pool, err := poolDB(ctx, *db)
 	if err != nil {
-		return fmt.Errorf("connecting to the database: %w", err)
+		return err
 	}
 	defer pool.Close()
 	rep, err := status.Collect(ctx, pool, *limit)
