@@ -511,26 +511,38 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public SET data_
 DECLARE
     mode text := data_sync_capture_mode();
     j json;
+    cid bigint;
 BEGIN
     IF mode = 'off' THEN
         RETURN NULL;
     END IF;
+    -- One lookup: is the transaction still there (not deleted again in this transaction), and
+    -- whose is it.
+    SELECT t.customer_id INTO cid FROM retail_transaction t WHERE t.retail_transaction_id = NEW.retail_transaction_id;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
     IF mode = 'capture' THEN
         j := data_sync_transaction_json(NEW.retail_transaction_id);
-        IF j IS NULL THEN
-            RETURN NULL; -- deleted again in the same transaction
-        END IF;
-    ELSE
-        PERFORM FROM retail_transaction t WHERE t.retail_transaction_id = NEW.retail_transaction_id;
-        IF NOT FOUND THEN
-            RETURN NULL;
-        END IF;
     END IF;
     INSERT INTO data_sync_trn_pending_queue (obj_name, unique_id, action, json_object)
     VALUES ('Transaction', NEW.retail_transaction_id, 'CREATE', j);
-    PERFORM data_sync_queue_customer(
-        (SELECT t.customer_id FROM retail_transaction t WHERE t.retail_transaction_id = NEW.retail_transaction_id),
-        'UPDATE', mode);
+    -- The customer's UPDATE (activity summaries), inlined rather than a second SECURITY
+    -- DEFINER call: same logic as data_sync_queue_customer.
+    IF cid IS NULL OR EXISTS (
+        SELECT 1 FROM data_sync_cust_pending_queue q
+        WHERE q.unique_id = cid::text AND q.xmin = pg_current_xact_id()::xid) THEN
+        RETURN NULL;
+    END IF;
+    j := NULL;
+    IF mode = 'capture' THEN
+        j := data_sync_customer_json(cid);
+        IF j IS NULL THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+    INSERT INTO data_sync_cust_pending_queue (obj_name, unique_id, action, json_object)
+    VALUES ('Customer', cid::text, 'UPDATE', j);
     RETURN NULL;
 END
 $fn$;
