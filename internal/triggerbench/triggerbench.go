@@ -335,6 +335,11 @@ func prepare(ctx context.Context, url, variant string, customers int) error {
 			return fmt.Errorf("uninstalling the triggers: %w", err)
 		}
 	}
+	// Every variant starts right after a checkpoint, so each pays the same full-page writes
+	// instead of whichever run a checkpoint happens to land in.
+	if _, err := conn.Exec(ctx, "CHECKPOINT"); err != nil {
+		return fmt.Errorf("checkpointing before the run: %w", err)
+	}
 	return nil
 }
 
