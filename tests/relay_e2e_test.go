@@ -443,3 +443,26 @@ func TestStatusDeadLettersAndRequeueCommands(t *testing.T) {
 	require.Equal(t, "CUSTOMERMOD", got[1].Message.Action)
 	require.Zero(t, s.count(`SELECT count(*) FROM data_sync_cust_failed`))
 }
+
+func TestConfigCommand(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, receiver.Config{})
+	code, out := runCLI(t, "config", "--database-url", s.url, "set", "datasyncenabled", "No")
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, "DataSyncEnabled  false")
+	code, out = runCLI(t, "config", "--database-url", s.url, "set", "DataSyncApiUrl", "not a url")
+	require.Equal(t, 1, code, out)
+	require.Contains(t, out, `invalid value "not a url" for DataSyncApiUrl`)
+	require.Contains(t, out, "give an absolute https URL")
+	code, out = runCLI(t, "config", "--database-url", s.url, "set", "DataSyncColour", "blue")
+	require.Equal(t, 1, code, out)
+	require.Contains(t, out, "unknown Data Sync setting")
+	require.Contains(t, out, "known settings: DataSyncEnabled")
+	code, out = runCLI(t, "config", "--database-url", s.url, "show")
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, "DataSyncApiUrl")
+	require.Contains(t, out, s.recv.APIURL(), "the bad value did not replace the good one")
+	require.Contains(t, out, "DataSyncCredentialMapName  ce_credentials")
+	code, out = runCLI(t, "config", "--database-url", s.url, "frob")
+	require.Equal(t, 2, code, out)
+}
