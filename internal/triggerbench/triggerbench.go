@@ -216,6 +216,12 @@ func findPgbench(p string) (string, error) {
 	if _, err := os.Stat("/usr/bin/pgbench"); err == nil {
 		return "/usr/bin/pgbench", nil
 	}
+	// Beside the server binaries (Debian's /usr/lib/postgresql/N/bin), where initdb is.
+	if dir, err := pgcluster.BinDir(); err == nil {
+		if _, err := os.Stat(filepath.Join(dir, "pgbench")); err == nil {
+			return filepath.Join(dir, "pgbench"), nil
+		}
+	}
 	return "", ErrNoPgbench
 }
 
