@@ -577,7 +577,7 @@ $fn$;
 -- Row-level, deferred, on data_sync_capture_hook: queues the customers of one bulk statement,
 -- set-based, skipping those this transaction already queued.
 CREATE OR REPLACE FUNCTION data_sync_capture_hook_fire() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public SET data_sync.captured = 'on' SET jit = off AS $fn$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public SET data_sync.captured = 'on' SET enable_seqscan = off SET jit = off AS $fn$
 DECLARE
     mode text := data_sync_capture_mode();
 BEGIN
