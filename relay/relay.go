@@ -28,9 +28,6 @@ import (
 // window is microseconds, but a descheduled backend on a loaded machine can stretch it.
 var recheckDelays = []time.Duration{20 * time.Millisecond, 200 * time.Millisecond, time.Second}
 
-// recheckDelay is the first of recheckDelays, also used for data_sync_config changes.
-const recheckDelay = 20 * time.Millisecond
-
 // leaderLockKey is the advisory lock one relay holds while it delivers: a second relay on the
 // same database waits as a hot standby instead of breaking per-key order.
 const leaderLockKey = 7_240_113_002
@@ -328,7 +325,7 @@ loop:
 			}
 		case <-configChanged:
 			if d.recheckConfig.IsZero() {
-				d.recheckConfig = time.Now().Add(recheckDelay)
+				d.recheckConfig = time.Now().Add(recheckDelays[0])
 			}
 			if err := d.reloadSettings(); err != nil {
 				sessionErr = err
@@ -505,7 +502,7 @@ func (d *dispatcher) admit(r *row, now time.Time) {
 			zap.Int64("id", r.id), zap.Error(err))
 		ctx, cancel := context.WithTimeout(d.ctx, 30*time.Second)
 		defer cancel()
-		if dbErr := d.deadLetter(ctx, r.q, []*row{r}, 0, 0, err.Error(), ""); dbErr != nil {
+		if dbErr := d.deadLetter(ctx, []*row{r}, 0, 0, err.Error(), ""); dbErr != nil {
 			d.r.log.Error("dead-lettering a bad row failed; it stays in progress", zap.Int64("id", r.id), zap.Error(dbErr))
 		}
 		return
@@ -636,15 +633,14 @@ func (d *dispatcher) recordFailure(ctx context.Context, res *result) error {
 	dbCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	if res.dead {
-		return d.deadLetter(dbCtx, res.req.rows[0].q, res.req.rows, 1, res.resp.Status, msg, excerpt)
+		return d.deadLetter(dbCtx, res.req.rows, 1, res.resp.Status, msg, excerpt)
 	}
 	res.next = time.Now().Add(backoff(attempts, cfg.BackoffMin, cfg.BackoffMax, res.resp.RetryAfter))
-	byQueue := map[*queue][]int64{}
-	for _, r := range res.req.rows {
-		byQueue[r.q] = append(append(byQueue[r.q], r.id), r.absorbed...)
-	}
-	for q, ids := range byQueue {
-		if _, err := d.r.db.Exec(dbCtx, q.failSQL, ids, nullStatus(res.resp.Status), msg, res.next); err != nil {
+	for i, ids := range idsByQueue(res.req.rows) {
+		if len(ids) == 0 {
+			continue
+		}
+		if _, err := d.r.db.Exec(dbCtx, queues[i].failSQL, ids, nullStatus(res.resp.Status), msg, res.next); err != nil {
 			return fmt.Errorf("recording a failed delivery: %w", err)
 		}
 	}
@@ -660,12 +656,12 @@ func nullStatus(s int) *int {
 
 // deadLetter moves rows to their dead-letter table and, unless SkipDeadLetters, holds the later
 // progress rows of each key behind them.
-func (d *dispatcher) deadLetter(ctx context.Context, _ *queue, rows []*row, counted, status int, msg, excerpt string) error {
-	byQueue := map[*queue][]int64{}
-	for _, r := range rows {
-		byQueue[r.q] = append(append(byQueue[r.q], r.id), r.absorbed...)
-	}
-	for q, ids := range byQueue {
+func (d *dispatcher) deadLetter(ctx context.Context, rows []*row, counted, status int, msg, excerpt string) error {
+	for i, ids := range idsByQueue(rows) {
+		if len(ids) == 0 {
+			continue
+		}
+		q := queues[i]
 		if _, err := d.r.db.Exec(ctx, q.deadSQL, ids, counted, nullStatus(status), msg, nullIfEmpty(excerpt)); err != nil {
 			return fmt.Errorf("moving rows to %s: %w", q.failed, err)
 		}
@@ -706,14 +702,12 @@ func (d *dispatcher) apply(res result) error {
 	switch {
 	case res.outcome == delivered:
 		metrics.Deliveries.WithLabelValues("delivered", status).Inc()
-		var ids ackBatch
 		for _, r := range res.req.rows {
-			ids[r.q.idx] = append(append(ids[r.q.idx], r.id), r.absorbed...)
 			typ, _, _ := mapping.Lookup(r.objName, r.action)
 			metrics.MessagesDelivered.WithLabelValues(typ).Inc()
 			metrics.CommitToDelivery.Observe(now.Sub(r.createdAt).Seconds())
 		}
-		d.acks <- ids
+		d.acks <- idsByQueue(res.req.rows)
 		d.r.healthy.Store(true)
 		d.lim.success()
 		d.win.release(res.req, true, now)
@@ -761,8 +755,17 @@ func maxTime(a, b time.Time) time.Time {
 	return a
 }
 
-// ackBatch holds delivered ids per queue family (indexed like queues).
+// ackBatch holds row ids per queue family (indexed like queues).
 type ackBatch [2][]int64
+
+// idsByQueue returns the ids of rows, with the ids coalesced into them, per queue family.
+func idsByQueue(rows []*row) ackBatch {
+	var b ackBatch
+	for _, r := range rows {
+		b[r.q.idx] = append(append(b[r.q.idx], r.id), r.absorbed...)
+	}
+	return b
+}
 
 // acknowledger deletes delivered rows from progress in batches: whatever arrived while the
 // previous DELETE ran goes in the next one.
