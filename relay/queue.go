@@ -92,6 +92,11 @@ func Queues() []QueueTables {
 	return out
 }
 
+// CustomerMoveAckSQL returns the relay's own statements for the customer queue: the move
+// (parameters: batch size, keep order, snapshot at move; it returns the moved rows) and the
+// acknowledgement (parameter: id array). The benchmark's SQL-only baseline runs exactly these.
+func CustomerMoveAckSQL() (move, ack string) { return queues[0].moveSQL, queues[0].ackSQL }
+
 // QueueTables names the tables of one queue family.
 type QueueTables struct {
 	Name                      string // "cust" or "trn"

@@ -7,41 +7,13 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/cdc-relay/cdc-relay/relay"
 )
 
-// MoveSQL is the shape of the relay's move statement for the customer queue (relay/queue.go):
-// claim up to $1 pending rows in a MATERIALIZED CTE, delete them, hold rows behind dead letters
-// ($2 = keep order), insert the rest into progress (building JSON when $3 = snapshot at move)
-// and return them. The relay keeps its statements unexported; this copy must follow it.
-const MoveSQL = `
-WITH ids AS MATERIALIZED (
-    SELECT id FROM data_sync_cust_pending_queue ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
-), moved AS (
-    DELETE FROM data_sync_cust_pending_queue p USING ids WHERE p.id = ids.id
-    RETURNING p.id, p.obj_name, p.unique_id, p.action, p.json_object, p.created_at
-), blocked AS MATERIALIZED (
-    SELECT m.id, (SELECT min(f.id) FROM data_sync_cust_failed f WHERE f.unique_id = m.unique_id) AS behind
-    FROM moved m
-), held AS (
-    INSERT INTO data_sync_cust_failed (id, obj_name, unique_id, action, json_object, created_at, reason, last_error)
-    SELECT m.id, m.obj_name, m.unique_id, m.action, m.json_object, m.created_at, 'held',
-           'held behind dead letter ' || b.behind
-    FROM moved m JOIN blocked b ON b.id = m.id
-    WHERE $2 AND b.behind IS NOT NULL
-    RETURNING id
-)
-INSERT INTO data_sync_cust_progress_queue (id, obj_name, unique_id, action, json_object, created_at)
-SELECT m.id, m.obj_name, m.unique_id, m.action,
-       CASE WHEN $3 AND m.json_object IS NULL AND m.action <> 'DELETE' AND m.unique_id ~ '^[0-9]{1,18}$'
-            THEN data_sync_customer_json(m.unique_id::bigint) ELSE m.json_object END,
-       m.created_at
-FROM moved m JOIN blocked b ON b.id = m.id
-WHERE NOT ($2 AND b.behind IS NOT NULL)
-RETURNING id, obj_name, unique_id, action, json_object, created_at, attempts, next_attempt_at`
-
-// AckSQL is the relay's acknowledge statement for the customer queue: delete delivered rows
-// from progress by id array.
-const AckSQL = `DELETE FROM data_sync_cust_progress_queue WHERE id = ANY($1)`
+// MoveSQL and AckSQL are the relay's own move and acknowledge statements for the customer
+// queue, so the SQL-only baseline measures exactly what the relay runs.
+var MoveSQL, AckSQL = relay.CustomerMoveAckSQL()
 
 // Moved is one row returned by MoveSQL, read the way the relay reads it.
 type Moved struct {
@@ -53,6 +25,7 @@ type Moved struct {
 	CreatedAt time.Time
 	Attempts  int
 	Next      *time.Time
+	Captured  bool
 }
 
 // Move moves up to n customer pending rows to progress with MoveSQL (order kept, snapshot at
@@ -66,7 +39,7 @@ func Move(ctx context.Context, db *pgxpool.Pool, n int) ([]Moved, error) {
 	var out []Moved
 	for rows.Next() {
 		var m Moved
-		if err := rows.Scan(&m.ID, &m.ObjName, &m.Key, &m.Action, &m.Payload, &m.CreatedAt, &m.Attempts, &m.Next); err != nil {
+		if err := rows.Scan(&m.ID, &m.ObjName, &m.Key, &m.Action, &m.Payload, &m.CreatedAt, &m.Attempts, &m.Next, &m.Captured); err != nil {
 			return nil, fmt.Errorf("reading moved rows: %w", err)
 		}
 		out = append(out, m)
