@@ -18,6 +18,9 @@ type queue struct {
 	progress string
 	failed   string
 	jsonFn   string // builds a snapshot at move time (DataSyncSnapshotMode = move)
+	// expandSQL turns sets of customers (data_sync_cust_pending_set, written by bulk
+	// statements in move mode) into pending rows; empty for queues without sets.
+	expandSQL string
 
 	moveSQL, loadSQL, ackSQL, failSQL, deadSQL, holdSQL string
 }
@@ -26,8 +29,10 @@ func newQueue(idx int, name, pending, progress, failed, jsonFn, keyCheck string)
 	q := &queue{idx: idx, name: name, pending: pending, progress: progress, failed: failed, jsonFn: jsonFn}
 	// Move one batch from pending to progress in one transaction. The claimed ids are pinned in a
 	// MATERIALIZED CTE (a plain sub-select may be re-run and claim more than $1 rows). Rows whose
-	// key already has a dead letter are held behind it ($2 = keep order). With $3 (snapshot at
-	// move) the JSON is built here, set-based, for rows queued without it.
+	// key already has a dead letter are held behind it ($2 = keep order). The JSON is built here,
+	// set-based, for rows our capture triggers queued without it (snapshot at move): whatever
+	// DataSyncSnapshotMode is now, since rows queued before a switch to 'capture' still need it.
+	// A row inserted by hand without JSON is not built: it is a bad row.
 	q.moveSQL = fmt.Sprintf(`
 WITH ids AS MATERIALIZED (
     SELECT id FROM %[1]s ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
@@ -50,7 +55,7 @@ SELECT m.id, m.obj_name, m.unique_id, m.action,
        CASE WHEN s.build THEN %[4]s ELSE m.json_object END,
        m.created_at, m.captured OR s.build
 FROM moved m JOIN blocked b ON b.id = m.id
-CROSS JOIN LATERAL (SELECT $3 AND m.json_object IS NULL AND m.action <> 'DELETE' AND %[5]s AS build) s
+CROSS JOIN LATERAL (SELECT m.captured AND m.json_object IS NULL AND m.action <> 'DELETE' AND %[5]s AS build) s
 WHERE NOT ($2 AND b.behind IS NOT NULL)
 RETURNING id, obj_name, unique_id, action, json_object, created_at, attempts, next_attempt_at, captured`,
 		pending, progress, failed, jsonFn, keyCheck)
@@ -75,10 +80,19 @@ SELECT id, obj_name, unique_id, action, json_object, created_at, 'held', attempt
 	return q
 }
 
+func withSets(q *queue, expandSQL string) *queue {
+	q.expandSQL = expandSQL
+	return q
+}
+
+// expandSetsPerMove bounds the set rows one move expands (each may hold any number of customers).
+const expandSetsPerMove = 100
+
 // queues are the two Data Sync queue families, customers first.
 var queues = []*queue{
-	newQueue(0, "cust", "data_sync_cust_pending_queue", "data_sync_cust_progress_queue", "data_sync_cust_failed",
+	withSets(newQueue(0, "cust", "data_sync_cust_pending_queue", "data_sync_cust_progress_queue", "data_sync_cust_failed",
 		"data_sync_snapshot_customer(m.unique_id::bigint)", "m.unique_id ~ '^[0-9]{1,18}$'"),
+		"SELECT data_sync_expand_customer_sets($1)"),
 	newQueue(1, "trn", "data_sync_trn_pending_queue", "data_sync_trn_progress_queue", "data_sync_trn_failed",
 		"data_sync_snapshot_transaction(m.unique_id)", "m.unique_id IS NOT NULL"),
 }
@@ -93,7 +107,7 @@ func Queues() []QueueTables {
 }
 
 // CustomerMoveAckSQL returns the relay's own statements for the customer queue: the move
-// (parameters: batch size, keep order, snapshot at move; it returns the moved rows) and the
+// (parameters: batch size, keep order; it returns the moved rows) and the
 // acknowledgement (parameter: id array). The benchmark's SQL-only baseline runs exactly these.
 func CustomerMoveAckSQL() (move, ack string) { return queues[0].moveSQL, queues[0].ackSQL }
 
@@ -145,9 +159,16 @@ func scanRows(q *queue, rows pgx.Rows) ([]*row, error) {
 	return out, rows.Err()
 }
 
-// move moves up to n pending rows to progress and returns them.
-func (q *queue) move(ctx context.Context, db *pgxpool.Pool, n int, keepOrder, snapshotAtMove bool) ([]*row, error) {
-	rows, err := db.Query(ctx, q.moveSQL, n, keepOrder, snapshotAtMove)
+// move moves up to n pending rows to progress and returns them. With expand, sets of customers
+// are first turned into pending rows, in a transaction of their own (a crash between the two
+// leaves them in pending, where the next move finds them).
+func (q *queue) move(ctx context.Context, db *pgxpool.Pool, n int, keepOrder, expand bool) ([]*row, error) {
+	if expand && q.expandSQL != "" {
+		if _, err := db.Exec(ctx, q.expandSQL, expandSetsPerMove); err != nil {
+			return nil, fmt.Errorf("expanding %s pending sets: %w", q.name, err)
+		}
+	}
+	rows, err := db.Query(ctx, q.moveSQL, n, keepOrder)
 	if err != nil {
 		return nil, fmt.Errorf("moving %s pending rows to progress: %w", q.name, err)
 	}

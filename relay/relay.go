@@ -209,10 +209,14 @@ type dispatcher struct {
 	paused   time.Time // no new requests before this (stop mode, Retry-After)
 
 	results  chan result
-	moveReq  chan int
+	moveReq  chan moveReq
 	moveResp chan moved
 	moving   bool
 	pending  bool // pending may hold rows: ask the mover
+	// expandDue asks the next move to expand sets of customers even though snapshot at move
+	// is off: sets written before a switch to 'capture' (looked for at start, on every sweep
+	// and after a settings change).
+	expandDue bool
 	// recheck is when to look at pending once more after a doorbell ring: the walsender can
 	// decode a commit an instant before the transaction is visible to new snapshots, so the
 	// move the ring triggers may miss it.
@@ -232,7 +236,7 @@ func (d *dispatcher) run() error {
 		d.rate = rate.NewLimiter(rate.Limit(cfg.RateLimit), max(1, cfg.MessagesPerRequest))
 	}
 	d.results = make(chan result, cfg.Concurrency)
-	d.moveReq = make(chan int, 1)
+	d.moveReq = make(chan moveReq, 1)
 	d.moveResp = make(chan moved, 1)
 	d.acks = make(chan ackBatch, 4*cfg.Concurrency)
 	d.ackDone = make(chan error, 1)
@@ -260,7 +264,7 @@ func (d *dispatcher) run() error {
 	if d.r.doorbell != nil {
 		queued, configChanged = d.r.doorbell.Queued(), d.r.doorbell.ConfigChanged()
 	}
-	d.pending = true
+	d.pending, d.expandDue = true, true
 	metrics.WakeUps.WithLabelValues("start").Inc()
 
 	var sessionErr error
@@ -333,7 +337,7 @@ loop:
 			}
 		case <-sweep.C:
 			metrics.WakeUps.WithLabelValues("sweep").Inc()
-			d.pending = true
+			d.pending, d.expandDue = true, true
 			if err := d.reloadSettings(); err != nil {
 				sessionErr = err
 				break loop
@@ -389,6 +393,7 @@ func (d *dispatcher) applySettings(s Settings, force bool) {
 		d.poster, d.closeP = nil, nil
 	}
 	d.posterOK = false
+	d.expandDue = true
 	if !s.Enabled {
 		d.r.state.Store("idle: DataSyncEnabled is false")
 		d.r.log.Info("Data Sync is disabled; delivery paused (rows stay queued)")
@@ -433,24 +438,33 @@ func (d *dispatcher) fill() {
 		return
 	}
 	select {
-	case d.moveReq <- room:
+	case d.moveReq <- moveReq{room: room, expand: d.expandDue || d.settings.SnapshotAtMove}:
 		d.moving = true
-		d.pending = false
+		d.pending, d.expandDue = false, false
 	default:
 	}
+}
+
+// moveReq asks the mover for up to room rows; expand asks it to expand sets of customers first.
+type moveReq struct {
+	room   int
+	expand bool
 }
 
 // mover loads progress first (rows left by an earlier run), then moves pending rows to progress.
 func (d *dispatcher) mover(ctx context.Context) {
 	cursor := map[*queue]int64{}
 	loaded := map[*queue]bool{}
+	expand := false // sets asked for and not yet expanded (progress is loaded first)
 	for {
-		var room int
+		var req moveReq
 		select {
 		case <-ctx.Done():
 			return
-		case room = <-d.moveReq:
+		case req = <-d.moveReq:
 		}
+		room := req.room
+		expand = expand || req.expand
 		var m moved
 		for _, q := range queues {
 			if room <= 0 {
@@ -473,7 +487,10 @@ func (d *dispatcher) mover(ctx context.Context) {
 					m.more = true // pending still to be moved after progress
 				}
 			} else {
-				rows, err = q.move(opCtx, d.r.db, n, d.r.cfg.SkipDeadLetters == false, d.settings.SnapshotAtMove)
+				rows, err = q.move(opCtx, d.r.db, n, d.r.cfg.SkipDeadLetters == false, expand)
+				if err == nil && q.expandSQL != "" {
+					expand = false
+				}
 				if err == nil && len(rows) == n {
 					m.more = true
 				}

@@ -456,3 +456,75 @@ func TestCaptureJSONMatchesSamples(t *testing.T) {
 	require.Contains(t, string(got), `"subtotal" : 1325.00`)
 	require.Len(t, decodeOrdered(t, got).(orderedObject).vals["lineItems"], 3)
 }
+
+// In move mode a statement touching many customers writes one set row, not one pending row per
+// customer; the relay's expansion turns it into key-only pending rows for the customers that
+// still exist and have no key-only row waiting already.
+func TestCaptureMoveModeBulkIsOneSet(t *testing.T) {
+	t.Parallel()
+	db := captureDB(t, "move")
+	ctx := context.Background()
+	exec(t, db, `INSERT INTO customer (customer_id) SELECT g FROM generate_series(1, 200) g`)
+	exec(t, db, `INSERT INTO segment (segment_id, segment_name) VALUES (1, 'Bulk'), (2, 'Few')`)
+	pending(t, db)
+	sets := func() (n, ids int) {
+		t.Helper()
+		require.NoError(t, db.QueryRow(ctx, `SELECT count(*), coalesce(sum(cardinality(customer_ids)), 0)
+			FROM data_sync_cust_pending_set`).Scan(&n, &ids))
+		return
+	}
+
+	exec(t, db, `UPDATE customer SET first_name = 'Three' WHERE customer_id = 3`) // a key-only row waits
+	exec(t, db, `INSERT INTO customer_segment (customer_id, segment_id) SELECT customer_id, 1 FROM customer`)
+	n, ids := sets()
+	require.Equal(t, []int{1, 200}, []int{n, ids}, "one set row for the bulk statement")
+	var statusRows int
+	require.NoError(t, db.QueryRow(ctx, `SELECT rows FROM data_sync_status WHERE queue = 'cust' AND stage = 'pending'`).Scan(&statusRows))
+	require.Equal(t, 201, statusRows, "status counts each customer of a set")
+
+	exec(t, db, `DELETE FROM customer WHERE customer_id = 7`) // gone before the relay expands the set
+	var expanded int
+	require.NoError(t, db.QueryRow(ctx, `SELECT data_sync_expand_customer_sets()`).Scan(&expanded))
+	require.Equal(t, 198, expanded, "200 less customer 3 (already waiting) and customer 7 (deleted)")
+	n, _ = sets()
+	require.Zero(t, n)
+	got := pending(t, db)
+	require.Len(t, got, 200)
+	require.Equal(t, cust("UPDATE", "3", false), got[0])
+	require.Equal(t, cust("DELETE", "7", false), got[1])
+	for i, q := range got[2:] {
+		require.Equal(t, "UPDATE", q.Action, i)
+		require.False(t, q.HasJSON, i)
+		require.NotContains(t, []string{"3", "7"}, q.UniqueID)
+	}
+	var captured bool
+	require.NoError(t, db.QueryRow(ctx, `SELECT data_sync_expand_customer_sets()`).Scan(&expanded))
+	require.Zero(t, expanded, "nothing left to expand")
+
+	// A few customers are queued at once, no set; a CREATE is never a set.
+	exec(t, db, `INSERT INTO customer_segment (customer_id, segment_id) VALUES (1, 2), (2, 2)`)
+	exec(t, db, `INSERT INTO customer (customer_id) SELECT g FROM generate_series(1001, 1100) g`)
+	n, _ = sets()
+	require.Zero(t, n)
+	require.NoError(t, db.QueryRow(ctx, `SELECT bool_and(captured) FROM data_sync_cust_pending_queue`).Scan(&captured))
+	require.True(t, captured, "rows of the move-mode statement path are marked as the triggers' own")
+	got = pending(t, db)
+	require.Len(t, got, 102)
+	require.Equal(t, []queued{cust("UPDATE", "1", false), cust("UPDATE", "2", false), cust("CREATE", "1001", false)}, got[:3])
+
+	// Renaming a segment with more than 64 members is one set too.
+	exec(t, db, `UPDATE segment SET segment_name = 'Bulk 2' WHERE segment_id = 1`)
+	n, ids = sets()
+	require.Equal(t, []int{1, 199}, []int{n, ids})
+	requirePending(t, db)
+
+	// In capture mode the same statement builds every JSON at commit, no set.
+	exec(t, db, `UPDATE data_sync_config SET value = 'capture' WHERE name = 'DataSyncSnapshotMode'`)
+	exec(t, db, `DELETE FROM data_sync_cust_pending_set`)
+	exec(t, db, `DELETE FROM customer_segment WHERE segment_id = 1`)
+	n, _ = sets()
+	require.Zero(t, n)
+	got = pending(t, db)
+	require.Len(t, got, 199)
+	require.True(t, got[0].HasJSON)
+}

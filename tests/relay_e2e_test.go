@@ -466,3 +466,32 @@ func TestConfigCommand(t *testing.T) {
 	code, out = runCLI(t, "config", "--database-url", s.url, "frob")
 	require.Equal(t, 2, code, out)
 }
+
+// Rows and sets queued in move mode still get their JSON after a switch back to capture mode
+// (they are the triggers' own rows), instead of being parked as bad rows.
+func TestEndToEndSwitchFromMoveModeKeepsQueuedKeys(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, receiver.Config{})
+	s.set("DataSyncSnapshotMode", "move")
+	s.exec(`INSERT INTO customer (customer_id, first_name) SELECT g, 'n' || g FROM generate_series(1, 80) g`)
+	s.exec(`INSERT INTO segment (segment_id, segment_name) VALUES (9, 'Autumn')`)
+	s.exec(`INSERT INTO customer_segment (customer_id, segment_id) SELECT g, 9 FROM generate_series(1, 80) g`)
+	var sets int
+	require.NoError(t, s.db.QueryRow(context.Background(), `SELECT count(*) FROM data_sync_cust_pending_set`).Scan(&sets))
+	require.Equal(t, 1, sets)
+	s.set("DataSyncSnapshotMode", "capture")
+	s.run(s.config())
+	got := s.waitReceived(80)
+	time.Sleep(time.Second)
+	t.Log(len(s.received()), s.count(`SELECT count(*) FROM data_sync_cust_pending_queue`), s.count(`SELECT count(*) FROM data_sync_cust_progress_queue`), s.count(`SELECT count(*) FROM data_sync_cust_failed`), s.count(`SELECT count(*) FROM data_sync_cust_pending_set`))
+	for _, r := range got {
+		c, err := mapping.DecodeCustomer([]byte(r.Message.Payload))
+		require.NoError(t, err, r.Message.Action)
+		if r.Message.Action == "CUSTOMERMOD" {
+			require.Len(t, c.CustomerSegments.Segment, 1, c.CustomerID)
+		}
+	}
+	var failed int
+	require.NoError(t, s.db.QueryRow(context.Background(), `SELECT count(*) FROM data_sync_cust_failed`).Scan(&failed))
+	require.Zero(t, failed)
+}

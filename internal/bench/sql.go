@@ -28,10 +28,10 @@ type Moved struct {
 	Captured  bool
 }
 
-// Move moves up to n customer pending rows to progress with MoveSQL (order kept, snapshot at
-// capture) and returns them.
+// Move moves up to n customer pending rows to progress with MoveSQL (order kept) and returns
+// them.
 func Move(ctx context.Context, db *pgxpool.Pool, n int) ([]Moved, error) {
-	rows, err := db.Query(ctx, MoveSQL, n, true, false)
+	rows, err := db.Query(ctx, MoveSQL, n, true)
 	if err != nil {
 		return nil, fmt.Errorf("moving pending rows to progress: %w", err)
 	}

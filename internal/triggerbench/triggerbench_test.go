@@ -46,7 +46,8 @@ func TestMissingPgbench(t *testing.T) {
 
 // BenchmarkTriggers runs the full measurement once and prints the table; it runs only with
 // -bench. TRIGGERBENCH_SECONDS sets each pgbench run's duration (default 8) and
-// TRIGGERBENCH_WORKLOADS a comma-separated subset of Workloads:
+// TRIGGERBENCH_WORKLOADS and TRIGGERBENCH_VARIANTS comma-separated subsets of Workloads and
+// Variants, TRIGGERBENCH_ROUNDS the interleaved rounds:
 //
 //	TRIGGERBENCH_SECONDS=8 go test -run '^$' -bench Triggers -benchtime 1x ./internal/triggerbench
 func BenchmarkTriggers(b *testing.B) {
@@ -59,6 +60,9 @@ func BenchmarkTriggers(b *testing.B) {
 	opts := Options{Duration: time.Duration(secs) * time.Second, Clients: 4}
 	if v := os.Getenv("TRIGGERBENCH_WORKLOADS"); v != "" {
 		opts.Workloads = strings.Split(v, ",")
+	}
+	if v := os.Getenv("TRIGGERBENCH_VARIANTS"); v != "" {
+		opts.Variants = strings.Split(v, ",")
 	}
 	if v := os.Getenv("TRIGGERBENCH_ROUNDS"); v != "" {
 		n, err := strconv.Atoi(v)

@@ -13,7 +13,9 @@
 --     row carrying the full JSON.
 --   * In 'move' mode the pending row carries key and action only (json_object NULL); the relay
 --     builds the JSON with data_sync_customer_json / data_sync_transaction_json when it moves
---     the row to progress.
+--     the row to progress. Statement-level triggers queue at once rather than at commit, and
+--     an UPDATE of many customers is one data_sync_cust_pending_set row
+--     (data_sync_queue_customer_set).
 --   * Customer deletes are immediate: every pending, progress and failed row of the customer is
 --     removed and a DELETE row (null JSON) is queued.
 --   * Timestamps in the JSON are rendered in UTC ("2017-11-07T07:24:22+0000") so the snapshot
@@ -552,14 +554,55 @@ BEGIN
 END
 $fn$;
 
--- Statement-level, immediate: hands the customer IDs a bulk statement touched to one deferred
--- event. TG_ARGV[0] is the action, TG_ARGV[1] the transition table to read ('new' or 'old').
-CREATE OR REPLACE FUNCTION data_sync_customers_touched() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $fn$
+-- data_sync_queue_customer_set queues the customers a statement touched (statement-level
+-- triggers: bulk inserts, segment membership, segment renames). In 'capture' mode it hands
+-- them to one deferred event (data_sync_capture_hook), which builds each JSON once, at commit.
+-- In 'move' mode nothing waits for commit, since no JSON is built here: an UPDATE of more than
+-- 64 customers is one data_sync_cust_pending_set row (the relay expands it when it moves
+-- pending rows), anything else key-only pending rows at once, for the customers that exist
+-- (a cascade from a customer delete touches its segment rows) and that this transaction has
+-- not queued already. CREATE rows are never put in a set, so a customer's CREATE
+-- keeps its place before its later UPDATEs. Called from SECURITY DEFINER trigger functions
+-- with enable_seqscan off (see data_sync_queue_customer); rows are marked captured here
+-- directly rather than through a SET clause, which would cost every call.
+CREATE OR REPLACE FUNCTION data_sync_queue_customer_set(mode text, act text, ids bigint[]) RETURNS void
+LANGUAGE plpgsql AS $fn$
 DECLARE
+    cid bigint;
+BEGIN
+    IF ids IS NULL OR mode = 'off' THEN
+        RETURN;
+    ELSIF mode = 'capture' THEN
+        INSERT INTO data_sync_capture_hook (action, customer_ids) VALUES (act, ids);
+    ELSIF act = 'UPDATE' AND cardinality(ids) > 64 THEN
+        INSERT INTO data_sync_cust_pending_set (action, customer_ids) VALUES (act, ids);
+    ELSE
+        -- One customer at a time: each statement keeps one cached plan (a set-based INSERT ...
+        -- SELECT over the array was planned anew on every call: measured, half the TPS of a
+        -- one-row segment change).
+        FOREACH cid IN ARRAY ids LOOP
+            IF EXISTS (SELECT 1 FROM customer c WHERE c.customer_id = cid)
+               AND NOT EXISTS (SELECT 1 FROM data_sync_cust_pending_queue q
+                               WHERE q.unique_id = cid::text AND q.xmin = pg_current_xact_id()::xid) THEN
+                INSERT INTO data_sync_cust_pending_queue (obj_name, unique_id, action, captured)
+                VALUES ('Customer', cid::text, act, true);
+            END IF;
+        END LOOP;
+    END IF;
+END
+$fn$;
+REVOKE ALL ON FUNCTION data_sync_queue_customer_set(text, text, bigint[]) FROM PUBLIC;
+
+-- Statement-level, immediate: queues the customers a bulk statement touched
+-- (data_sync_queue_customer_set). TG_ARGV[0] is the action, TG_ARGV[1] the transition table to
+-- read ('new' or 'old').
+CREATE OR REPLACE FUNCTION data_sync_customers_touched() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public SET enable_seqscan = off AS $fn$
+DECLARE
+    mode text := data_sync_capture_mode();
     ids bigint[];
 BEGIN
-    IF data_sync_capture_mode() = 'off' THEN
+    IF mode = 'off' THEN
         RETURN NULL;
     END IF;
     IF TG_ARGV[1] = 'new' THEN
@@ -567,12 +610,46 @@ BEGIN
     ELSE
         SELECT array_agg(DISTINCT o.customer_id) INTO ids FROM data_sync_old_rows o;
     END IF;
-    IF ids IS NOT NULL THEN
-        INSERT INTO data_sync_capture_hook (action, customer_ids) VALUES (TG_ARGV[0], ids);
-    END IF;
+    PERFORM data_sync_queue_customer_set(mode, TG_ARGV[0], ids);
     RETURN NULL;
 END
 $fn$;
+
+-- data_sync_expand_customer_sets turns up to max_sets data_sync_cust_pending_set rows, oldest
+-- first, into key-only pending UPDATE rows, one per customer that still exists and has no
+-- key-only UPDATE or CREATE row waiting in pending already (that row's JSON, built when it is
+-- moved, will show this change too). It returns the number of rows queued. The relay calls it
+-- just before it moves pending rows to progress; it runs with the owner's rights so the relay
+-- role needs no access to the CE tables.
+CREATE OR REPLACE FUNCTION data_sync_expand_customer_sets(max_sets integer DEFAULT 100) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $fn$
+DECLARE
+    n bigint;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM data_sync_cust_pending_set) THEN
+        RETURN 0;
+    END IF;
+    WITH s AS (
+        DELETE FROM data_sync_cust_pending_set p
+        WHERE p.id IN (SELECT x.id FROM data_sync_cust_pending_set x ORDER BY x.id LIMIT max_sets FOR UPDATE SKIP LOCKED)
+        RETURNING p.customer_ids, p.created_at
+    ), k AS (
+        SELECT i.id, min(s.created_at) AS created_at
+        FROM s CROSS JOIN LATERAL unnest(s.customer_ids) AS i (id)
+        GROUP BY i.id
+    )
+    INSERT INTO data_sync_cust_pending_queue (obj_name, unique_id, action, created_at, captured)
+    SELECT 'Customer', k.id::text, 'UPDATE', k.created_at, true
+    FROM k
+    WHERE EXISTS (SELECT 1 FROM customer c WHERE c.customer_id = k.id)
+      AND NOT EXISTS (SELECT 1 FROM data_sync_cust_pending_queue q
+                      WHERE q.unique_id = k.id::text AND q.json_object IS NULL AND q.action <> 'DELETE')
+    ORDER BY k.id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$fn$;
+REVOKE ALL ON FUNCTION data_sync_expand_customer_sets(integer) FROM PUBLIC;
 
 -- Row-level, deferred, on data_sync_capture_hook: queues the customers of one bulk statement,
 -- set-based, skipping those this transaction already queued.
@@ -580,21 +657,23 @@ CREATE OR REPLACE FUNCTION data_sync_capture_hook_fire() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public SET data_sync.captured = 'on' SET enable_seqscan = off SET jit = off AS $fn$
 DECLARE
     mode text := data_sync_capture_mode();
+    cid bigint;
+    j json;
 BEGIN
     DELETE FROM data_sync_capture_hook h WHERE h.id = NEW.id;
     IF mode = 'capture' AND cardinality(NEW.customer_ids) <= 64 THEN
-        -- Small sets (addCustomerToSegment and the like): a cached plan, no planning per call,
-        -- and the one-customer builder, which is faster than the set-based one for a few rows.
-        -- OFFSET 0 keeps the subquery whole, so each JSON is built once, after the skip test.
-        INSERT INTO data_sync_cust_pending_queue (obj_name, unique_id, action, json_object)
-        SELECT 'Customer', x.id::text, NEW.action, x.j
-        FROM (SELECT i.id, data_sync_customer_json(i.id) AS j
-              FROM unnest(NEW.customer_ids) AS i (id)
-              WHERE NOT EXISTS (SELECT 1 FROM data_sync_cust_pending_queue q
-                                WHERE q.unique_id = i.id::text AND q.xmin = pg_current_xact_id()::xid)
-              OFFSET 0) x
-        WHERE x.j IS NOT NULL
-        ORDER BY x.id;
+        -- Small sets (addCustomerToSegment and the like): the one-customer builder, which is
+        -- faster than the set-based one for a few rows, one customer at a time so each
+        -- statement keeps its cached plan (an INSERT ... SELECT over the array was planned
+        -- anew on every call). The IDs come sorted (array_agg DISTINCT).
+        FOREACH cid IN ARRAY NEW.customer_ids LOOP
+            CONTINUE WHEN EXISTS (SELECT 1 FROM data_sync_cust_pending_queue q
+                                  WHERE q.unique_id = cid::text AND q.xmin = pg_current_xact_id()::xid);
+            j := data_sync_customer_json(cid);
+            CONTINUE WHEN j IS NULL;
+            INSERT INTO data_sync_cust_pending_queue (obj_name, unique_id, action, json_object)
+            VALUES ('Customer', cid::text, NEW.action, j);
+        END LOOP;
     ELSIF mode = 'move' AND cardinality(NEW.customer_ids) <= 64 THEN
         INSERT INTO data_sync_cust_pending_queue (obj_name, unique_id, action)
         SELECT 'Customer', c.customer_id::text, NEW.action
@@ -786,20 +865,19 @@ CREATE TRIGGER data_sync_segment_delete AFTER DELETE ON customer_segment
     FOR EACH STATEMENT EXECUTE FUNCTION data_sync_customers_touched('UPDATE', 'old');
 -- A renamed segment changes every member's JSON.
 CREATE OR REPLACE FUNCTION data_sync_segment_renamed() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $fn$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public SET enable_seqscan = off AS $fn$
 DECLARE
+    mode text := data_sync_capture_mode();
     ids bigint[];
 BEGIN
-    IF data_sync_capture_mode() = 'off' THEN
+    IF mode = 'off' THEN
         RETURN NULL;
     END IF;
     SELECT array_agg(DISTINCT cs.customer_id) INTO ids
     FROM data_sync_old_rows o JOIN data_sync_new_rows n ON n.segment_id = o.segment_id
     JOIN customer_segment cs ON cs.segment_id = n.segment_id
     WHERE o.segment_name IS DISTINCT FROM n.segment_name;
-    IF ids IS NOT NULL THEN
-        INSERT INTO data_sync_capture_hook (action, customer_ids) VALUES ('UPDATE', ids);
-    END IF;
+    PERFORM data_sync_queue_customer_set(mode, 'UPDATE', ids);
     RETURN NULL;
 END
 $fn$;

@@ -8,6 +8,11 @@ BEGIN
             FOR TABLE data_sync_cust_pending_queue, data_sync_trn_pending_queue
             WITH (publish = 'insert');
     END IF;
+    -- Sets of customers (snapshot-at-move bulk statements) ring the doorbell too.
+    IF NOT EXISTS (SELECT 1 FROM pg_publication_tables
+                   WHERE pubname = 'data_sync_pending_pub' AND tablename = 'data_sync_cust_pending_set') THEN
+        ALTER PUBLICATION data_sync_pending_pub ADD TABLE data_sync_cust_pending_set;
+    END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = 'data_sync_config_pub') THEN
         CREATE PUBLICATION data_sync_config_pub FOR TABLE data_sync_config
             WITH (publish = 'insert, update, delete');
@@ -17,12 +22,15 @@ $$;
 
 -- data_sync_status: the queue facts `cdc-relay status` and /metrics report, for psql users.
 -- One row per queue family and stage: rows, the oldest row's age, rows with failed attempts
--- and the most recent error.
+-- and the most recent error. Customer pending counts each customer of a
+-- data_sync_cust_pending_set row as one row (that is what the relay will expand it into).
 CREATE OR REPLACE VIEW data_sync_status AS
-SELECT 'cust'::text AS queue, 'pending'::text AS stage, count(*) AS rows, min(created_at) AS oldest_created_at,
-       extract(epoch FROM now() - min(created_at))::float8 AS oldest_age_seconds, 0::bigint AS failing_rows,
+SELECT 'cust'::text AS queue, 'pending'::text AS stage, sum(n)::bigint AS rows, min(oldest) AS oldest_created_at,
+       extract(epoch FROM now() - min(oldest))::float8 AS oldest_age_seconds, 0::bigint AS failing_rows,
        NULL::text AS last_error
-  FROM data_sync_cust_pending_queue
+  FROM (SELECT count(*) AS n, min(created_at) AS oldest FROM data_sync_cust_pending_queue
+        UNION ALL
+        SELECT coalesce(sum(cardinality(customer_ids)), 0), min(created_at) FROM data_sync_cust_pending_set) p
 UNION ALL
 SELECT 'trn', 'pending', count(*), min(created_at), extract(epoch FROM now() - min(created_at))::float8, 0, NULL
   FROM data_sync_trn_pending_queue

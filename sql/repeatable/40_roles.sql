@@ -33,7 +33,8 @@ BEGIN
     GRANT SELECT, INSERT, UPDATE, DELETE ON data_sync_cust_pending_queue, data_sync_trn_pending_queue,
         data_sync_cust_progress_queue, data_sync_trn_progress_queue,
         data_sync_cust_failed, data_sync_trn_failed TO cdc_relay;
-    GRANT SELECT ON data_sync_status TO cdc_relay;
+    GRANT SELECT ON data_sync_status, data_sync_cust_pending_set TO cdc_relay;
+    GRANT EXECUTE ON FUNCTION data_sync_expand_customer_sets(integer) TO cdc_relay;
     GRANT EXECUTE ON FUNCTION data_sync_snapshot_customer(bigint), data_sync_snapshot_transaction(text) TO cdc_relay;
 END
 $do$;
