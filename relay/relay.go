@@ -213,9 +213,9 @@ type dispatcher struct {
 	moveResp chan moved
 	moving   bool
 	pending  bool // pending may hold rows: ask the mover
-	// expandDue asks the next move to expand sets of customers even though snapshot at move
-	// is off: sets written before a switch to 'capture' (looked for at start, on every sweep
-	// and after a settings change).
+	// expandDue asks the next move to expand sets of customers even though the settings do not
+	// write sets now: sets written before a settings change (looked for at start, on every
+	// sweep and after a settings change).
 	expandDue bool
 	// recheck is when to look at pending once more after a doorbell ring: the walsender can
 	// decode a commit an instant before the transaction is visible to new snapshots, so the
@@ -438,7 +438,7 @@ func (d *dispatcher) fill() {
 		return
 	}
 	select {
-	case d.moveReq <- moveReq{room: room, expand: d.expandDue || d.settings.SnapshotAtMove}:
+	case d.moveReq <- moveReq{room: room, expand: d.expandDue || d.settings.expandSets()}:
 		d.moving = true
 		d.pending, d.expandDue = false, false
 	default:

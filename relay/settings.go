@@ -22,7 +22,14 @@ type Settings struct {
 	CredentialMapName string
 	CredentialKeyName string
 	SnapshotAtMove    bool // DataSyncSnapshotMode = move
+	// BulkSnapshotAtMove (DataSyncBulkSnapshotMode = move): statements updating many customers
+	// are queued as sets, expanded by the relay, also in capture mode.
+	BulkSnapshotAtMove bool
 }
+
+// expandSets tells whether the capture triggers may be writing sets of customers now, so that
+// every move should expand them first.
+func (s Settings) expandSets() bool { return s.SnapshotAtMove || s.BulkSnapshotAtMove }
 
 // Querier is what LoadSettings needs: *pgx.Conn, *pgxpool.Pool and pgx.Tx satisfy it.
 type Querier interface {
@@ -59,6 +66,8 @@ func LoadSettings(ctx context.Context, db Querier) (Settings, error) {
 			}
 		case "DataSyncSnapshotMode":
 			s.SnapshotAtMove = value == "move"
+		case "DataSyncBulkSnapshotMode":
+			s.BulkSnapshotAtMove = value == "move"
 		}
 	}
 	if err := rows.Err(); err != nil {

@@ -518,7 +518,7 @@ func TestCaptureMoveModeBulkIsOneSet(t *testing.T) {
 	require.Equal(t, []int{1, 199}, []int{n, ids})
 	requirePending(t, db)
 
-	// In capture mode the same statement builds every JSON at commit, no set.
+	// In capture mode the same statement builds every JSON at commit, no set...
 	exec(t, db, `UPDATE data_sync_config SET value = 'capture' WHERE name = 'DataSyncSnapshotMode'`)
 	exec(t, db, `DELETE FROM data_sync_cust_pending_set`)
 	exec(t, db, `DELETE FROM customer_segment WHERE segment_id = 1`)
@@ -527,4 +527,12 @@ func TestCaptureMoveModeBulkIsOneSet(t *testing.T) {
 	got = pending(t, db)
 	require.Len(t, got, 199)
 	require.True(t, got[0].HasJSON)
+	// ...unless DataSyncBulkSnapshotMode is move: then only the bulk statement is a set, and
+	// small ones still build their JSON at commit.
+	exec(t, db, `UPDATE data_sync_config SET value = 'move' WHERE name = 'DataSyncBulkSnapshotMode'`)
+	exec(t, db, `INSERT INTO customer_segment (customer_id, segment_id) SELECT customer_id, 1 FROM customer WHERE customer_id <= 100`)
+	exec(t, db, `INSERT INTO customer_segment (customer_id, segment_id) VALUES (150, 1)`)
+	n, ids = sets()
+	require.Equal(t, []int{1, 99}, []int{n, ids}, "customers 1..100 less the deleted 7")
+	requirePending(t, db, cust("UPDATE", "150", true))
 }

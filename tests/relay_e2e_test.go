@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -156,8 +157,9 @@ func (s *stack) run(cfg daemon.Config) (stop func()) {
 
 func (s *stack) waitReceived(n int) []receiver.Received {
 	s.t.Helper()
-	require.Eventually(s.t, func() bool { return len(s.received()) >= n }, 60*time.Second, 2*time.Millisecond,
-		"received %d of %d", len(s.received()), n)
+	if !assert.Eventually(s.t, func() bool { return len(s.received()) >= n }, 60*time.Second, 2*time.Millisecond) {
+		s.t.Fatalf("received %d of %d messages", len(s.received()), n) // counted now, not when the wait began
+	}
 	return s.received()
 }
 
@@ -468,30 +470,54 @@ func TestConfigCommand(t *testing.T) {
 }
 
 // Rows and sets queued in move mode still get their JSON after a switch back to capture mode
-// (they are the triggers' own rows), instead of being parked as bad rows.
-func TestEndToEndSwitchFromMoveModeKeepsQueuedKeys(t *testing.T) {
+// (they are the triggers' own rows), instead of being parked as bad rows; with
+// DataSyncBulkSnapshotMode = move, capture mode writes sets that the relay expands at once.
+func TestEndToEndSetsOfCustomers(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, receiver.Config{})
-	s.set("DataSyncSnapshotMode", "move")
-	s.exec(`INSERT INTO customer (customer_id, first_name) SELECT g, 'n' || g FROM generate_series(1, 80) g`)
-	s.exec(`INSERT INTO segment (segment_id, segment_name) VALUES (9, 'Autumn')`)
-	s.exec(`INSERT INTO customer_segment (customer_id, segment_id) SELECT g, 9 FROM generate_series(1, 80) g`)
-	var sets int
-	require.NoError(t, s.db.QueryRow(context.Background(), `SELECT count(*) FROM data_sync_cust_pending_set`).Scan(&sets))
-	require.Equal(t, 1, sets)
-	s.set("DataSyncSnapshotMode", "capture")
-	s.run(s.config())
-	got := s.waitReceived(80)
-	time.Sleep(time.Second)
-	t.Log(len(s.received()), s.count(`SELECT count(*) FROM data_sync_cust_pending_queue`), s.count(`SELECT count(*) FROM data_sync_cust_progress_queue`), s.count(`SELECT count(*) FROM data_sync_cust_failed`), s.count(`SELECT count(*) FROM data_sync_cust_pending_set`))
-	for _, r := range got {
+	decode := func(r receiver.Received) (id string, segments int) {
+		t.Helper()
 		c, err := mapping.DecodeCustomer([]byte(r.Message.Payload))
 		require.NoError(t, err, r.Message.Action)
-		if r.Message.Action == "CUSTOMERMOD" {
-			require.Len(t, c.CustomerSegments.Segment, 1, c.CustomerID)
-		}
+		return c.CustomerID, len(c.CustomerSegments.Segment)
 	}
-	var failed int
-	require.NoError(t, s.db.QueryRow(context.Background(), `SELECT count(*) FROM data_sync_cust_failed`).Scan(&failed))
-	require.Zero(t, failed)
+	// 80 CREATE rows with their JSON (capture mode), then in move mode a bulk statement (one
+	// set) and a key-only row for customer 1, then back to capture before the relay starts.
+	s.exec(`INSERT INTO customer (customer_id, first_name) SELECT g, 'n' || g FROM generate_series(1, 80) g`)
+	s.set("DataSyncSnapshotMode", "move")
+	s.exec(`INSERT INTO segment (segment_id, segment_name) VALUES (9, 'Autumn')`)
+	s.exec(`UPDATE customer SET first_name = 'One' WHERE customer_id = 1`)
+	s.exec(`INSERT INTO customer_segment (customer_id, segment_id) SELECT g, 9 FROM generate_series(1, 80) g`)
+	require.Equal(t, 1, s.count(`SELECT count(*) FROM data_sync_cust_pending_set`))
+	s.set("DataSyncSnapshotMode", "capture")
+	s.run(s.config())
+	got := s.waitReceived(160) // 80 CREATE, customer 1's UPDATE, 79 UPDATE from the set
+	seen := map[string]string{} // customer -> actions in arrival order
+	for _, r := range got {
+		id, segments := decode(r)
+		switch r.Message.Action {
+		case "CUSTOMERCRE":
+			require.Zero(t, segments, "created before the segment")
+		case "CUSTOMERMOD":
+			require.Equal(t, 1, segments, "snapshot built when moved")
+		}
+		seen[id] += r.Message.Action[len("CUSTOMER"):] + " "
+	}
+	require.Len(t, seen, 80)
+	for id, actions := range seen {
+		require.Equal(t, "CRE MOD ", actions, id)
+	}
+	require.Zero(t, s.count(`SELECT count(*) FROM data_sync_cust_failed`))
+
+	// Capture mode with bulk statements snapshotted at move: the relay expands the set as soon
+	// as the doorbell rings (the sweep is an hour away).
+	s.set("DataSyncBulkSnapshotMode", "move")
+	s.exec(`INSERT INTO segment (segment_id, segment_name) VALUES (10, 'Winter')`)
+	s.exec(`INSERT INTO customer_segment (customer_id, segment_id) SELECT g, 10 FROM generate_series(1, 80) g`)
+	got = s.waitReceived(240)
+	for _, r := range got[160:] {
+		require.Equal(t, "CUSTOMERMOD", r.Message.Action)
+		_, segments := decode(r)
+		require.Equal(t, 2, segments)
+	}
 }

@@ -59,7 +59,10 @@ func TestBenchEndToEnd(t *testing.T) {
 		t.Errorf("batched run: no RSS at the mark: %+v", b)
 	}
 	if rep.Idle == nil || rep.Idle.Slots == 0 || rep.Idle.Seconds <= 0 {
-		t.Errorf("idle figures missing: %+v", rep.Idle)
+		t.Fatalf("idle figures missing: %+v", rep.Idle)
+	}
+	if rep.Idle.Queries < rep.Idle.Sweeps {
+		t.Errorf("idle: %d relay queries in %d sweeps: every sweep re-reads the settings", rep.Idle.Queries, rep.Idle.Sweeps)
 	}
 	if rep.Triggers == nil || len(rep.Triggers.Results) == 0 || rep.Triggers.Table == "" {
 		t.Errorf("trigger cost missing: %+v", rep.Triggers)

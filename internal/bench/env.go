@@ -263,7 +263,7 @@ func (s *syncBuffer) tail() string {
 }
 
 // startRelay starts `cdc-relay run` against dbURL, delivering to r.
-func (e *env) startRelay(dbURL string, r *recv, messagesPerRequest int) (*child, error) {
+func (e *env) startRelay(dbURL string, r *recv, messagesPerRequest int, extra ...string) (*child, error) {
 	args := append(append([]string(nil), e.o.RelayArgs...), "run",
 		"--database-url", dbURL, "--admin-addr", "off",
 		"--credentials", r.credsFile, "--ca-file", r.caFile,
@@ -271,6 +271,7 @@ func (e *env) startRelay(dbURL string, r *recv, messagesPerRequest int) (*child,
 		"--messages-per-request", strconv.Itoa(messagesPerRequest),
 		"--move-batch", strconv.Itoa(e.o.MoveBatch),
 		"--log-level", "warn")
+	args = append(args, extra...) // a repeated flag's last value wins
 	cmd := exec.Command(e.o.RelayExe, args...)
 	cmd.Env = append(os.Environ(), e.o.RelayEnv...)
 	c := &child{cmd: cmd, stderr: &syncBuffer{}, exited: make(chan struct{})}

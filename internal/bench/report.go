@@ -62,13 +62,20 @@ type ThroughputResult struct {
 	BacklogSeconds     float64 `json:"backlog_fill_s"` // time to queue the backlog
 }
 
+// idleQueriesPerSweep is what one sweep of a quiet relay sends: it re-reads the settings, looks
+// for sets of customers and looks at pending (one statement each).
+const idleQueriesPerSweep = 3
+
 // IdleResult is a quiet relay watched for a while.
 type IdleResult struct {
 	Seconds      float64 `json:"duration_s"`
-	CPU          float64 `json:"relay_cpu_s"`  // child user+system CPU seconds over the period
-	Transactions int64   `json:"transactions"` // xact_commit + xact_rollback of its database
-	SlotLag      int64   `json:"slot_lag"`     // bytes of WAL the doorbell's slot pins at the end
-	Slots        int     `json:"slots"`        // doorbell slots found
+	CPU          float64 `json:"relay_cpu_s"`   // child user+system CPU seconds over the period
+	Transactions int64   `json:"transactions"`  // xact_commit + xact_rollback of its database (autovacuum's too)
+	Queries      int64   `json:"relay_queries"` // statements the relay sent (cdc_relay_db_queries_total{by="relay"})
+	Sweeps       int64   `json:"sweeps"`        // sweep wake-ups in the period
+	SweepEvery   float64 `json:"sweep_interval_s"`
+	SlotLag      int64   `json:"slot_lag"` // bytes of WAL the doorbell's slot pins at the end
+	Slots        int     `json:"slots"`    // doorbell slots found
 }
 
 // TriggerReport is internal/triggerbench's result.
@@ -134,6 +141,9 @@ func targets(r *Report) []Target {
 		}
 	}
 	if r.Idle != nil {
+		out = append(out, Target{Name: "idle: relay queries beyond its sweeps'", Want: fmt.Sprintf("<= %d per sweep", idleQueriesPerSweep),
+			Got:  fmt.Sprintf("%d in %d sweeps", r.Idle.Queries, r.Idle.Sweeps),
+			Pass: r.Idle.Queries <= idleQueriesPerSweep*r.Idle.Sweeps})
 		out = append(out, Target{Name: "idle: replication slot lag", Want: "< 16 MB",
 			Got: mib(r.Idle.SlotLag), Pass: r.Idle.SlotLag < slotLagLimit})
 	}
@@ -150,6 +160,7 @@ func targets(r *Report) []Target {
 		atLeast("triggers: card_segment capture / absent", ratio("card_segment", triggerbench.VariantCapture), 0.5)
 		atLeast("triggers: posted_transaction capture / absent", ratio("posted_transaction", triggerbench.VariantCapture), 0.5)
 		atLeast("triggers: bulk_segment capture / absent", ratio("bulk_segment", triggerbench.VariantCapture), 0.4)
+		atLeast("triggers: bulk_segment capture, bulk at move / absent", ratio("bulk_segment", triggerbench.VariantBulkMove), 0.4)
 		for _, wl := range triggerbench.Workloads {
 			atLeast("triggers: "+wl+" disabled / absent", ratio(wl, triggerbench.VariantOff), 0.95)
 		}
@@ -210,8 +221,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	if r.Idle != nil {
 		i := r.Idle
-		fmt.Fprintf(&b, "\nIdle: %.0f s: relay CPU %.3f s (%.2f%% of a core), %d transactions on its database, slot lag %s (%d slot(s))\n",
-			i.Seconds, i.CPU, 100*i.CPU/max(i.Seconds, 1e-9), i.Transactions, mib(i.SlotLag), i.Slots)
+		fmt.Fprintf(&b, "\nIdle: %.0f s: relay CPU %.3f s (%.2f%% of a core); %d relay queries in %d sweeps (every %.0f s); %d transactions on its database (autovacuum's included); slot lag %s (%d slot(s))\n",
+			i.Seconds, i.CPU, 100*i.CPU/max(i.Seconds, 1e-9), i.Queries, i.Sweeps, i.SweepEvery, i.Transactions, mib(i.SlotLag), i.Slots)
 	}
 	if r.Triggers != nil {
 		fmt.Fprintln(&b, "\nTrigger cost: pgbench TPS (ratio to triggers absent)")

@@ -1,12 +1,16 @@
 package bench
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"math"
+	"net"
+	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -497,7 +501,15 @@ func (e *env) idle(ctx context.Context, d time.Duration) (IdleResult, error) {
 		conn.Close(ctx)
 		return res, err
 	}
-	ch, err := e.startRelay(dbURL, r, 1)
+	admin, err := freeAddr()
+	if err != nil {
+		conn.Close(ctx)
+		return res, err
+	}
+	// Three sweeps in the period, so the count shows what a sweep costs and that nothing else
+	// runs between sweeps.
+	res.SweepEvery = (d / 3).Seconds()
+	ch, err := e.startRelay(dbURL, r, 1, "--admin-addr", admin, "--sweep-interval", (d / 3).String())
 	if err != nil {
 		conn.Close(ctx)
 		return res, err
@@ -527,6 +539,10 @@ func (e *env) idle(ctx context.Context, d time.Duration) (IdleResult, error) {
 	if err != nil {
 		return res, err
 	}
+	m0, err := scrapeCounters(ctx, admin)
+	if err != nil {
+		return res, err
+	}
 	start := time.Now()
 	t := time.NewTimer(d)
 	select {
@@ -543,6 +559,12 @@ func (e *env) idle(ctx context.Context, d time.Duration) (IdleResult, error) {
 		return res, err
 	}
 	res.Seconds, res.CPU = time.Since(start).Seconds(), cpu1-cpu0
+	m1, err := scrapeCounters(ctx, admin)
+	if err != nil {
+		return res, err
+	}
+	res.Queries = int64(m1[`cdc_relay_db_queries_total{by="relay"}`] - m0[`cdc_relay_db_queries_total{by="relay"}`])
+	res.Sweeps = int64(m1[`cdc_relay_wakeups_total{source="sweep"}`] - m0[`cdc_relay_wakeups_total{source="sweep"}`])
 	// Backends publish their counters when they go idle, at most once a second (else up to
 	// 10 s later), so the count can be off by the transactions of the last few seconds.
 	x1, err := e.xacts(ctx, name)
@@ -614,4 +636,48 @@ func (e *env) xacts(ctx context.Context, db string) (int64, error) {
 		return 0, fmt.Errorf("%w: reading pg_stat_database: %w", ErrBench, err)
 	}
 	return n, nil
+}
+
+// freeAddr returns a loopback address with a port free right now.
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("%w: finding a free port: %w", ErrBench, err)
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// scrapeCounters reads the relay's /metrics and returns every sample by its name and labels as
+// printed (`name{label="value"}`).
+func scrapeCounters(ctx context.Context, addr string) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBench, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%w: scraping the relay's metrics: %w", ErrBench, err)
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64*1024), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			out[line[:i]] = v
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%w: reading the relay's metrics: %w", ErrBench, err)
+	}
+	return out, nil
 }

@@ -76,6 +76,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	poolCfg.MaxConns = int32(min(rcfg.Concurrency+4, 32))
 	poolCfg.ConnConfig.RuntimeParams["application_name"] = "cdc-relay"
+	poolCfg.ConnConfig.Tracer = metrics.QueryCounter{}
 	db, err := pgxpool.NewWithConfig(ctx, poolCfg)
 	if err != nil {
 		return fmt.Errorf("connecting to the database: %w", err)
@@ -192,7 +193,7 @@ func adminHandler(db *pgxpool.Pool, r *relay.Relay, l *cdc.Listener) http.Handle
 	mux := http.NewServeMux()
 	prom := promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{})
 	mux.HandleFunc("/metrics", func(w http.ResponseWriter, req *http.Request) {
-		ctx, cancel := context.WithTimeout(req.Context(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(metrics.ForScrape(req.Context()), 5*time.Second)
 		defer cancel()
 		if rep, err := status.Collect(ctx, db, 0); err == nil {
 			status.Export(rep)

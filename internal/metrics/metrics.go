@@ -3,6 +3,10 @@
 package metrics
 
 import (
+	"context"
+
+	"github.com/jackc/pgx/v5"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -68,6 +72,12 @@ var (
 	Concurrency = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "cdc_relay_concurrency_limit", Help: "Current limit on requests in flight.",
 	})
+	// DBQueries counts the statements the relay sends on its database pool, by who asked:
+	// "relay" (delivery: moves, acknowledgements, settings, sweeps) or "scrape" (the queue
+	// gauges read for /metrics). It shows what an idle relay costs the database.
+	DBQueries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cdc_relay_db_queries_total", Help: "Statements sent on the relay's database pool, by who asked (relay, scrape).",
+	}, []string{"by"})
 	// ReplicationConnected is 1 while the replication doorbell is streaming.
 	ReplicationConnected = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "cdc_relay_replication_connected", Help: "1 while the replication wake-up stream is connected.",
@@ -77,6 +87,30 @@ var (
 func init() {
 	Registry.MustRegister(QueueRows, OldestUndeliveredSeconds, Deliveries, MessagesDelivered,
 		RequestDuration, CommitToDelivery, Retries, DeadLetters, Coalesced, TokenFetches, WakeUps,
-		SlotLagBytes, Concurrency, ReplicationConnected,
+		SlotLagBytes, Concurrency, DBQueries, ReplicationConnected,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 }
+
+type queryByKey struct{}
+
+// ForScrape marks ctx so the statements run under it count as by="scrape" in DBQueries.
+func ForScrape(ctx context.Context) context.Context {
+	return context.WithValue(ctx, queryByKey{}, "scrape")
+}
+
+// QueryCounter is a pgx QueryTracer that counts every statement in DBQueries; the daemon sets
+// it on its pool.
+type QueryCounter struct{}
+
+// TraceQueryStart counts one statement.
+func (QueryCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	by, _ := ctx.Value(queryByKey{}).(string)
+	if by == "" {
+		by = "relay"
+	}
+	DBQueries.WithLabelValues(by).Inc()
+	return ctx
+}
+
+// TraceQueryEnd does nothing.
+func (QueryCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}

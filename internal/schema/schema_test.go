@@ -129,6 +129,7 @@ func TestConfigValidationGivesClearErrors(t *testing.T) {
 		{"DataSyncTokenUrl", "ftp//x", "not an absolute URL"},
 		{"DataSyncCredentialMapName", "bad name!", "invalid value"},
 		{"DataSyncSnapshotMode", "later", "DataSyncSnapshotMode"},
+		{"DataSyncBulkSnapshotMode", "sometimes", `invalid value "sometimes" for DataSyncBulkSnapshotMode`},
 		{"DataSyncColour", "blue", `unknown Data Sync setting "DataSyncColour"`},
 	} {
 		_, err := conn.Exec(ctx, `INSERT INTO data_sync_config (name, value) VALUES ($1, $2)

@@ -6,7 +6,7 @@ LANGUAGE plpgsql SET search_path = pg_catalog, public AS $fn$
 DECLARE
     known text[] := ARRAY['DataSyncEnabled', 'DataSyncApiUrl', 'DataSyncTokenUrl',
                           'DataSyncCredentialMapName', 'DataSyncCredentialKeyName',
-                          'DataSyncSnapshotMode'];
+                          'DataSyncSnapshotMode', 'DataSyncBulkSnapshotMode'];
     canonical text;
     v text := btrim(NEW.value);
 BEGIN
@@ -35,10 +35,10 @@ BEGIN
             RAISE EXCEPTION 'invalid value "%" for %', NEW.value, canonical
                 USING ERRCODE = '22023', HINT = 'use 1 to 128 letters, digits, dot, dash or underscore';
         END IF;
-    WHEN 'DataSyncSnapshotMode' THEN
+    WHEN 'DataSyncSnapshotMode', 'DataSyncBulkSnapshotMode' THEN
         v := lower(v);
         IF v IS NULL OR v NOT IN ('capture', 'move') THEN
-            RAISE EXCEPTION 'invalid value "%" for DataSyncSnapshotMode', NEW.value
+            RAISE EXCEPTION 'invalid value "%" for %', NEW.value, canonical
                 USING ERRCODE = '22023', HINT = 'use capture (JSON built by the trigger, as CE does) or move (JSON built when the relay moves the row to progress)';
         END IF;
     END CASE;
@@ -116,3 +116,10 @@ $fn$;
 DROP TRIGGER IF EXISTS data_sync_config_applied ON data_sync_config;
 CREATE TRIGGER data_sync_config_applied AFTER INSERT OR UPDATE OR DELETE ON data_sync_config
     FOR EACH STATEMENT EXECUTE FUNCTION data_sync_config_applied();
+
+-- DataSyncBulkSnapshotMode (added after the first release): in 'capture' mode, 'move' records a
+-- statement that updates more than 64 customers at once as one set whose JSON the relay builds
+-- when it moves the rows (see data_sync_queue_customer_set). Off by default, as CE builds every
+-- JSON in the trigger.
+INSERT INTO data_sync_config (name, value) VALUES ('DataSyncBulkSnapshotMode', 'capture')
+ON CONFLICT (name) DO NOTHING;

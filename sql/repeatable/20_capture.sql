@@ -448,13 +448,16 @@ CREATE UNLOGGED TABLE IF NOT EXISTS data_sync_capture_hook (
 -- unique_id must use its index, but their plans are cached while the queue is nearly empty
 -- (the relay keeps it so) and a sequential scan then stays in the plan when the queue grows
 -- (relay down, backlog): measured, single-row update TPS fell from 4,200 to 1,400 in 12 s.
+-- Every row they write sets captured = true in the INSERT itself (the column's default reads
+-- the data_sync.captured setting, which a SET clause on each function used to turn on: a GUC
+-- save and restore per call, about 5 % of a single-row update's TPS).
 --
 -- data_sync_queue_customer queues one customer row (at commit), unless this transaction has
 -- already queued that customer (which includes a DELETE of it) or, in capture mode, the
 -- customer no longer exists. In move mode no existence check is needed: only this transaction
 -- could have deleted a customer it touched, and that queued a DELETE row.
 CREATE OR REPLACE FUNCTION data_sync_queue_customer(cid bigint, act text, mode text) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public SET data_sync.captured = 'on' SET enable_seqscan = off AS $fn$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public SET enable_seqscan = off AS $fn$
 DECLARE
     j json;
 BEGIN
@@ -469,15 +472,15 @@ BEGIN
             RETURN;
         END IF;
     END IF;
-    INSERT INTO data_sync_cust_pending_queue (obj_name, unique_id, action, json_object)
-    VALUES ('Customer', cid::text, act, j);
+    INSERT INTO data_sync_cust_pending_queue (obj_name, unique_id, action, json_object, captured)
+    VALUES ('Customer', cid::text, act, j, true);
 END
 $fn$;
 
 -- Row-level, deferred: a customer or one of its child rows changed. Queues UPDATE (CREATE for
 -- a customer insert) for the customer on both sides of the change.
 CREATE OR REPLACE FUNCTION data_sync_customer_changed() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public SET data_sync.captured = 'on' SET enable_seqscan = off AS $fn$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public SET enable_seqscan = off AS $fn$
 DECLARE
     mode text := data_sync_capture_mode();
     cid bigint;
@@ -505,8 +508,8 @@ BEGIN
             RETURN NULL;
         END IF;
     END IF;
-    INSERT INTO data_sync_cust_pending_queue (obj_name, unique_id, action, json_object)
-    VALUES ('Customer', cid::text, 'UPDATE', j);
+    INSERT INTO data_sync_cust_pending_queue (obj_name, unique_id, action, json_object, captured)
+    VALUES ('Customer', cid::text, 'UPDATE', j, true);
     RETURN NULL;
 END
 $fn$;
@@ -514,7 +517,7 @@ $fn$;
 -- Row-level, deferred: a retail transaction was posted. At commit its line items exist, so the
 -- Transaction CREATE row carries them, followed by an UPDATE of its customer (activity summaries).
 CREATE OR REPLACE FUNCTION data_sync_transaction_posted() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public SET data_sync.captured = 'on' SET enable_seqscan = off AS $fn$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public SET enable_seqscan = off AS $fn$
 DECLARE
     mode text := data_sync_capture_mode();
     j json;
@@ -532,8 +535,8 @@ BEGIN
     IF mode = 'capture' THEN
         j := data_sync_transaction_json(NEW.retail_transaction_id);
     END IF;
-    INSERT INTO data_sync_trn_pending_queue (obj_name, unique_id, action, json_object)
-    VALUES ('Transaction', NEW.retail_transaction_id, 'CREATE', j);
+    INSERT INTO data_sync_trn_pending_queue (obj_name, unique_id, action, json_object, captured)
+    VALUES ('Transaction', NEW.retail_transaction_id, 'CREATE', j, true);
     -- The customer's UPDATE (activity summaries), inlined rather than a second SECURITY
     -- DEFINER call: same logic as data_sync_queue_customer.
     IF cid IS NULL OR EXISTS (
@@ -548,23 +551,23 @@ BEGIN
             RETURN NULL;
         END IF;
     END IF;
-    INSERT INTO data_sync_cust_pending_queue (obj_name, unique_id, action, json_object)
-    VALUES ('Customer', cid::text, 'UPDATE', j);
+    INSERT INTO data_sync_cust_pending_queue (obj_name, unique_id, action, json_object, captured)
+    VALUES ('Customer', cid::text, 'UPDATE', j, true);
     RETURN NULL;
 END
 $fn$;
 
 -- data_sync_queue_customer_set queues the customers a statement touched (statement-level
--- triggers: bulk inserts, segment membership, segment renames). In 'capture' mode it hands
--- them to one deferred event (data_sync_capture_hook), which builds each JSON once, at commit.
--- In 'move' mode nothing waits for commit, since no JSON is built here: an UPDATE of more than
--- 64 customers is one data_sync_cust_pending_set row (the relay expands it when it moves
--- pending rows), anything else key-only pending rows at once, for the customers that exist
+-- triggers: bulk inserts, segment membership, segment renames). An UPDATE of more than 64
+-- customers in 'move' mode (or with DataSyncBulkSnapshotMode = move) is one
+-- data_sync_cust_pending_set row, which the relay expands when it moves pending rows. Otherwise,
+-- in 'capture' mode it hands the customers to one deferred event (data_sync_capture_hook), which
+-- builds each JSON once, at commit; in 'move' mode nothing waits for commit, since no JSON is
+-- built here: key-only pending rows are queued at once, for the customers that exist
 -- (a cascade from a customer delete touches its segment rows) and that this transaction has
 -- not queued already. CREATE rows are never put in a set, so a customer's CREATE
 -- keeps its place before its later UPDATEs. Called from SECURITY DEFINER trigger functions
--- with enable_seqscan off (see data_sync_queue_customer); rows are marked captured here
--- directly rather than through a SET clause, which would cost every call.
+-- with enable_seqscan off (see data_sync_queue_customer).
 CREATE OR REPLACE FUNCTION data_sync_queue_customer_set(mode text, act text, ids bigint[]) RETURNS void
 LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -572,10 +575,11 @@ DECLARE
 BEGIN
     IF ids IS NULL OR mode = 'off' THEN
         RETURN;
+    ELSIF act = 'UPDATE' AND cardinality(ids) > 64 AND (mode = 'move' OR EXISTS (
+            SELECT 1 FROM public.data_sync_config c WHERE c.name = 'DataSyncBulkSnapshotMode' AND c.value = 'move')) THEN
+        INSERT INTO data_sync_cust_pending_set (action, customer_ids) VALUES (act, ids);
     ELSIF mode = 'capture' THEN
         INSERT INTO data_sync_capture_hook (action, customer_ids) VALUES (act, ids);
-    ELSIF act = 'UPDATE' AND cardinality(ids) > 64 THEN
-        INSERT INTO data_sync_cust_pending_set (action, customer_ids) VALUES (act, ids);
     ELSE
         -- One customer at a time: each statement keeps one cached plan (a set-based INSERT ...
         -- SELECT over the array was planned anew on every call: measured, half the TPS of a
@@ -654,7 +658,7 @@ REVOKE ALL ON FUNCTION data_sync_expand_customer_sets(integer) FROM PUBLIC;
 -- Row-level, deferred, on data_sync_capture_hook: queues the customers of one bulk statement,
 -- set-based, skipping those this transaction already queued.
 CREATE OR REPLACE FUNCTION data_sync_capture_hook_fire() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public SET data_sync.captured = 'on' SET enable_seqscan = off SET jit = off AS $fn$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public SET enable_seqscan = off SET jit = off AS $fn$
 DECLARE
     mode text := data_sync_capture_mode();
     cid bigint;
@@ -671,12 +675,12 @@ BEGIN
                                   WHERE q.unique_id = cid::text AND q.xmin = pg_current_xact_id()::xid);
             j := data_sync_customer_json(cid);
             CONTINUE WHEN j IS NULL;
-            INSERT INTO data_sync_cust_pending_queue (obj_name, unique_id, action, json_object)
-            VALUES ('Customer', cid::text, NEW.action, j);
+            INSERT INTO data_sync_cust_pending_queue (obj_name, unique_id, action, json_object, captured)
+            VALUES ('Customer', cid::text, NEW.action, j, true);
         END LOOP;
     ELSIF mode = 'move' AND cardinality(NEW.customer_ids) <= 64 THEN
-        INSERT INTO data_sync_cust_pending_queue (obj_name, unique_id, action)
-        SELECT 'Customer', c.customer_id::text, NEW.action
+        INSERT INTO data_sync_cust_pending_queue (obj_name, unique_id, action, captured)
+        SELECT 'Customer', c.customer_id::text, NEW.action, true
         FROM customer c
         WHERE c.customer_id = ANY (NEW.customer_ids)
           AND NOT EXISTS (SELECT 1 FROM data_sync_cust_pending_queue q
@@ -685,8 +689,8 @@ BEGIN
     ELSIF mode = 'capture' THEN
         -- EXECUTE plans with the real array, so large sets get hash joins.
         EXECUTE $q$
-            INSERT INTO data_sync_cust_pending_queue (obj_name, unique_id, action, json_object)
-            SELECT 'Customer', x.customer_id::text, $2, x.json_object
+            INSERT INTO data_sync_cust_pending_queue (obj_name, unique_id, action, json_object, captured)
+            SELECT 'Customer', x.customer_id::text, $2, x.json_object, true
             FROM data_sync_customers_json($1) x
             WHERE NOT EXISTS (SELECT 1 FROM data_sync_cust_pending_queue q
                               WHERE q.unique_id = x.customer_id::text AND q.xmin = pg_current_xact_id()::xid)
@@ -694,8 +698,8 @@ BEGIN
         USING NEW.customer_ids, NEW.action;
     ELSIF mode = 'move' THEN
         EXECUTE $q$
-            INSERT INTO data_sync_cust_pending_queue (obj_name, unique_id, action)
-            SELECT 'Customer', c.customer_id::text, $2
+            INSERT INTO data_sync_cust_pending_queue (obj_name, unique_id, action, captured)
+            SELECT 'Customer', c.customer_id::text, $2, true
             FROM customer c
             WHERE c.customer_id = ANY ($1)
               AND NOT EXISTS (SELECT 1 FROM data_sync_cust_pending_queue q
@@ -711,7 +715,7 @@ $fn$;
 -- go first (whatever the capture mode: a deleted customer's data must not be sent later), then
 -- one DELETE row each with null JSON.
 CREATE OR REPLACE FUNCTION data_sync_customers_deleted() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public SET data_sync.captured = 'on' SET enable_seqscan = off AS $fn$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public SET enable_seqscan = off AS $fn$
 DECLARE
     keys text[];
 BEGIN
@@ -723,8 +727,8 @@ BEGIN
     DELETE FROM data_sync_cust_progress_queue q WHERE q.unique_id = ANY (keys);
     DELETE FROM data_sync_cust_failed q WHERE q.unique_id = ANY (keys);
     IF data_sync_capture_mode() <> 'off' THEN
-        INSERT INTO data_sync_cust_pending_queue (obj_name, unique_id, action, json_object)
-        SELECT 'Customer', k, 'DELETE', NULL FROM unnest(keys) k;
+        INSERT INTO data_sync_cust_pending_queue (obj_name, unique_id, action, json_object, captured)
+        SELECT 'Customer', k, 'DELETE', NULL, true FROM unnest(keys) k;
     END IF;
     RETURN NULL;
 END
