@@ -491,7 +491,7 @@ func TestEndToEndSetsOfCustomers(t *testing.T) {
 	require.Equal(t, 1, s.count(`SELECT count(*) FROM data_sync_cust_pending_set`))
 	s.set("DataSyncSnapshotMode", "capture")
 	s.run(s.config())
-	got := s.waitReceived(160) // 80 CREATE, customer 1's UPDATE, 79 UPDATE from the set
+	got := s.waitReceived(160)  // 80 CREATE, customer 1's UPDATE, 79 UPDATE from the set
 	seen := map[string]string{} // customer -> actions in arrival order
 	for _, r := range got {
 		id, segments := decode(r)
