@@ -18,8 +18,8 @@ type queue struct {
 	progress string
 	failed   string
 	jsonFn   string // builds a snapshot at move time (DataSyncSnapshotMode = move)
-	// expandSQL turns sets of customers (data_sync_cust_pending_set, written by bulk
-	// statements in move mode) into pending rows; empty for queues without sets.
+	// expandSQL turns sets of customers (data_sync_cust_pending_set, written by bulk statements
+	// when their snapshot is taken at move) into pending rows; empty for queues without sets.
 	expandSQL string
 
 	moveSQL, loadSQL, ackSQL, failSQL, deadSQL, holdSQL string
