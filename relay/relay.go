@@ -26,7 +26,11 @@ import (
 // recheckDelays are when, after a doorbell ring, pending is looked at again. The walsender can
 // decode a commit before the committing backend has made it visible to new snapshots; that
 // window is microseconds, but a descheduled backend on a loaded machine can stretch it.
-var recheckDelays = []time.Duration{20 * time.Millisecond, 200 * time.Millisecond, time.Second}
+var recheckDelays = []time.Duration{20 * time.Millisecond, 200 * time.Millisecond, RecheckSpan}
+
+// RecheckSpan is how long after a doorbell ring the relay still looks at pending again (the
+// last of recheckDelays). After it, a quiet relay sends no statement until its next sweep.
+const RecheckSpan = time.Second
 
 // leaderLockKey is the advisory lock one relay holds while it delivers: a second relay on the
 // same database waits as a hot standby instead of breaking per-key order.

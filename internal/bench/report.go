@@ -62,9 +62,9 @@ type ThroughputResult struct {
 	BacklogSeconds     float64 `json:"backlog_fill_s"` // time to queue the backlog
 }
 
-// idleQueriesPerSweep is what one sweep of a quiet relay sends: it re-reads the settings, looks
-// for sets of customers and looks at pending (one statement each).
-const idleQueriesPerSweep = 3
+// idleQueriesPerSweep is what one sweep of a quiet relay sends: it re-reads the settings,
+// expands sets of customers and looks at both pending queues (one statement each).
+const idleQueriesPerSweep = 4
 
 // IdleResult is a quiet relay watched for a while.
 type IdleResult struct {

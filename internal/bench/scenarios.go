@@ -527,9 +527,15 @@ func (e *env) idle(ctx context.Context, d time.Duration) (IdleResult, error) {
 	if err := waitClosed(ctx, arr.wait(c.id), startTimeout, ch.exited); err != nil {
 		return res, fmt.Errorf("%w: the warm-up change was not delivered: %w: %s", ErrBench, err, ch.stderr.tail())
 	}
-	// Let the acknowledgement of the warm-up change commit before counting.
+	// Let the acknowledgement of the warm-up change commit, and the relay's last look at pending
+	// after its doorbell rang (relay.RecheckSpan), pass before counting.
 	if err := e.waitProgressEmpty(ctx, dbURL); err != nil {
 		return res, err
+	}
+	select {
+	case <-ctx.Done():
+		return res, ctx.Err()
+	case <-time.After(relay.RecheckSpan + 250*time.Millisecond):
 	}
 	x0, err := e.xacts(ctx, name)
 	if err != nil {
