@@ -32,7 +32,9 @@ func newQueue(idx int, name, pending, progress, failed, jsonFn, keyCheck string)
 	// key already has a dead letter are held behind it ($2 = keep order). The JSON is built here,
 	// set-based, for rows our capture triggers queued without it (snapshot at move): whatever
 	// DataSyncSnapshotMode is now, since rows queued before a switch to 'capture' still need it.
-	// A row inserted by hand without JSON is not built: it is a bad row.
+	// A row inserted by hand without JSON is not built: it is a bad row. A row whose customer or
+	// transaction no longer exists is dropped: it was deleted after the row was queued, and its
+	// DELETE (queued by the delete, which purged the rows it could see) says the rest.
 	q.moveSQL = fmt.Sprintf(`
 WITH ids AS MATERIALIZED (
     SELECT id FROM %[1]s ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
@@ -51,12 +53,11 @@ WITH ids AS MATERIALIZED (
     RETURNING id
 )
 INSERT INTO %[2]s (id, obj_name, unique_id, action, json_object, created_at, captured)
-SELECT m.id, m.obj_name, m.unique_id, m.action,
-       CASE WHEN s.build THEN %[4]s ELSE m.json_object END,
-       m.created_at, m.captured OR s.build
+SELECT m.id, m.obj_name, m.unique_id, m.action, j.json_object, m.created_at, m.captured OR s.build
 FROM moved m JOIN blocked b ON b.id = m.id
 CROSS JOIN LATERAL (SELECT m.captured AND m.json_object IS NULL AND m.action <> 'DELETE' AND %[5]s AS build) s
-WHERE NOT ($2 AND b.behind IS NOT NULL)
+CROSS JOIN LATERAL (SELECT CASE WHEN s.build THEN %[4]s ELSE m.json_object END AS json_object) j
+WHERE NOT ($2 AND b.behind IS NOT NULL) AND NOT (s.build AND j.json_object IS NULL)
 RETURNING id, obj_name, unique_id, action, json_object, created_at, attempts, next_attempt_at, captured`,
 		pending, progress, failed, jsonFn, keyCheck)
 	q.loadSQL = fmt.Sprintf(`SELECT id, obj_name, unique_id, action, json_object, created_at, attempts, next_attempt_at, captured

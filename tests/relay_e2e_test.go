@@ -521,3 +521,22 @@ func TestEndToEndSetsOfCustomers(t *testing.T) {
 		require.Equal(t, 2, segments)
 	}
 }
+
+// A key-only row whose customer is gone by the time the relay builds its snapshot (deleted
+// after the row was queued, in a race the delete's purge could not see) is dropped, not parked:
+// the customer's DELETE says the rest.
+func TestEndToEndSnapshotOfADeletedCustomerIsDropped(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, receiver.Config{})
+	s.set("DataSyncSnapshotMode", "move")
+	s.exec(`INSERT INTO data_sync_cust_pending_queue (unique_id, action, captured) VALUES ('404', 'UPDATE', true)`)
+	s.exec(`INSERT INTO customer (customer_id) VALUES (405)`)
+	s.run(s.config())
+	got := s.waitReceived(1)
+	require.Equal(t, "CUSTOMERCRE", got[0].Message.Action)
+	require.Eventually(t, func() bool {
+		return s.count(`SELECT count(*) FROM data_sync_cust_pending_queue`)+s.count(`SELECT count(*) FROM data_sync_cust_progress_queue`) == 0
+	}, 30*time.Second, 5*time.Millisecond)
+	require.Zero(t, s.count(`SELECT count(*) FROM data_sync_cust_failed`), "not parked as a dead letter")
+	require.Len(t, s.received(), 1)
+}
