@@ -46,20 +46,21 @@ type ThroughputResult struct {
 	Name               string  `json:"name"`
 	MessagesPerRequest int     `json:"messages_per_request"`
 	Backlog            int     `json:"backlog"`
-	RelayRate          float64 `json:"relay_rate"`     // messages/s, first to last arrival
-	RelaySeconds       float64 `json:"relay_s"`        // start of the child to the last arrival
-	SQLRate            float64 `json:"sql_rate"`       // rows/s, move + acknowledge only
-	HTTPRate           float64 `json:"http_rate"`      // messages/s, sender → receiver only
-	Predicted          float64 `json:"predicted"`      // 1 / (1/sql + 1/http)
-	Ratio              float64 `json:"ratio"`          // relay / predicted
-	RelayCPU           float64 `json:"relay_cpu_s"`    // child user+system CPU seconds
-	PeakRSS            int64   `json:"peak_rss"`       // VmHWM of the child
-	RSSMark            int     `json:"rss_mark"`       // rows delivered when RSSAtMark was read
-	RSSAtMark          int64   `json:"rss_at_mark"`    // VmRSS then (0 when not sampled)
-	RSSAtEnd           int64   `json:"rss_at_end"`     // VmRSS when the whole backlog was delivered
-	Requests           int     `json:"requests"`       // POSTs the receiver saw during the drain
-	Duplicates         int     `json:"duplicates"`     // messages delivered twice
-	BacklogSeconds     float64 `json:"backlog_fill_s"` // time to queue the backlog
+	RelayRate          float64 `json:"relay_rate"`       // messages/s, first to last arrival
+	RelaySeconds       float64 `json:"relay_s"`          // start of the child to the last arrival
+	SQLRate            float64 `json:"sql_rate"`         // rows/s, move + acknowledge only
+	HTTPRate           float64 `json:"http_rate"`        // messages/s, sender → receiver only
+	Predicted          float64 `json:"predicted"`        // 1 / (1/sql + 1/http)
+	Ratio              float64 `json:"ratio"`            // relay / predicted
+	RelayCPU           float64 `json:"relay_cpu_s"`      // child user+system CPU seconds
+	PeakRSS            int64   `json:"peak_rss"`         // VmHWM of the child
+	RSSMark            int     `json:"rss_mark"`         // rows delivered when RSSAtMark was read
+	RSSAtMark          int64   `json:"rss_at_mark"`      // VmRSS then (0 when not sampled)
+	PeakRSSAtMark      int64   `json:"peak_rss_at_mark"` // VmHWM then: the peak up to the mark, less noisy than one VmRSS sample of a collected heap
+	RSSAtEnd           int64   `json:"rss_at_end"`       // VmRSS when the whole backlog was delivered
+	Requests           int     `json:"requests"`         // POSTs the receiver saw during the drain
+	Duplicates         int     `json:"duplicates"`       // messages delivered twice
+	BacklogSeconds     float64 `json:"backlog_fill_s"`   // time to queue the backlog
 }
 
 // idleQueriesPerSweep is what one sweep of a quiet relay sends: it re-reads the settings,
@@ -211,7 +212,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 		for _, t := range r.Throughput {
 			mark := "-"
 			if t.RSSAtMark > 0 {
-				mark = fmt.Sprintf("%s @%d, %s @%d", mib(t.RSSAtMark), t.RSSMark, mib(t.RSSAtEnd), t.Backlog)
+				mark = fmt.Sprintf("%s @%d, %s @%d (peak %s, %s)", mib(t.RSSAtMark), t.RSSMark, mib(t.RSSAtEnd), t.Backlog,
+					mib(t.PeakRSSAtMark), mib(t.PeakRSS))
 			}
 			fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.0f\t%.0f\t%.0f\t%.2f\t%.1f\t%s\t%s\t\n",
 				t.Name, t.MessagesPerRequest, t.Backlog, t.RelayRate, t.SQLRate, t.HTTPRate, t.Predicted, t.Ratio,

@@ -389,8 +389,8 @@ func (e *env) throughput(ctx context.Context, label string, n, per, mark int) (T
 		defer close(markDone)
 		select {
 		case <-cnt.atMark:
-			if _, rss, err := ch.memory(); err == nil {
-				res.RSSAtMark, res.RSSMark = rss, mark
+			if hwm, rss, err := ch.memory(); err == nil {
+				res.RSSAtMark, res.PeakRSSAtMark, res.RSSMark = rss, hwm, mark
 			}
 		case <-cnt.done:
 		case <-ch.exited:
