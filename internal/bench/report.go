@@ -74,6 +74,7 @@ type IdleResult struct {
 	Transactions int64   `json:"transactions"`  // xact_commit + xact_rollback of its database (autovacuum's too)
 	Queries      int64   `json:"relay_queries"` // statements the relay sent (cdc_relay_db_queries_total{by="relay"})
 	Sweeps       int64   `json:"sweeps"`        // sweep wake-ups in the period
+	Keepalives   int64   `json:"keepalives"`    // replication keepalives the relay received in the period
 	SweepEvery   float64 `json:"sweep_interval_s"`
 	SlotLag      int64   `json:"slot_lag"` // bytes of WAL the doorbell's slot pins at the end
 	Slots        int     `json:"slots"`    // doorbell slots found
@@ -223,8 +224,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	if r.Idle != nil {
 		i := r.Idle
-		fmt.Fprintf(&b, "\nIdle: %.0f s: relay CPU %.3f s (%.2f%% of a core); %d relay queries in %d sweeps (every %.0f s); %d transactions on its database (autovacuum's included); slot lag %s (%d slot(s))\n",
-			i.Seconds, i.CPU, 100*i.CPU/max(i.Seconds, 1e-9), i.Queries, i.Sweeps, i.SweepEvery, i.Transactions, mib(i.SlotLag), i.Slots)
+		fmt.Fprintf(&b, "\nIdle: %.0f s: relay CPU %.3f s (%.2f%% of a core); %d relay queries in %d sweeps (every %.0f s); %d replication keepalives received; %d transactions on its database (autovacuum's included); slot lag %s (%d slot(s))\n",
+			i.Seconds, i.CPU, 100*i.CPU/max(i.Seconds, 1e-9), i.Queries, i.Sweeps, i.SweepEvery, i.Keepalives, i.Transactions, mib(i.SlotLag), i.Slots)
 	}
 	if r.Triggers != nil {
 		fmt.Fprintln(&b, "\nTrigger cost: pgbench TPS (ratio to triggers absent)")

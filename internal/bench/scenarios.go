@@ -571,6 +571,7 @@ func (e *env) idle(ctx context.Context, d time.Duration) (IdleResult, error) {
 	}
 	res.Queries = int64(m1[`cdc_relay_db_queries_total{by="relay"}`] - m0[`cdc_relay_db_queries_total{by="relay"}`])
 	res.Sweeps = int64(m1[`cdc_relay_wakeups_total{source="sweep"}`] - m0[`cdc_relay_wakeups_total{source="sweep"}`])
+	res.Keepalives = int64(m1[`cdc_relay_replication_messages_total{kind="keepalive"}`] - m0[`cdc_relay_replication_messages_total{kind="keepalive"}`])
 	// Backends publish their counters when they go idle, at most once a second (else up to
 	// 10 s later), so the count can be off by the transactions of the last few seconds.
 	x1, err := e.xacts(ctx, name)

@@ -78,6 +78,13 @@ var (
 	DBQueries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "cdc_relay_db_queries_total", Help: "Statements sent on the relay's database pool, by who asked (relay, scrape).",
 	}, []string{"by"})
+	// ReplicationMessages counts the messages the replication doorbell received, by kind
+	// (keepalive, data). The walsender sends a keepalive whenever it has read WAL past what the
+	// relay confirmed, also WAL of other databases of the cluster, so this shows what an idle
+	// relay receives while the cluster is busy elsewhere.
+	ReplicationMessages = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cdc_relay_replication_messages_total", Help: "Messages received on the replication doorbell, by kind (keepalive, data).",
+	}, []string{"kind"})
 	// ReplicationConnected is 1 while the replication doorbell is streaming.
 	ReplicationConnected = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "cdc_relay_replication_connected", Help: "1 while the replication wake-up stream is connected.",
@@ -87,7 +94,7 @@ var (
 func init() {
 	Registry.MustRegister(QueueRows, OldestUndeliveredSeconds, Deliveries, MessagesDelivered,
 		RequestDuration, CommitToDelivery, Retries, DeadLetters, Coalesced, TokenFetches, WakeUps,
-		SlotLagBytes, Concurrency, DBQueries, ReplicationConnected,
+		SlotLagBytes, Concurrency, DBQueries, ReplicationMessages, ReplicationConnected,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 }
 
