@@ -268,7 +268,7 @@ func (d *dispatcher) run() error {
 	if d.r.doorbell != nil {
 		queued, configChanged = d.r.doorbell.Queued(), d.r.doorbell.ConfigChanged()
 	}
-	d.pending, d.expandDue = true, true
+	d.pending = true // (expandDue was set by applySettings above)
 	metrics.WakeUps.WithLabelValues("start").Inc()
 
 	var sessionErr error

@@ -536,3 +536,26 @@ func TestCaptureMoveModeBulkIsOneSet(t *testing.T) {
 	require.Equal(t, []int{1, 99}, []int{n, ids}, "customers 1..100 less the deleted 7")
 	requirePending(t, db, cust("UPDATE", "150", true))
 }
+
+// A bulk statement captured in capture mode waits for commit in the hook; if the transaction
+// switches Data Sync to move mode before committing, the hook queues the move way.
+func TestCaptureHookFiredAfterSwitchToMoveMode(t *testing.T) {
+	t.Parallel()
+	db := captureDB(t, "capture")
+	seed(t, db)
+	exec(t, db, `BEGIN; INSERT INTO customer_segment (customer_id, segment_id) VALUES (1, 10), (2, 10);
+		UPDATE data_sync_config SET value = 'move' WHERE name = 'DataSyncSnapshotMode'; COMMIT`)
+	requirePending(t, db, cust("UPDATE", "1", false), cust("UPDATE", "2", false))
+
+	// Many customers become one set, as every move-mode bulk UPDATE does.
+	exec(t, db, `UPDATE data_sync_config SET value = 'capture' WHERE name = 'DataSyncSnapshotMode'`)
+	exec(t, db, `INSERT INTO customer (customer_id) SELECT g FROM generate_series(100, 199) g`)
+	pending(t, db)
+	exec(t, db, `BEGIN; INSERT INTO customer_segment (customer_id, segment_id) SELECT g, 10 FROM generate_series(100, 199) g;
+		UPDATE data_sync_config SET value = 'move' WHERE name = 'DataSyncSnapshotMode'; COMMIT`)
+	requirePending(t, db)
+	var n, ids int
+	require.NoError(t, db.QueryRow(context.Background(),
+		`SELECT count(*), sum(cardinality(customer_ids)) FROM data_sync_cust_pending_set`).Scan(&n, &ids))
+	require.Equal(t, []int{1, 100}, []int{n, ids})
+}

@@ -655,8 +655,10 @@ END
 $fn$;
 REVOKE ALL ON FUNCTION data_sync_expand_customer_sets(integer) FROM PUBLIC;
 
--- Row-level, deferred, on data_sync_capture_hook: queues the customers of one bulk statement,
--- set-based, skipping those this transaction already queued.
+-- Row-level, deferred, on data_sync_capture_hook: builds and queues the JSON of the customers
+-- of one bulk statement, skipping those this transaction already queued. Only capture mode
+-- writes hooks; if the mode changed before commit, data_sync_queue_customer_set queues them
+-- the way the mode now asks.
 CREATE OR REPLACE FUNCTION data_sync_capture_hook_fire() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public SET enable_seqscan = off SET jit = off AS $fn$
 DECLARE
@@ -678,14 +680,6 @@ BEGIN
             INSERT INTO data_sync_cust_pending_queue (obj_name, unique_id, action, json_object, captured)
             VALUES ('Customer', cid::text, NEW.action, j, true);
         END LOOP;
-    ELSIF mode = 'move' AND cardinality(NEW.customer_ids) <= 64 THEN
-        INSERT INTO data_sync_cust_pending_queue (obj_name, unique_id, action, captured)
-        SELECT 'Customer', c.customer_id::text, NEW.action, true
-        FROM customer c
-        WHERE c.customer_id = ANY (NEW.customer_ids)
-          AND NOT EXISTS (SELECT 1 FROM data_sync_cust_pending_queue q
-                          WHERE q.unique_id = c.customer_id::text AND q.xmin = pg_current_xact_id()::xid)
-        ORDER BY c.customer_id;
     ELSIF mode = 'capture' THEN
         -- EXECUTE plans with the real array, so large sets get hash joins.
         EXECUTE $q$
@@ -696,16 +690,9 @@ BEGIN
                               WHERE q.unique_id = x.customer_id::text AND q.xmin = pg_current_xact_id()::xid)
             ORDER BY x.customer_id$q$
         USING NEW.customer_ids, NEW.action;
-    ELSIF mode = 'move' THEN
-        EXECUTE $q$
-            INSERT INTO data_sync_cust_pending_queue (obj_name, unique_id, action, captured)
-            SELECT 'Customer', c.customer_id::text, $2, true
-            FROM customer c
-            WHERE c.customer_id = ANY ($1)
-              AND NOT EXISTS (SELECT 1 FROM data_sync_cust_pending_queue q
-                              WHERE q.unique_id = c.customer_id::text AND q.xmin = pg_current_xact_id()::xid)
-            ORDER BY c.customer_id$q$
-        USING NEW.customer_ids, NEW.action;
+    ELSE
+        -- Data Sync was switched to move mode (or off) before this transaction committed.
+        PERFORM data_sync_queue_customer_set(mode, NEW.action, NEW.customer_ids);
     END IF;
     RETURN NULL;
 END
