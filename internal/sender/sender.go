@@ -72,8 +72,9 @@ type Config struct {
 	AllowInsecureHTTP bool
 	// RequestTimeout bounds each request, token requests included (default 10s).
 	RequestTimeout time.Duration
-	// MaxConns sizes the connection pool to the receiver (default 64); it should be at least the
-	// number of requests in flight, or connections are closed and re-handshaken.
+	// MaxConns bounds the connections to each host (default 64): dialling, busy and idle
+	// together, so a burst never opens more than this many TLS sessions. It should be at least
+	// the number of requests in flight, or requests wait for a free connection.
 	MaxConns int
 	// DefaultTokenTTL is how long a token without expires_in is reused (default 5m).
 	DefaultTokenTTL time.Duration
@@ -154,6 +155,7 @@ func New(cfg Config) (*Sender, error) {
 		ExpectContinueTimeout: time.Second,
 		MaxIdleConns:          cfg.MaxConns,
 		MaxIdleConnsPerHost:   cfg.MaxConns,
+		MaxConnsPerHost:       cfg.MaxConns,
 		IdleConnTimeout:       90 * time.Second,
 		ForceAttemptHTTP2:     false,
 	}

@@ -707,9 +707,10 @@ func TestConnectionReuse(t *testing.T) {
 	}
 	round()
 	warm := srv.newConns.Load()
-	// The transport may dial a few spare connections while 32 requests race for the first ones,
-	// but all of them fit the pool of 64 and are kept.
-	assert.LessOrEqual(t, warm, int64(DefaultMaxConns+1))
+	// The transport may dial spare connections while 32 requests race for the first ones (more
+	// on a loaded machine, where handshakes are slow), but never more than the bound of 64, and
+	// all of them fit the idle pool and are kept.
+	assert.LessOrEqual(t, warm, int64(DefaultMaxConns))
 	round()
 	round()
 	assert.LessOrEqual(t, srv.newConns.Load()-warm, int64(2), "640 more POSTs, 32 in flight, on the pooled connections")
