@@ -264,25 +264,40 @@ func dbURL(admin, name string) (string, error) {
 	return fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", cfg.User, host, cfg.Port, name), nil
 }
 
-func runOne(ctx context.Context, admin, pgbench, dir, wl, variant string, customers, bulk int, opts Options) (float64, error) {
-	name := fmt.Sprintf("tb_%d_%s_%s", os.Getpid(), wl, variant)
+// createDB creates a fresh database called name (dropping a leftover one first) and returns its
+// URL and a function that drops it.
+func createDB(ctx context.Context, admin, name string) (string, func(), error) {
 	aconn, err := pgx.Connect(ctx, admin)
 	if err != nil {
-		return 0, fmt.Errorf("connecting as admin: %w", err)
+		return "", nil, fmt.Errorf("connecting as admin: %w", err)
 	}
-	defer aconn.Close(context.WithoutCancel(ctx))
 	ident := pgx.Identifier{name}.Sanitize()
+	drop := func() {
+		aconn.Exec(context.WithoutCancel(ctx), "DROP DATABASE IF EXISTS "+ident+" WITH (FORCE)")
+		aconn.Close(context.WithoutCancel(ctx))
+	}
 	if _, err := aconn.Exec(ctx, "DROP DATABASE IF EXISTS "+ident+" WITH (FORCE)"); err != nil {
-		return 0, fmt.Errorf("dropping database %s: %w", name, err)
+		drop()
+		return "", nil, fmt.Errorf("dropping database %s: %w", name, err)
 	}
 	if _, err := aconn.Exec(ctx, "CREATE DATABASE "+ident); err != nil {
-		return 0, fmt.Errorf("creating database %s: %w", name, err)
+		drop()
+		return "", nil, fmt.Errorf("creating database %s: %w", name, err)
 	}
-	defer aconn.Exec(context.WithoutCancel(ctx), "DROP DATABASE IF EXISTS "+ident+" WITH (FORCE)")
 	url, err := dbURL(admin, name)
+	if err != nil {
+		drop()
+		return "", nil, err
+	}
+	return url, drop, nil
+}
+
+func runOne(ctx context.Context, admin, pgbench, dir, wl, variant string, customers, bulk int, opts Options) (float64, error) {
+	url, drop, err := createDB(ctx, admin, fmt.Sprintf("tb_%d_%s_%s", os.Getpid(), wl, variant))
 	if err != nil {
 		return 0, err
 	}
+	defer drop()
 	if err := prepare(ctx, url, variant, customers); err != nil {
 		return 0, err
 	}
