@@ -328,7 +328,12 @@ func (e *env) throughput(ctx context.Context, label string, n, per, mark int) (T
 		if err != nil {
 			return res, err
 		}
-		pool, err := pgxpool.New(ctx, dbURL)
+		poolCfg, err := pgxpool.ParseConfig(dbURL)
+		if err != nil {
+			return res, fmt.Errorf("%w: parsing the database URL: %w", ErrBench, err)
+		}
+		relay.ConfigurePool(poolCfg) // the relay's session settings, so the baseline plans alike
+		pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
 		if err != nil {
 			return res, fmt.Errorf("%w: connecting: %w", ErrBench, err)
 		}

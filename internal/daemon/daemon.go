@@ -75,7 +75,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("parsing --database-url: %w", err)
 	}
 	poolCfg.MaxConns = int32(min(rcfg.Concurrency+4, 32))
-	poolCfg.ConnConfig.RuntimeParams["application_name"] = "cdc-relay"
+	relay.ConfigurePool(poolCfg)
 	poolCfg.ConnConfig.Tracer = metrics.QueryCounter{}
 	db, err := pgxpool.NewWithConfig(ctx, poolCfg)
 	if err != nil {
