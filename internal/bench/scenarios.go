@@ -332,7 +332,7 @@ func (e *env) throughput(ctx context.Context, label string, n, per, mark int) (T
 		if err != nil {
 			return res, fmt.Errorf("%w: parsing the database URL: %w", ErrBench, err)
 		}
-		relay.ConfigurePool(poolCfg) // the relay's session settings, so the baseline plans alike
+		relay.ConfigurePool(poolCfg) // the relay's session settings
 		pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
 		if err != nil {
 			return res, fmt.Errorf("%w: connecting: %w", ErrBench, err)

@@ -74,7 +74,9 @@ type Config struct {
 	RequestTimeout time.Duration
 	// MaxConns bounds the connections to each host (default 64): dialling, busy and idle
 	// together, so a burst never opens more than this many TLS sessions. It should be at least
-	// the number of requests in flight, or requests wait for a free connection.
+	// the number of requests in flight, or requests wait for a free connection; token requests
+	// to the same host and port share the bound (they hold no connection while a POST waits
+	// for its token, so they cannot deadlock).
 	MaxConns int
 	// DefaultTokenTTL is how long a token without expires_in is reused (default 5m).
 	DefaultTokenTTL time.Duration
@@ -153,7 +155,7 @@ func New(cfg Config) (*Sender, error) {
 		TLSHandshakeTimeout:   min(cfg.RequestTimeout, 10*time.Second),
 		ResponseHeaderTimeout: cfg.RequestTimeout,
 		ExpectContinueTimeout: time.Second,
-		MaxIdleConns:          cfg.MaxConns,
+		MaxIdleConns:          0, // no total cap, so an idle token connection never evicts an API one; per host, see below
 		MaxIdleConnsPerHost:   cfg.MaxConns,
 		MaxConnsPerHost:       cfg.MaxConns,
 		IdleConnTimeout:       90 * time.Second,

@@ -273,8 +273,10 @@ func createDB(ctx context.Context, admin, name string) (string, func(), error) {
 	}
 	ident := pgx.Identifier{name}.Sanitize()
 	drop := func() {
-		aconn.Exec(context.WithoutCancel(ctx), "DROP DATABASE IF EXISTS "+ident+" WITH (FORCE)")
-		aconn.Close(context.WithoutCancel(ctx))
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		aconn.Exec(dctx, "DROP DATABASE IF EXISTS "+ident+" WITH (FORCE)")
+		aconn.Close(dctx)
 	}
 	if _, err := aconn.Exec(ctx, "DROP DATABASE IF EXISTS "+ident+" WITH (FORCE)"); err != nil {
 		drop()
