@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -10,13 +9,15 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/cdc-relay/cdc-relay/cdc"
@@ -574,9 +575,10 @@ func (e *env) idle(ctx context.Context, d time.Duration) (IdleResult, error) {
 	if err != nil {
 		return res, err
 	}
-	res.Queries = int64(m1[`cdc_relay_db_queries_total{by="relay"}`] - m0[`cdc_relay_db_queries_total{by="relay"}`])
-	res.Sweeps = int64(m1[`cdc_relay_wakeups_total{source="sweep"}`] - m0[`cdc_relay_wakeups_total{source="sweep"}`])
-	res.Keepalives = int64(m1[`cdc_relay_replication_messages_total{kind="keepalive"}`] - m0[`cdc_relay_replication_messages_total{kind="keepalive"}`])
+	delta := func(name, value string) int64 { return int64(m1.get(name, value) - m0.get(name, value)) }
+	res.Queries = delta("cdc_relay_db_queries_total", "relay")
+	res.Sweeps = delta("cdc_relay_wakeups_total", "sweep")
+	res.Keepalives = delta("cdc_relay_replication_messages_total", "keepalive")
 	// Backends publish their counters when they go idle, at most once a second (else up to
 	// 10 s later), so the count can be off by the transactions of the last few seconds.
 	x1, err := e.xacts(ctx, name)
@@ -660,9 +662,23 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
-// scrapeCounters reads the relay's /metrics and returns every sample by its name and labels as
-// printed (`name{label="value"}`).
-func scrapeCounters(ctx context.Context, addr string) (map[string]float64, error) {
+// counters is one scrape of the relay's /metrics, by metric family name.
+type counters map[string]*dto.MetricFamily
+
+// get returns the sample of counter name whose label has the value value (0 when absent).
+func (c counters) get(name, value string) float64 {
+	for _, m := range c[name].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetValue() == value {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
+// scrapeCounters reads the relay's /metrics.
+func scrapeCounters(ctx context.Context, addr string) (counters, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBench, err)
@@ -672,24 +688,10 @@ func scrapeCounters(ctx context.Context, addr string) (map[string]float64, error
 		return nil, fmt.Errorf("%w: scraping the relay's metrics: %w", ErrBench, err)
 	}
 	defer resp.Body.Close()
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64*1024), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
-			out[line[:i]] = v
-		}
-	}
-	if err := sc.Err(); err != nil {
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
 		return nil, fmt.Errorf("%w: reading the relay's metrics: %w", ErrBench, err)
 	}
-	return out, nil
+	return fams, nil
 }
