@@ -596,7 +596,8 @@ BEGIN
     ELSE
         -- One customer at a time: each statement keeps one cached plan (a set-based INSERT ...
         -- SELECT over the array was planned anew on every call: measured, half the TPS of a
-        -- one-row segment change).
+        -- one-row segment change). The body is data_sync_queue_customer's move path, inlined,
+        -- plus the existence check it does not need.
         FOREACH cid IN ARRAY ids LOOP
             IF EXISTS (SELECT 1 FROM customer c WHERE c.customer_id = cid)
                AND NOT EXISTS (SELECT 1 FROM data_sync_cust_pending_queue q
@@ -684,7 +685,9 @@ BEGIN
         -- Small sets (addCustomerToSegment and the like): the one-customer builder, which is
         -- faster than the set-based one for a few rows, one customer at a time so each
         -- statement keeps its cached plan (an INSERT ... SELECT over the array was planned
-        -- anew on every call). The IDs come sorted (array_agg DISTINCT).
+        -- anew on every call). The IDs come sorted (array_agg DISTINCT). The body is
+        -- data_sync_queue_customer's capture path, inlined: calling it would enter a SECURITY
+        -- DEFINER function with its SET clauses once per customer.
         FOREACH cid IN ARRAY NEW.customer_ids LOOP
             CONTINUE WHEN EXISTS (SELECT 1 FROM data_sync_cust_pending_queue q
                                   WHERE q.unique_id = cid::text AND q.xmin = pg_current_xact_id()::xid);
