@@ -467,16 +467,10 @@ func TestCaptureMoveModeBulkIsOneSet(t *testing.T) {
 	exec(t, db, `INSERT INTO customer (customer_id) SELECT g FROM generate_series(1, 200) g`)
 	exec(t, db, `INSERT INTO segment (segment_id, segment_name) VALUES (1, 'Bulk'), (2, 'Few')`)
 	pending(t, db)
-	sets := func() (n, ids int) {
-		t.Helper()
-		require.NoError(t, db.QueryRow(ctx, `SELECT count(*), coalesce(sum(cardinality(customer_ids)), 0)
-			FROM data_sync_cust_pending_set`).Scan(&n, &ids))
-		return
-	}
 
 	exec(t, db, `UPDATE customer SET first_name = 'Three' WHERE customer_id = 3`) // a key-only row waits
 	exec(t, db, `INSERT INTO customer_segment (customer_id, segment_id) SELECT customer_id, 1 FROM customer`)
-	n, ids := sets()
+	n, ids := pendingSets(t, db)
 	require.Equal(t, []int{1, 200}, []int{n, ids}, "one set row for the bulk statement")
 	var statusRows int
 	require.NoError(t, db.QueryRow(ctx, `SELECT rows FROM data_sync_status WHERE queue = 'cust' AND stage = 'pending'`).Scan(&statusRows))
@@ -486,7 +480,7 @@ func TestCaptureMoveModeBulkIsOneSet(t *testing.T) {
 	var expanded int
 	require.NoError(t, db.QueryRow(ctx, `SELECT data_sync_expand_customer_sets()`).Scan(&expanded))
 	require.Equal(t, 198, expanded, "200 less customer 3 (already waiting) and customer 7 (deleted)")
-	n, _ = sets()
+	n, _ = pendingSets(t, db)
 	require.Zero(t, n)
 	got := pending(t, db)
 	require.Len(t, got, 200)
@@ -504,7 +498,7 @@ func TestCaptureMoveModeBulkIsOneSet(t *testing.T) {
 	// A few customers are queued at once, no set; a CREATE is never a set.
 	exec(t, db, `INSERT INTO customer_segment (customer_id, segment_id) VALUES (1, 2), (2, 2)`)
 	exec(t, db, `INSERT INTO customer (customer_id) SELECT g FROM generate_series(1001, 1100) g`)
-	n, _ = sets()
+	n, _ = pendingSets(t, db)
 	require.Zero(t, n)
 	require.NoError(t, db.QueryRow(ctx, `SELECT bool_and(captured) FROM data_sync_cust_pending_queue`).Scan(&captured))
 	require.True(t, captured, "rows of the move-mode statement path are marked as the triggers' own")
@@ -514,7 +508,7 @@ func TestCaptureMoveModeBulkIsOneSet(t *testing.T) {
 
 	// Renaming a segment with more than 64 members is one set too.
 	exec(t, db, `UPDATE segment SET segment_name = 'Bulk 2' WHERE segment_id = 1`)
-	n, ids = sets()
+	n, ids = pendingSets(t, db)
 	require.Equal(t, []int{1, 199}, []int{n, ids})
 	requirePending(t, db)
 
@@ -522,7 +516,7 @@ func TestCaptureMoveModeBulkIsOneSet(t *testing.T) {
 	exec(t, db, `UPDATE data_sync_config SET value = 'capture' WHERE name = 'DataSyncSnapshotMode'`)
 	exec(t, db, `DELETE FROM data_sync_cust_pending_set`)
 	exec(t, db, `DELETE FROM customer_segment WHERE segment_id = 1`)
-	n, _ = sets()
+	n, _ = pendingSets(t, db)
 	require.Zero(t, n)
 	got = pending(t, db)
 	require.Len(t, got, 199)
@@ -532,7 +526,7 @@ func TestCaptureMoveModeBulkIsOneSet(t *testing.T) {
 	exec(t, db, `UPDATE data_sync_config SET value = 'move' WHERE name = 'DataSyncBulkSnapshotMode'`)
 	exec(t, db, `INSERT INTO customer_segment (customer_id, segment_id) SELECT customer_id, 1 FROM customer WHERE customer_id <= 100`)
 	exec(t, db, `INSERT INTO customer_segment (customer_id, segment_id) VALUES (150, 1)`)
-	n, ids = sets()
+	n, ids = pendingSets(t, db)
 	require.Equal(t, []int{1, 99}, []int{n, ids}, "customers 1..100 less the deleted 7")
 	requirePending(t, db, cust("UPDATE", "150", true))
 }
@@ -554,8 +548,15 @@ func TestCaptureHookFiredAfterSwitchToMoveMode(t *testing.T) {
 	exec(t, db, `BEGIN; INSERT INTO customer_segment (customer_id, segment_id) SELECT g, 10 FROM generate_series(100, 199) g;
 		UPDATE data_sync_config SET value = 'move' WHERE name = 'DataSyncSnapshotMode'; COMMIT`)
 	requirePending(t, db)
-	var n, ids int
-	require.NoError(t, db.QueryRow(context.Background(),
-		`SELECT count(*), sum(cardinality(customer_ids)) FROM data_sync_cust_pending_set`).Scan(&n, &ids))
+	n, ids := pendingSets(t, db)
 	require.Equal(t, []int{1, 100}, []int{n, ids})
+}
+
+// pendingSets returns how many data_sync_cust_pending_set rows wait and how many customers
+// they hold.
+func pendingSets(t *testing.T, db *pgxpool.Pool) (n, ids int) {
+	t.Helper()
+	require.NoError(t, db.QueryRow(context.Background(), `SELECT count(*), coalesce(sum(cardinality(customer_ids)), 0)
+		FROM data_sync_cust_pending_set`).Scan(&n, &ids))
+	return n, ids
 }
