@@ -34,6 +34,7 @@ BEGIN
         data_sync_cust_progress_queue, data_sync_trn_progress_queue,
         data_sync_cust_failed, data_sync_trn_failed TO cdc_relay;
     GRANT SELECT ON data_sync_status, data_sync_cust_pending_set TO cdc_relay;
+    GRANT SELECT, UPDATE ON data_sync_leader TO cdc_relay;
     GRANT EXECUTE ON FUNCTION data_sync_expand_customer_sets(integer) TO cdc_relay;
     GRANT EXECUTE ON FUNCTION data_sync_snapshot_customer(bigint), data_sync_snapshot_transaction(text) TO cdc_relay;
 END
