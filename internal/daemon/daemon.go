@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -170,12 +171,20 @@ func Posters(cfg Config) relay.PosterFactory {
 			APIURL: s.APIURL, TokenURL: s.TokenURL, Credential: cred, CAFile: cfg.CAFile,
 			AllowInsecureHTTP: cfg.AllowInsecureHTTP, RequestTimeout: cfg.RequestTimeout,
 			MaxConns: max(64, 2*rcfg.Concurrency), Logger: cfg.Logger.Named("sender"),
+			UserAgent: userAgent(),
 		})
 		if err != nil {
 			return nil, nil, err
 		}
 		return poster{snd}, snd.Close, nil
 	}
+}
+
+// userAgent names this relay process to the receiver (host and pid), so a receiver's log shows
+// which relay sent each request.
+func userAgent() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s (%s; pid %d)", sender.DefaultUserAgent, host, os.Getpid())
 }
 
 // poster adapts the sender to the relay's Poster.

@@ -267,7 +267,7 @@ func (s *Server) handleDataSync(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	s.accept(env.Messages, at)
+	s.accept(env.Messages, at, r.UserAgent())
 	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "accepted": len(env.Messages)})
 }
 
@@ -279,11 +279,11 @@ func clip(s string) string {
 }
 
 // accept records messages, logs them and calls the hook.
-func (s *Server) accept(msgs []mapping.Message, at time.Time) {
+func (s *Server) accept(msgs []mapping.Message, at time.Time, userAgent string) {
 	recs := make([]Received, len(msgs))
 	s.mu.Lock()
 	for i, m := range msgs {
-		rec := Received{Message: m, At: at, Sample: isSample(m)}
+		rec := Received{Message: m, At: at, UserAgent: userAgent, Sample: isSample(m)}
 		if rec.Sample {
 			s.stats.Samples++
 		} else {

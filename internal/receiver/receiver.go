@@ -61,6 +61,8 @@ type Received struct {
 	Message mapping.Message
 	// At is when the request carrying the message arrived.
 	At time.Time
+	// UserAgent is the request's User-Agent (cdc-relay sends its host and pid).
+	UserAgent string
 	// Duplicate is true when a message with the same uniqueId was accepted before.
 	Duplicate bool
 	// Sample is true for the "Send Sample Message" connectivity test (payload "Test message",
