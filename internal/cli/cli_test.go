@@ -7,6 +7,10 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/cdc-relay/cdc-relay/internal/daemon"
+	"github.com/cdc-relay/cdc-relay/internal/sender"
+	"github.com/cdc-relay/cdc-relay/relay"
 )
 
 // TestDatabasePasswordNeverPrinted runs every subcommand that takes --database-url with -h and
@@ -67,4 +71,23 @@ func TestDatabaseURLFromEnvironmentAfterParsing(t *testing.T) {
 	db = databaseFlag(fs, env)
 	require.NoError(t, parse(fs, []string{"--database-url", "postgres://from-flag/db"}, 0))
 	assert.Equal(t, "postgres://from-flag/db", *db)
+}
+
+// TestRunFlagDefaultsAreTheRelayDefaults guards the single source of run's defaults: parsing no
+// flags yields exactly relay.Config's defaults and the sender's request timeout.
+func TestRunFlagDefaultsAreTheRelayDefaults(t *testing.T) {
+	t.Parallel()
+	env := Env{Stderr: &bytes.Buffer{}, Getenv: func(string) string { return "" }}
+	fs := newFlagSet(env, "run")
+	var cfg daemon.Config
+	delivered := relayFlags(fs, &cfg)
+	require.NoError(t, parse(fs, nil, 0))
+	var err error
+	cfg.Relay.Delivered, err = parseStatuses(*delivered)
+	require.NoError(t, err)
+	want := relay.Config{}.WithDefaults()
+	got := cfg.Relay.WithDefaults()
+	want.Logger, got.Logger = nil, nil
+	assert.Equal(t, want, got)
+	assert.Equal(t, sender.DefaultRequestTimeout, cfg.RequestTimeout)
 }

@@ -25,6 +25,9 @@ import (
 	"github.com/cdc-relay/cdc-relay/relay"
 )
 
+// DefaultAdminAddr is where the admin server listens unless told otherwise: localhost only.
+const DefaultAdminAddr = "127.0.0.1:9187"
+
 // Config is everything `cdc-relay run` takes. Zero values take the documented defaults.
 type Config struct {
 	// DatabaseURL is the CE database (required).
@@ -63,7 +66,7 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Getenv = func(string) string { return "" }
 	}
 	if cfg.AdminAddr == "" {
-		cfg.AdminAddr = "127.0.0.1:9187"
+		cfg.AdminAddr = DefaultAdminAddr
 	}
 	if cfg.CredentialsPath == "" {
 		cfg.CredentialsPath = credentials.DefaultPath(cfg.Getenv)
