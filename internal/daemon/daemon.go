@@ -72,6 +72,19 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.CredentialsPath = credentials.DefaultPath(cfg.Getenv)
 	}
 	log := cfg.Logger
+	// The admin address is bound before anything else: a relay that cannot serve it must refuse
+	// to start, not wait as a standby and fail the moment it should take over.
+	var ln net.Listener
+	if cfg.AdminAddr != "off" {
+		var err error
+		if ln, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
+			return fmt.Errorf("listening on --admin-addr %s: %w (is another cdc-relay or program using it? choose another address with --admin-addr, or --admin-addr off)", cfg.AdminAddr, err)
+		}
+		defer ln.Close()
+		if cfg.OnAdminListen != nil {
+			cfg.OnAdminListen(ln.Addr().String())
+		}
+	}
 	cfg.Relay.Logger = log.Named("relay")
 	rcfg := cfg.Relay.WithDefaults()
 	poolCfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
@@ -124,14 +137,7 @@ func Run(ctx context.Context, cfg Config) error {
 		g.Go(func() error { return listener.Run(gctx) })
 	}
 	g.Go(func() error { return r.Run(gctx) })
-	if cfg.AdminAddr != "off" {
-		ln, err := net.Listen("tcp", cfg.AdminAddr)
-		if err != nil {
-			return fmt.Errorf("listening on --admin-addr %s: %w (choose another address, or off)", cfg.AdminAddr, err)
-		}
-		if cfg.OnAdminListen != nil {
-			cfg.OnAdminListen(ln.Addr().String())
-		}
+	if ln != nil {
 		srv := &http.Server{Handler: adminHandler(db, r, listener), ReadHeaderTimeout: 5 * time.Second}
 		g.Go(func() error {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
