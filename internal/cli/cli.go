@@ -16,6 +16,8 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/cdc-relay/cdc-relay/internal/safetext"
 )
 
 // ErrUsage marks an error in the command line; Main prints the usage and exits 2.
@@ -112,6 +114,13 @@ func parse(fs *flag.FlagSet, args []string, maxArgs int) error {
 	}
 	return nil
 }
+
+// cleanError prints an error that carries outside text (a receiver's answer, a server's
+// message) through safetext.Clean, keeping the error chain for errors.Is and errors.As.
+type cleanError struct{ err error }
+
+func (e cleanError) Error() string { return safetext.Clean(e.err.Error()) }
+func (e cleanError) Unwrap() error { return e.err }
 
 // databaseFlag registers --database-url, defaulting to $DATABASE_URL. The URL usually carries a
 // password, so the environment is read only once the flags are parsed (by parse): the flag's
