@@ -75,3 +75,19 @@ func TestSendSamplePrintsTheAnswerSafely(t *testing.T) {
 	require.Contains(t, out.String(), "HTTP 502")
 	assertSafeOutput(t, out.String())
 }
+
+// TestStatusPinsItsSearchPath: the commands' sessions read the installed tables even when the
+// database's search_path puts another schema first.
+func TestStatusPinsItsSearchPath(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDB(t)
+	pgtest.Exec(t, url, `UPDATE data_sync_config SET value = 'https://real.example/datasync' WHERE name = 'DataSyncApiUrl';
+		CREATE SCHEMA decoy;
+		CREATE TABLE decoy.data_sync_config (name text, value text, updated_at timestamptz);
+		INSERT INTO decoy.data_sync_config VALUES ('DataSyncApiUrl', 'https://decoy.example/steal');
+		DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET search_path = decoy, public', current_database()); END $$`)
+	code, out := runCLI(t, "status", "--database-url", url)
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, "API URL: https://real.example/datasync")
+	require.NotContains(t, out, "decoy.example")
+}
