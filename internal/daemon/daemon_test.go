@@ -7,13 +7,17 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cdc-relay/cdc-relay/internal/metrics"
 	"github.com/cdc-relay/cdc-relay/internal/pgtest"
+	"github.com/cdc-relay/cdc-relay/internal/status"
 	"github.com/cdc-relay/cdc-relay/relay"
 )
 
@@ -23,14 +27,18 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // returns the admin address once it serves /readyz as ready (the relay leads).
 func startDaemon(t *testing.T, dbURL string) string {
 	t.Helper()
+	return startDaemonWith(t, Config{DatabaseURL: dbURL})
+}
+
+// startDaemonWith is startDaemon with more of the configuration.
+func startDaemonWith(t *testing.T, cfg Config) string {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	addr := make(chan string, 1)
 	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Config{DatabaseURL: dbURL, Poll: true, AdminAddr: "127.0.0.1:0",
-			Relay:         relay.Config{SweepInterval: time.Hour},
-			OnAdminListen: func(a string) { addr <- a }})
-	}()
+	cfg.Poll, cfg.AdminAddr, cfg.Relay.SweepInterval = true, "127.0.0.1:0", time.Hour
+	cfg.OnAdminListen = func(a string) { addr <- a }
+	go func() { done <- Run(ctx, cfg) }()
 	t.Cleanup(func() {
 		cancel()
 		require.NoError(t, <-done)
@@ -83,4 +91,42 @@ func TestAdminAddrBoundBeforeTheDatabase(t *testing.T) {
 	err = Run(context.Background(), Config{DatabaseURL: u.String(), AdminAddr: taken.Addr().String()})
 	require.Error(t, err)
 	assert.True(t, strings.HasPrefix(err.Error(), "listening on --admin-addr "+taken.Addr().String()), err.Error())
+}
+
+// TestConcurrentScrapesShareOneQuery: many /metrics scrapes at once cost the database one
+// statement per cache period, counted in cdc_relay_db_queries_total{by="scrape"}.
+func TestConcurrentScrapesShareOneQuery(t *testing.T) {
+	t.Parallel()
+	dbURL := pgtest.NewDB(t)
+	pgtest.Exec(t, dbURL, `INSERT INTO data_sync_cust_pending_queue (unique_id, action, json_object) VALUES ('5', 'UPDATE', '{}')`)
+	addr := startDaemonWith(t, Config{DatabaseURL: dbURL, Metrics: status.GaugesConfig{TTL: time.Hour}})
+	scrapes := metrics.DBQueries.WithLabelValues("scrape")
+	before := testutil.ToFloat64(scrapes)
+
+	const scrapers = 20
+	var start, wg sync.WaitGroup
+	start.Add(1)
+	bodies := make(chan string, scrapers)
+	for range scrapers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start.Wait()
+			res, err := http.Get("http://" + addr + "/metrics")
+			if !assert.NoError(t, err) {
+				return
+			}
+			defer res.Body.Close()
+			b, _ := io.ReadAll(res.Body)
+			assert.Equal(t, http.StatusOK, res.StatusCode)
+			bodies <- string(b)
+		}()
+	}
+	start.Done()
+	wg.Wait()
+	close(bodies)
+	assert.Equal(t, 1.0, testutil.ToFloat64(scrapes)-before, "%d concurrent scrapes must cost one statement", scrapers)
+	for b := range bodies {
+		assert.Contains(t, b, `cdc_relay_queue_rows{queue="cust_pending"} 1`)
+	}
 }
