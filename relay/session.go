@@ -1,12 +1,32 @@
 package relay
 
-import "github.com/jackc/pgx/v5/pgxpool"
+import (
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
 
-// ConfigurePool sets the session parameters of the relay's connection pool (the replication
-// session is separate, see package cdc). The bench's SQL-only baseline uses it too, so the two
-// sessions differ in nothing but the work they do.
+// SearchPath is the search_path of every cdc-relay session: the relay's statements name the
+// queues and settings unqualified, so the session pins where they resolve. pg_temp is named
+// last: left out, it would be searched first for tables, and a temporary table named like a
+// queue would be used instead of the queue. Set as a startup parameter, it also overrides any
+// search_path set for the role or the database (ALTER ROLE/DATABASE ... SET search_path).
+const SearchPath = "pg_catalog, public, pg_temp"
+
+// ConfigureConn sets the session parameters of one cdc-relay connection (the relay's pool, the
+// commands and the metrics connection): application_name and search_path.
 //
 // application_name is "cdc-relay", so a DBA finds the relay in pg_stat_activity.
+func ConfigureConn(cfg *pgx.ConnConfig) {
+	if cfg.RuntimeParams == nil {
+		cfg.RuntimeParams = map[string]string{}
+	}
+	cfg.RuntimeParams["application_name"] = "cdc-relay"
+	cfg.RuntimeParams["search_path"] = SearchPath
+}
+
+// ConfigurePool sets the session parameters of the relay's connection pool (the replication
+// session is separate, see package cdc): ConfigureConn's. The bench's SQL-only baseline uses it
+// too, so the two sessions differ in nothing but the work they do.
 //
 // plan_cache_mode is deliberately left at auto. Under force_generic_plan a session keeps the
 // plans it made while the queues were empty: the acknowledgement (`id = ANY($1)`) kept a
@@ -15,5 +35,5 @@ import "github.com/jackc/pgx/v5/pgxpool"
 // the acknowledgement again for its actual array on about half of its calls (90 us a plan
 // against 120 us to run it, counted with pg_stat_statements during cdc-relay bench).
 func ConfigurePool(cfg *pgxpool.Config) {
-	cfg.ConnConfig.RuntimeParams["application_name"] = "cdc-relay"
+	ConfigureConn(cfg.ConnConfig)
 }

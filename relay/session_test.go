@@ -25,3 +25,38 @@ func TestConfigurePoolSessionSettings(t *testing.T) {
 	require.Equal(t, "cdc-relay", app)
 	require.Equal(t, "auto", mode, "generic plans made while the queues are empty would be kept as they fill")
 }
+
+// TestRelaySessionPinsItsSearchPath: the relay's statements resolve to the installed tables even
+// when the database's search_path puts another schema first, and a temporary table named like
+// one of them in the relay's own session is not used (pg_temp is last).
+func TestRelaySessionPinsItsSearchPath(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.NewDB(t)
+	pgtest.Exec(t, url, `UPDATE data_sync_config SET value = 'https://real.example/datasync' WHERE name = 'DataSyncApiUrl';
+		CREATE SCHEMA decoy;
+		CREATE TABLE decoy.data_sync_config (name text, value text);
+		INSERT INTO decoy.data_sync_config VALUES ('DataSyncApiUrl', 'https://decoy.example/steal');
+		DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET search_path = decoy, public', current_database()); END $$`)
+	cfg, err := pgxpool.ParseConfig(url)
+	require.NoError(t, err)
+	relay.ConfigurePool(cfg)
+	cfg.MaxConns = 1 // the temporary table below lives in the one session the relay uses
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	defer pool.Close()
+
+	var path string
+	require.NoError(t, pool.QueryRow(ctx, `SELECT current_setting('search_path')`).Scan(&path))
+	require.Equal(t, relay.SearchPath, path)
+	s, err := relay.LoadSettings(ctx, pool)
+	require.NoError(t, err)
+	require.Equal(t, "https://real.example/datasync", s.APIURL, "a schema put first by ALTER DATABASE was used")
+
+	_, err = pool.Exec(ctx, `CREATE TEMP TABLE data_sync_config (name text, value text);
+		INSERT INTO pg_temp.data_sync_config VALUES ('DataSyncApiUrl', 'https://temp.example/steal')`)
+	require.NoError(t, err)
+	s, err = relay.LoadSettings(ctx, pool)
+	require.NoError(t, err)
+	require.Equal(t, "https://real.example/datasync", s.APIURL, "a temporary table shadowed the real one")
+}

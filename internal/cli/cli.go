@@ -16,6 +16,8 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/cdc-relay/cdc-relay/internal/safetext"
 )
 
 // ErrUsage marks an error in the command line; Main prints the usage and exits 2.
@@ -102,15 +104,59 @@ func parse(fs *flag.FlagSet, args []string, maxArgs int) error {
 		}
 		return fmt.Errorf("%w: %v", ErrUsage, err)
 	}
+	fs.VisitAll(func(f *flag.Flag) {
+		if e, ok := f.Value.(*envFallback); ok {
+			e.resolve()
+		}
+	})
 	if fs.NArg() > maxArgs {
 		return fmt.Errorf("%w: unexpected arguments: %s", ErrUsage, strings.Join(fs.Args()[maxArgs:], " "))
 	}
 	return nil
 }
 
-// databaseFlag registers --database-url, defaulting to $DATABASE_URL.
+// cleanError prints an error that carries outside text (a receiver's answer, a server's
+// message) through safetext.Clean, keeping the error chain for errors.Is and errors.As.
+type cleanError struct{ err error }
+
+func (e cleanError) Error() string { return safetext.Clean(e.err.Error()) }
+func (e cleanError) Unwrap() error { return e.err }
+
+// databaseFlag registers --database-url, defaulting to $DATABASE_URL. The URL usually carries a
+// password, so the environment is read only once the flags are parsed (by parse): the flag's
+// default stays empty and -h or a mistyped flag, which print every default, cannot show it.
 func databaseFlag(fs *flag.FlagSet, env Env) *string {
-	return fs.String("database-url", env.Getenv("DATABASE_URL"), "PostgreSQL URL of the CE database (default $DATABASE_URL)")
+	e := &envFallback{val: new(string), name: "DATABASE_URL", getenv: env.Getenv}
+	fs.Var(e, "database-url", "PostgreSQL `URL` of the CE database (default $DATABASE_URL)")
+	return e.val
+}
+
+// envFallback is a string flag whose default is an environment variable read after parsing;
+// its registered default is empty, so usage never prints the variable's value.
+type envFallback struct {
+	val    *string
+	name   string
+	getenv func(string) string
+	set    bool
+}
+
+func (e *envFallback) String() string {
+	if e == nil || e.val == nil || !e.set {
+		return ""
+	}
+	return *e.val
+}
+
+func (e *envFallback) Set(s string) error {
+	*e.val, e.set = s, true
+	return nil
+}
+
+// resolve fills the value from the environment when the flag was not given.
+func (e *envFallback) resolve() {
+	if !e.set && e.getenv != nil {
+		*e.val = e.getenv(e.name)
+	}
 }
 
 // requireDatabase returns a usage error naming the fix when no database URL was given.

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/cdc-relay/cdc-relay/internal/schema"
+	"github.com/cdc-relay/cdc-relay/relay"
 )
 
 func init() {
@@ -32,12 +33,18 @@ func connectDB(ctx context.Context, url string) (*pgx.Conn, error) {
 	return connect(ctx, url)
 }
 
-// poolDB is connectDB for commands that need a pool.
+// poolDB is connectDB for commands that need a pool; its sessions pin the relay's search_path
+// (relay.ConfigureConn), as they only read and change existing objects.
 func poolDB(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	if err := requireDatabase(url); err != nil {
 		return nil, err
 	}
-	pool, err := pgxpool.New(ctx, url)
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parsing --database-url: %w", err)
+	}
+	relay.ConfigureConn(cfg.ConnConfig)
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to the database: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/cdc-relay/cdc-relay/internal/daemon"
+	"github.com/cdc-relay/cdc-relay/internal/safetext"
 	"github.com/cdc-relay/cdc-relay/mapping"
 	"github.com/cdc-relay/cdc-relay/relay"
 )
@@ -52,12 +53,14 @@ func runSendSample(ctx context.Context, env Env, args []string) error {
 	start := time.Now()
 	resp, err := p.Post(ctx, body)
 	took := time.Since(start).Round(time.Millisecond)
+	// The receiver's answer and the URL are outside strings: printed through safetext.Clean.
+	apiURL := safetext.Clean(settings.APIURL)
 	if err != nil {
-		return fmt.Errorf("sample message to %s failed after %s: %w", settings.APIURL, took, err)
+		return fmt.Errorf("sample message to %s failed after %s: %w", apiURL, took, cleanError{err})
 	}
 	if resp.Status != 200 {
-		return fmt.Errorf("sample message to %s: receiver answered HTTP %d after %s (200 expected): %s", settings.APIURL, resp.Status, took, resp.Excerpt)
+		return fmt.Errorf("sample message to %s: receiver answered HTTP %d after %s (200 expected): %s", apiURL, resp.Status, took, safetext.Clean(resp.Excerpt))
 	}
-	fmt.Fprintf(env.Stdout, "sample message delivered to %s: HTTP 200 in %s\n", settings.APIURL, took)
+	fmt.Fprintf(env.Stdout, "sample message delivered to %s: HTTP 200 in %s\n", apiURL, took)
 	return nil
 }

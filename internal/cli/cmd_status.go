@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"text/tabwriter"
 
+	"github.com/cdc-relay/cdc-relay/internal/safetext"
 	"github.com/cdc-relay/cdc-relay/internal/status"
 )
 
@@ -35,10 +36,12 @@ func runStatus(ctx context.Context, env Env, args []string) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(rep)
 	}
-	w := env.Stdout
-	fmt.Fprintf(w, "Data Sync enabled: %v   snapshot at move: %v   wal_level: %s\n", rep.Enabled, rep.Settings.SnapshotAtMove, rep.WALLevel)
-	fmt.Fprintf(w, "API URL: %s\nToken URL: %s\nCredentials: map %s, key %s\n\n", orNotSet(rep.Settings.APIURL), orNotSet(rep.Settings.TokenURL),
-		rep.Settings.CredentialMapName, rep.Settings.CredentialKeyName)
+	// Every string below comes from the database (settings, queue rows, receiver answers kept
+	// as last_error): printed through safetext.Clean so none can drive the terminal.
+	w, c := env.Stdout, safetext.Clean
+	fmt.Fprintf(w, "Data Sync enabled: %v   snapshot at move: %v   wal_level: %s\n", rep.Enabled, rep.Settings.SnapshotAtMove, c(rep.WALLevel))
+	fmt.Fprintf(w, "API URL: %s\nToken URL: %s\nCredentials: map %s, key %s\n\n", c(orNotSet(rep.Settings.APIURL)), c(orNotSet(rep.Settings.TokenURL)),
+		c(rep.Settings.CredentialMapName), c(rep.Settings.CredentialKeyName))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "QUEUE\tSTAGE\tROWS\tOLDEST AGE\tFAILING\tLAST ERROR")
 	for _, q := range rep.Queues {
@@ -50,7 +53,7 @@ func runStatus(ctx context.Context, env Env, args []string) error {
 		if q.LastError != nil {
 			last = *q.LastError
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\n", q.Queue, q.Stage, q.Rows, age, q.FailingRows, last)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\n", c(q.Queue), c(q.Stage), q.Rows, age, q.FailingRows, c(last))
 	}
 	tw.Flush()
 	if len(rep.Failing) > 0 {
@@ -68,7 +71,7 @@ func runStatus(ctx context.Context, env Env, args []string) error {
 			if f.UniqueID != nil {
 				key = *f.UniqueID
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%s\t%s\n", f.Queue, f.ID, key, f.Action, f.Attempts, next, last)
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%s\t%s\n", c(f.Queue), f.ID, c(key), c(f.Action), f.Attempts, next, c(last))
 		}
 		tw.Flush()
 	}
@@ -77,7 +80,7 @@ func runStatus(ctx context.Context, env Env, args []string) error {
 		fmt.Fprintln(w, "  none (no relay connected; its slot is temporary, so nothing retains WAL)")
 	}
 	for _, s := range rep.Slots {
-		fmt.Fprintf(w, "  %s  database %s  active %v  temporary %v  lag %d bytes\n", s.Name, s.Database, s.Active, s.Temporary, s.LagBytes)
+		fmt.Fprintf(w, "  %s  database %s  active %v  temporary %v  lag %d bytes\n", c(s.Name), c(s.Database), s.Active, s.Temporary, s.LagBytes)
 	}
 	return nil
 }

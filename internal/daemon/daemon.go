@@ -25,6 +25,9 @@ import (
 	"github.com/cdc-relay/cdc-relay/relay"
 )
 
+// DefaultAdminAddr is where the admin server listens unless told otherwise: localhost only.
+const DefaultAdminAddr = "127.0.0.1:9187"
+
 // Config is everything `cdc-relay run` takes. Zero values take the documented defaults.
 type Config struct {
 	// DatabaseURL is the CE database (required).
@@ -49,6 +52,9 @@ type Config struct {
 	Getenv func(string) string
 	// Logger receives the daemon's logs.
 	Logger *zap.Logger
+	// Metrics tunes the queue gauges read for /metrics (cache period, statement timeout); its
+	// ConnString is DatabaseURL. See status.GaugesConfig for the defaults.
+	Metrics status.GaugesConfig
 	// OnAdminListen, when set, is told the admin server's address once it listens (tests).
 	OnAdminListen func(addr string)
 }
@@ -63,12 +69,25 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Getenv = func(string) string { return "" }
 	}
 	if cfg.AdminAddr == "" {
-		cfg.AdminAddr = "127.0.0.1:9187"
+		cfg.AdminAddr = DefaultAdminAddr
 	}
 	if cfg.CredentialsPath == "" {
 		cfg.CredentialsPath = credentials.DefaultPath(cfg.Getenv)
 	}
 	log := cfg.Logger
+	// The admin address is bound before anything else: a relay that cannot serve it must refuse
+	// to start, not wait as a standby and fail the moment it should take over.
+	var ln net.Listener
+	if cfg.AdminAddr != "off" {
+		var err error
+		if ln, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
+			return fmt.Errorf("listening on --admin-addr %s: %w (is another cdc-relay or program using it? choose another address with --admin-addr, or --admin-addr off)", cfg.AdminAddr, err)
+		}
+		defer ln.Close()
+		if cfg.OnAdminListen != nil {
+			cfg.OnAdminListen(ln.Addr().String())
+		}
+	}
 	cfg.Relay.Logger = log.Named("relay")
 	rcfg := cfg.Relay.WithDefaults()
 	poolCfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
@@ -121,15 +140,12 @@ func Run(ctx context.Context, cfg Config) error {
 		g.Go(func() error { return listener.Run(gctx) })
 	}
 	g.Go(func() error { return r.Run(gctx) })
-	if cfg.AdminAddr != "off" {
-		ln, err := net.Listen("tcp", cfg.AdminAddr)
-		if err != nil {
-			return fmt.Errorf("listening on --admin-addr %s: %w (choose another address, or off)", cfg.AdminAddr, err)
-		}
-		if cfg.OnAdminListen != nil {
-			cfg.OnAdminListen(ln.Addr().String())
-		}
-		srv := &http.Server{Handler: adminHandler(db, r, listener), ReadHeaderTimeout: 5 * time.Second}
+	if ln != nil {
+		mcfg := cfg.Metrics
+		mcfg.ConnString, mcfg.Logger = cfg.DatabaseURL, log.Named("metrics")
+		gauges := status.NewGauges(mcfg)
+		defer gauges.Close()
+		srv := &http.Server{Handler: adminHandler(gauges, r, listener), ReadHeaderTimeout: 5 * time.Second}
 		g.Go(func() error {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("admin server: %w", err)
@@ -196,17 +212,15 @@ func (p poster) Post(ctx context.Context, body []byte) (relay.Response, error) {
 		Location: res.Location, TokenRefreshed: res.TokenRefreshed}, err
 }
 
-// adminHandler serves /metrics (queue gauges refreshed at scrape time, so an idle relay issues
-// no queries unless scraped), /livez and /readyz.
-func adminHandler(db *pgxpool.Pool, r *relay.Relay, l *cdc.Listener) http.Handler {
+// adminHandler serves /metrics, /livez and /readyz. The queue gauges are read at scrape time
+// (an idle relay issues no queries unless scraped), at most once per cache period and on their
+// own connection (status.Gauges); when the read fails or times out, the previous values are
+// served.
+func adminHandler(gauges *status.Gauges, r *relay.Relay, l *cdc.Listener) http.Handler {
 	mux := http.NewServeMux()
 	prom := promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{})
 	mux.HandleFunc("/metrics", func(w http.ResponseWriter, req *http.Request) {
-		ctx, cancel := context.WithTimeout(metrics.ForScrape(req.Context()), 5*time.Second)
-		defer cancel()
-		if rep, err := status.Collect(ctx, db, 0); err == nil {
-			status.Export(rep)
-		}
+		_ = gauges.Refresh(req.Context()) // failures are logged by Gauges; stale values are served
 		prom.ServeHTTP(w, req)
 	})
 	mux.HandleFunc("/livez", func(w http.ResponseWriter, _ *http.Request) {

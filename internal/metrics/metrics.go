@@ -15,8 +15,8 @@ import (
 var Registry = prometheus.NewRegistry()
 
 var (
-	// QueueRows is the number of rows per queue table (pending, progress, failed), refreshed by
-	// the relay's status poller.
+	// QueueRows is the number of rows per queue table (pending, progress, failed), read when
+	// /metrics is scraped, at most once per cache period (status.Gauges).
 	QueueRows = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "cdc_relay_queue_rows", Help: "Rows per Data Sync queue table.",
 	}, []string{"queue"})
@@ -72,11 +72,12 @@ var (
 	Concurrency = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "cdc_relay_concurrency_limit", Help: "Current limit on requests in flight.",
 	})
-	// DBQueries counts the statements the relay sends on its database pool, by who asked:
-	// "relay" (delivery: moves, acknowledgements, settings, sweeps) or "scrape" (the queue
-	// gauges read for /metrics). It shows what an idle relay costs the database.
+	// DBQueries counts the statements the relay sends to the database, by who asked: "relay"
+	// (delivery on the relay's pool: moves, acknowledgements, settings, sweeps) or "scrape" (the
+	// queue gauges read for /metrics on their own connection, at most once per cache period).
+	// It shows what an idle relay costs the database.
 	DBQueries = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "cdc_relay_db_queries_total", Help: "Statements sent on the relay's database pool, by who asked (relay, scrape).",
+		Name: "cdc_relay_db_queries_total", Help: "Statements sent to the database, by who asked (relay: the relay's pool; scrape: the /metrics queue gauges).",
 	}, []string{"by"})
 	// ReplicationMessages counts the messages the replication doorbell received, by kind
 	// (keepalive, data). The walsender sends a keepalive whenever it has read WAL past what the
@@ -106,7 +107,7 @@ func ForScrape(ctx context.Context) context.Context {
 }
 
 // QueryCounter is a pgx QueryTracer that counts every statement in DBQueries; the daemon sets
-// it on its pool.
+// it on its pool and status.Gauges on its connection.
 type QueryCounter struct{}
 
 // TraceQueryStart counts one statement.

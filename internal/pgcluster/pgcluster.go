@@ -4,13 +4,18 @@
 // server configured for logical replication, on a fresh machine, without Docker. When the process
 // runs as root (as CI does), initdb and pg_ctl run as the postgres user, because PostgreSQL refuses
 // to run as root.
+//
+// A cluster listens on a Unix socket only, in its own directory of mode 0700: no TCP port is
+// open, and only the user who started it (and root) can reach the socket. Its superuser
+// "postgres" has trust authentication on that socket, so the directory's permissions are what
+// keep other local users out.
 package pgcluster
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
@@ -37,16 +42,17 @@ type Options struct {
 	Fsync bool
 	// Settings are extra postgresql.conf lines, name to value, applied after the defaults.
 	Settings map[string]string
-	// Port to listen on; 0 picks a free port.
+	// Port names the socket file (.s.PGSQL.<port>); 0 means 5432. Each cluster has its own
+	// socket directory, so clusters never collide.
 	Port int
 }
 
-// Cluster is a running throwaway cluster. Its superuser is "postgres" with trust authentication,
-// listening on 127.0.0.1 only.
+// Cluster is a running throwaway cluster. Its superuser is "postgres" with trust authentication
+// on the Unix socket in Dir (mode 0700); it opens no TCP port.
 type Cluster struct {
-	Dir     string // data directory's parent; removed by Stop
+	Dir     string // data directory's parent and socket directory (0700); removed by Stop
 	DataDir string
-	Port    int
+	Port    int // names the socket file in Dir
 	BinDir  string
 	cred    *syscall.Credential
 }
@@ -95,7 +101,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
 		c.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
-		if err := os.Chmod(dir, 0o755); err != nil {
+		if err := os.Chmod(dir, 0o700); err != nil {
 			os.RemoveAll(dir)
 			return nil, err
 		}
@@ -104,20 +110,19 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 			return nil, fmt.Errorf("handing the cluster directory to postgres: %w", err)
 		}
 	}
-	if err := c.run(ctx, "initdb", "-D", c.DataDir, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"); err != nil {
+	// MkdirTemp made dir 0700 (and root handed it to postgres above): the socket in it is
+	// reachable by its owner only, which is what makes local trust safe.
+	if err := c.run(ctx, "initdb", "-D", c.DataDir, "-U", "postgres", "--auth-local=trust", "--auth-host=reject", "-E", "UTF8", "--locale=C", "--no-sync"); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
 	port := opts.Port
 	if port == 0 {
-		if port, err = freePort(); err != nil {
-			os.RemoveAll(dir)
-			return nil, err
-		}
+		port = 5432
 	}
 	c.Port = port
 	conf := map[string]string{
-		"listen_addresses":        "'127.0.0.1'",
+		"listen_addresses":        "''",
 		"port":                    strconv.Itoa(port),
 		"unix_socket_directories": "'" + dir + "'",
 		"wal_level":               "logical",
@@ -185,9 +190,12 @@ func (c *Cluster) Stop() error {
 	return err
 }
 
-// URL returns a connection URL for the named database as the superuser.
+// URL returns a connection URL for the named database as the superuser, through the cluster's
+// Unix socket (postgres://postgres@/DB?host=DIR&port=PORT), understood by pgx and libpq alike.
 func (c *Cluster) URL(database string) string {
-	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", c.Port, database)
+	u := url.URL{Scheme: "postgres", User: url.User("postgres"), Path: "/" + database,
+		RawQuery: url.Values{"host": {c.Dir}, "port": {strconv.Itoa(c.Port)}, "sslmode": {"disable"}}.Encode()}
+	return u.String()
 }
 
 // CreateDatabase creates a database, optionally from a template, and returns its URL.
@@ -244,13 +252,4 @@ func (c *Cluster) run(ctx context.Context, name string, args ...string) error {
 		return fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, out)
 	}
 	return nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

@@ -56,21 +56,8 @@ func Collect(ctx context.Context, db *pgxpool.Pool, maxFailing int) (Report, err
 		return r, err
 	}
 	r.Settings, r.Enabled = s, s.Enabled
-	rows, err := db.Query(ctx, `SELECT queue, stage, rows, oldest_created_at, oldest_age_seconds, failing_rows, last_error
-		FROM data_sync_status`)
-	if err != nil {
-		return r, fmt.Errorf("reading data_sync_status: %w", err)
-	}
-	for rows.Next() {
-		var q Queue
-		if err := rows.Scan(&q.Queue, &q.Stage, &q.Rows, &q.OldestCreatedAt, &q.OldestAgeSeconds, &q.FailingRows, &q.LastError); err != nil {
-			rows.Close()
-			return r, fmt.Errorf("reading data_sync_status: %w", err)
-		}
-		r.Queues = append(r.Queues, q)
-	}
-	if err := rows.Err(); err != nil {
-		return r, fmt.Errorf("reading data_sync_status: %w", err)
+	if r.Queues, err = Queues(ctx, db); err != nil {
+		return r, err
 	}
 	for _, q := range relay.Queues() {
 		fr, err := db.Query(ctx, `SELECT id, unique_id, action, attempts, last_status, last_error, next_attempt_at
@@ -100,10 +87,32 @@ func Collect(ctx context.Context, db *pgxpool.Pool, maxFailing int) (Report, err
 	return r, nil
 }
 
-// Export sets the queue gauges from a report.
-func Export(r Report) {
+// Queues reads the data_sync_status view: one statement.
+func Queues(ctx context.Context, db relay.Querier) ([]Queue, error) {
+	rows, err := db.Query(ctx, `SELECT queue, stage, rows, oldest_created_at, oldest_age_seconds, failing_rows, last_error
+		FROM data_sync_status`)
+	if err != nil {
+		return nil, fmt.Errorf("reading data_sync_status: %w", err)
+	}
+	defer rows.Close()
+	var out []Queue
+	for rows.Next() {
+		var q Queue
+		if err := rows.Scan(&q.Queue, &q.Stage, &q.Rows, &q.OldestCreatedAt, &q.OldestAgeSeconds, &q.FailingRows, &q.LastError); err != nil {
+			return nil, fmt.Errorf("reading data_sync_status: %w", err)
+		}
+		out = append(out, q)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading data_sync_status: %w", err)
+	}
+	return out, nil
+}
+
+// Export sets the queue gauges from the queue rows.
+func Export(queues []Queue) {
 	oldest := map[string]float64{}
-	for _, q := range r.Queues {
+	for _, q := range queues {
 		metrics.QueueRows.WithLabelValues(q.Queue + "_" + q.Stage).Set(float64(q.Rows))
 		if q.Stage != "failed" && q.OldestAgeSeconds != nil && *q.OldestAgeSeconds > oldest[q.Queue] {
 			oldest[q.Queue] = *q.OldestAgeSeconds

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -253,15 +254,12 @@ func findPgbench(p string) (string, error) {
 }
 
 func dbURL(admin, name string) (string, error) {
-	cfg, err := pgx.ParseConfig(admin)
-	if err != nil {
-		return "", fmt.Errorf("parsing admin URL: %w", err)
+	u, err := url.Parse(admin)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return "", fmt.Errorf("parsing admin URL: give a postgres:// URL")
 	}
-	host := cfg.Host
-	if strings.Contains(host, ":") {
-		host = "[" + host + "]"
-	}
-	return fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", cfg.User, host, cfg.Port, name), nil
+	u.Path = "/" + name
+	return u.String(), nil
 }
 
 // createDB creates a fresh database called name (dropping a leftover one first) and returns its

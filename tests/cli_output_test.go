@@ -1,0 +1,93 @@
+package tests
+
+import (
+	"bytes"
+	"encoding/json"
+	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/cdc-relay/cdc-relay/internal/cli"
+	"github.com/cdc-relay/cdc-relay/internal/credentials"
+	"github.com/cdc-relay/cdc-relay/internal/pgtest"
+)
+
+// hostile is text a receiver or a database row may carry: a terminal escape that clears the
+// screen, and a newline that forges a line of the command's output.
+const hostile = "boom\x1b[2J\x1b[31m\r\nFORGED: all delivered\u2028\u009b1m"
+
+// assertSafeOutput checks that out holds no control character other than newlines and tabs the
+// command wrote itself, and no line forged by the hostile text.
+func assertSafeOutput(t *testing.T, out string) {
+	t.Helper()
+	assert.NotContains(t, out, "\x1b", "a terminal escape reached the output")
+	assert.NotContains(t, out, "\r")
+	assert.NotContains(t, out, "\u2028")
+	assert.NotContains(t, out, "\u009b")
+	for _, line := range strings.Split(out, "\n") {
+		assert.False(t, strings.HasPrefix(line, "FORGED"), "a newline in outside text forged an output line: %q", line)
+	}
+	assert.Contains(t, out, "FORGED: all delivered", "the text itself is still shown, escaped")
+}
+
+func TestStatusPrintsDatabaseStringsSafely(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDB(t)
+	pgtest.Exec(t, url, `INSERT INTO data_sync_cust_progress_queue (id, unique_id, action, attempts, last_status, last_error)
+		VALUES (1, $1, 'UPDATE', 2, 500, $1)`, hostile)
+	code, out := runCLI(t, "status", "--database-url", url)
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, "Failing rows:")
+	assertSafeOutput(t, out)
+}
+
+func TestSendSamplePrintsTheAnswerSafely(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/token" {
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(map[string]any{"access_token": "t", "token_type": "Bearer", "expires_in": 3600})
+			return
+		}
+		w.WriteHeader(http.StatusBadGateway)
+		w.Write([]byte(hostile))
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	caFile, credFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "credentials.json")
+	require.NoError(t, os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600))
+	require.NoError(t, credentials.Save(credFile, "ce_credentials", "datasync", credentials.Credential{ClientID: "c", ClientSecret: "sample-secret"}))
+	url := pgtest.NewDB(t)
+	pgtest.Exec(t, url, `UPDATE data_sync_config SET value = $1 WHERE name = 'DataSyncApiUrl'`, srv.URL+"/datasync")
+	pgtest.Exec(t, url, `UPDATE data_sync_config SET value = $1 WHERE name = 'DataSyncTokenUrl'`, srv.URL+"/token")
+
+	var out bytes.Buffer
+	code := cli.Main([]string{"send-sample", "--database-url", url, "--ca-file", caFile, "--credentials", credFile},
+		cli.Env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &out, Getenv: func(string) string { return "" }})
+	require.Equal(t, 1, code, out.String())
+	require.Contains(t, out.String(), "HTTP 502")
+	assertSafeOutput(t, out.String())
+}
+
+// TestStatusPinsItsSearchPath: the commands' sessions read the installed tables even when the
+// database's search_path puts another schema first.
+func TestStatusPinsItsSearchPath(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDB(t)
+	pgtest.Exec(t, url, `UPDATE data_sync_config SET value = 'https://real.example/datasync' WHERE name = 'DataSyncApiUrl';
+		CREATE SCHEMA decoy;
+		CREATE TABLE decoy.data_sync_config (name text, value text, updated_at timestamptz);
+		INSERT INTO decoy.data_sync_config VALUES ('DataSyncApiUrl', 'https://decoy.example/steal');
+		DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET search_path = decoy, public', current_database()); END $$`)
+	code, out := runCLI(t, "status", "--database-url", url)
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, "API URL: https://real.example/datasync")
+	require.NotContains(t, out, "decoy.example")
+}
