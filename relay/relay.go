@@ -178,7 +178,7 @@ func (r *Relay) session(ctx context.Context, first bool) error {
 		}
 	}
 	defer lock.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", int64(leaderLockKey))
-	r.log.Info("relay delivering", zap.Bool("enabled", settings.Enabled), zap.Int("concurrency", r.cfg.Concurrency),
+	r.log.Info("relay delivering", zap.Bool("enabled", settings.Enabled), zap.Int("concurrency", r.cfg.Concurrency), zap.Int("max_in_flight", r.cfg.MaxInFlight()),
 		zap.Int("messages_per_request", r.cfg.MessagesPerRequest), zap.String("on_failure", r.cfg.OnFailure))
 	d := &dispatcher{r: r, ctx: ctx, lock: lock, settings: settings}
 	healthy := time.AfterFunc(healthyAfter, func() { r.healthy.Store(true) })
@@ -207,7 +207,7 @@ type dispatcher struct {
 	posterOK bool
 
 	win      *window
-	lim      *limiter
+	lim      *concurrencyLimit
 	rate     *rate.Limiter
 	inflight int
 	paused   time.Time // no new requests before this (stop mode, Retry-After)
@@ -235,14 +235,14 @@ type dispatcher struct {
 func (d *dispatcher) run() error {
 	cfg := d.r.cfg
 	d.win = newWindow(cfg.Coalesce)
-	d.lim = newLimiter(cfg.Concurrency)
+	d.lim = newConcurrencyLimit(cfg.Concurrency, cfg.MaxConcurrency)
 	if cfg.RateLimit > 0 {
 		d.rate = rate.NewLimiter(rate.Limit(cfg.RateLimit), max(1, cfg.MessagesPerRequest))
 	}
-	d.results = make(chan result, cfg.Concurrency)
+	d.results = make(chan result, cfg.MaxInFlight())
 	d.moveReq = make(chan moveReq, 1)
 	d.moveResp = make(chan moved, 1)
-	d.acks = make(chan ackBatch, 4*cfg.Concurrency)
+	d.acks = make(chan ackBatch, 4*cfg.MaxInFlight())
 	d.ackDone = make(chan error, 1)
 	d.applySettings(d.settings, true)
 	defer func() {
@@ -597,6 +597,7 @@ func (d *dispatcher) dispatch(ctx context.Context, now time.Time) {
 			return
 		}
 		d.inflight++
+		d.lim.sending(d.inflight)
 		go d.send(ctx, d.poster, req)
 	}
 }
@@ -730,7 +731,7 @@ func (d *dispatcher) apply(res result) error {
 		}
 		d.acks <- idsByQueue(res.req.rows)
 		d.r.healthy.Store(true)
-		d.lim.success()
+		d.lim.success(res.took, now)
 		d.win.release(res.req, true, now)
 	case res.dead:
 		metrics.Deliveries.WithLabelValues("dead_letter", status).Inc()
@@ -755,8 +756,10 @@ func (d *dispatcher) apply(res result) error {
 		}
 		d.r.log.Info("delivery failed; will retry", zap.Int64("first_id", res.req.rows[0].id), zap.Int("rows", len(res.req.rows)),
 			zap.String("error", describe(res.resp, res.err)), zap.Time("next_attempt", res.next))
+		if res.pressure || (d.lim.adaptive && res.err != nil && res.resp.Status == 0) {
+			d.lim.pressure(d.inflight+1, res.took, now)
+		}
 		if res.pressure {
-			d.lim.pressure(now)
 			if res.resp.RetryAfter > 0 {
 				d.paused = maxTime(d.paused, now.Add(res.resp.RetryAfter))
 			}

@@ -20,7 +20,8 @@ func init() {
 
 // relayFlags registers the delivery flags shared by run, demo and bench.
 func relayFlags(fs *flag.FlagSet, c *daemon.Config) *string {
-	fs.IntVar(&c.Relay.Concurrency, "concurrency", 16, "maximum requests in flight (records of one customer are never sent concurrently)")
+	fs.IntVar(&c.Relay.Concurrency, "concurrency", 0, "fixed number of requests in flight; 0 adapts to the receiver up to --max-concurrency (records of one customer are never sent concurrently)")
+	fs.IntVar(&c.Relay.MaxConcurrency, "max-concurrency", 512, "upper bound of the adaptive concurrency")
 	fs.IntVar(&c.Relay.MessagesPerRequest, "messages-per-request", 1, "messages packed into one POST (1 = the appendix's one POST per record)")
 	fs.IntVar(&c.Relay.MoveBatch, "move-batch", 1000, "pending rows moved to progress per transaction")
 	fs.IntVar(&c.Relay.Window, "window", 0, "rows held in memory at most (default 4 x --move-batch)")
