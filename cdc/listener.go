@@ -104,6 +104,10 @@ type Listener struct {
 	ready   chan struct{}
 	readyMu sync.Once
 	running atomic.Bool
+	// queuedXids are the ids of committed transactions that queued something, since the last
+	// TakeQueued (the latest maxQueuedXids).
+	queuedMu   sync.Mutex
+	queuedXids []uint32
 
 	mu     sync.Mutex
 	status Status
@@ -166,6 +170,32 @@ func New(cfg Config) (*Listener, error) {
 // capacity 1: rings coalesce, so one receive drains any number of commits. Each ring that was
 // not coalesced counts in metrics.WakeUps{source="replication"}; consumers need not count it.
 func (l *Listener) Queued() <-chan struct{} { return l.queued }
+
+// maxQueuedXids bounds the transaction ids kept between two TakeQueued calls; older ones were
+// decoded long enough ago to be visible.
+const maxQueuedXids = 1024
+
+func (l *Listener) noteQueued(xid uint32) {
+	l.queuedMu.Lock()
+	defer l.queuedMu.Unlock()
+	if len(l.queuedXids) >= maxQueuedXids {
+		n := copy(l.queuedXids, l.queuedXids[len(l.queuedXids)-maxQueuedXids/2:])
+		l.queuedXids = l.queuedXids[:n]
+	}
+	l.queuedXids = append(l.queuedXids, xid)
+}
+
+// TakeQueued returns the ids of the transactions that rang Queued since the last call, and
+// forgets them. The walsender decodes a commit an instant before the committing backend makes
+// it visible to new snapshots (commits also become visible out of WAL order): the relay waits
+// for exactly these transactions before it looks at pending.
+func (l *Listener) TakeQueued() []uint32 {
+	l.queuedMu.Lock()
+	defer l.queuedMu.Unlock()
+	x := l.queuedXids
+	l.queuedXids = nil
+	return x
+}
 
 // ConfigChanged rings after a committed transaction touched data_sync_config, and after every
 // connect, since the configuration may have changed while no stream was listening. It has
@@ -387,6 +417,7 @@ type decoder struct {
 	inStream  bool
 	streamXid uint32
 	tx        uint8
+	txXid     uint32 // the open (non-streamed) transaction's id, from its Begin
 	streamed  map[uint32]uint8
 }
 
@@ -410,10 +441,10 @@ func (d *decoder) mark(rel uint32, truncate bool) {
 }
 
 // handle processes one pgoutput message and returns the flags of a transaction that just
-// committed, and its end LSN.
-func (d *decoder) handle(data []byte) (fired uint8, end pglogrepl.LSN, err error) {
+// committed, its id and its end LSN.
+func (d *decoder) handle(data []byte) (fired uint8, xid uint32, end pglogrepl.LSN, err error) {
 	if len(data) == 0 {
-		return 0, 0, nil
+		return 0, 0, 0, nil
 	}
 	switch pglogrepl.MessageType(data[0]) {
 	case pglogrepl.MessageTypeBegin, pglogrepl.MessageTypeRelation, pglogrepl.MessageTypeCommit,
@@ -421,15 +452,15 @@ func (d *decoder) handle(data []byte) (fired uint8, end pglogrepl.LSN, err error
 		pglogrepl.MessageTypeTruncate, pglogrepl.MessageTypeStreamStart, pglogrepl.MessageTypeStreamStop,
 		pglogrepl.MessageTypeStreamCommit, pglogrepl.MessageTypeStreamAbort:
 	default:
-		return 0, 0, nil // types, origins, logical messages: nothing to ring for
+		return 0, 0, 0, nil // types, origins, logical messages: nothing to ring for
 	}
 	msg, err := pglogrepl.ParseV2(data, d.inStream)
 	if err != nil {
-		return 0, 0, fmt.Errorf("decoding pgoutput message %q: %w", data[0], err)
+		return 0, 0, 0, fmt.Errorf("decoding pgoutput message %q: %w", data[0], err)
 	}
 	switch m := msg.(type) {
 	case *pglogrepl.BeginMessage:
-		d.tx = 0
+		d.tx, d.txXid = 0, m.Xid
 	case *pglogrepl.RelationMessageV2:
 		if m.RelationName == "data_sync_config" {
 			d.rels[m.RelationID] = relConfig
@@ -448,7 +479,7 @@ func (d *decoder) handle(data []byte) (fired uint8, end pglogrepl.LSN, err error
 		}
 	case *pglogrepl.CommitMessage:
 		fired, d.tx = d.tx, 0
-		return fired, m.TransactionEndLSN, nil
+		return fired, d.txXid, m.TransactionEndLSN, nil
 	case *pglogrepl.StreamStartMessageV2:
 		d.inStream, d.streamXid = true, m.Xid
 	case *pglogrepl.StreamStopMessageV2:
@@ -456,7 +487,7 @@ func (d *decoder) handle(data []byte) (fired uint8, end pglogrepl.LSN, err error
 	case *pglogrepl.StreamCommitMessageV2:
 		fired = d.streamed[m.Xid]
 		delete(d.streamed, m.Xid)
-		return fired, m.TransactionEndLSN, nil
+		return fired, m.Xid, m.TransactionEndLSN, nil
 	case *pglogrepl.StreamAbortMessageV2:
 		// Only a top-level abort discards the flags; a rolled-back subtransaction may leave a
 		// spurious ring, which is harmless.
@@ -464,7 +495,7 @@ func (d *decoder) handle(data []byte) (fired uint8, end pglogrepl.LSN, err error
 			delete(d.streamed, m.Xid)
 		}
 	}
-	return 0, 0, nil
+	return 0, 0, 0, nil
 }
 
 // stream reads the replication stream, rings the doorbells and acknowledges positions.
@@ -533,12 +564,13 @@ func (l *Listener) stream(ctx context.Context, conn *pgconn.PgConn) error {
 				if err != nil {
 					return fmt.Errorf("parsing XLogData: %w", err)
 				}
-				fired, end, err := d.handle(x.WALData)
+				fired, xid, end, err := d.handle(x.WALData)
 				if err != nil {
 					return err
 				}
 				seen = max(seen, end)
 				if fired&flagQueued != 0 {
+					l.noteQueued(xid)
 					ring(l.queued, "replication")
 				}
 				if fired&flagConfig != 0 {

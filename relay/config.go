@@ -23,9 +23,12 @@ var ErrConfig = errors.New("invalid relay configuration")
 
 // Config tunes the relay. Zero values take the documented defaults (see WithDefaults).
 type Config struct {
-	// Concurrency is the maximum number of requests in flight. Default 16. Records of one key
-	// are never in flight twice.
+	// Concurrency fixes the number of requests in flight (429 and 503 still halve it for a
+	// while). Default 0: adaptive, starting at 16 and finding the receiver's capacity by itself
+	// up to MaxConcurrency (see concurrencyLimit). Records of one key are never in flight twice.
 	Concurrency int
+	// MaxConcurrency bounds an adaptive limit. Default 512.
+	MaxConcurrency int
 	// MessagesPerRequest packs up to this many records into one POST. Default 1 (the appendix's
 	// one POST per record). A batch succeeds or fails as a whole.
 	MessagesPerRequest int
@@ -64,10 +67,19 @@ type Config struct {
 	Logger *zap.Logger
 }
 
+// MaxInFlight is the most requests the relay may have in flight: the fixed concurrency, or
+// the adaptive limit's bound. Connection pools are sized from it.
+func (c Config) MaxInFlight() int {
+	if c.Concurrency > 0 {
+		return c.Concurrency
+	}
+	return c.MaxConcurrency
+}
+
 // WithDefaults returns c with every zero field set to its default.
 func (c Config) WithDefaults() Config {
-	if c.Concurrency == 0 {
-		c.Concurrency = 16
+	if c.MaxConcurrency == 0 {
+		c.MaxConcurrency = 512
 	}
 	if c.MessagesPerRequest == 0 {
 		c.MessagesPerRequest = 1
@@ -77,7 +89,7 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Window == 0 {
 		c.Window = 4 * c.MoveBatch
-		if min := 4 * c.Concurrency * c.MessagesPerRequest; c.Window < min {
+		if min := 4 * c.Concurrency * c.MessagesPerRequest; c.Window < min { // fixed concurrency only
 			c.Window = min
 		}
 	}
@@ -111,8 +123,10 @@ func (c Config) WithDefaults() Config {
 // Validate reports the first invalid field, naming the flag to fix.
 func (c Config) Validate() error {
 	switch {
-	case c.Concurrency < 1 || c.Concurrency > 1024:
-		return fmt.Errorf("%w: --concurrency %d: use 1 to 1024", ErrConfig, c.Concurrency)
+	case c.Concurrency < 0 || c.Concurrency > 4096:
+		return fmt.Errorf("%w: --concurrency %d: use 0 (adaptive) or 1 to 4096", ErrConfig, c.Concurrency)
+	case c.MaxConcurrency < 1 || c.MaxConcurrency > 4096:
+		return fmt.Errorf("%w: --max-concurrency %d: use 1 to 4096", ErrConfig, c.MaxConcurrency)
 	case c.MessagesPerRequest < 1 || c.MessagesPerRequest > 10000:
 		return fmt.Errorf("%w: --messages-per-request %d: use 1 to 10000", ErrConfig, c.MessagesPerRequest)
 	case c.MoveBatch < 1 || c.MoveBatch > 100000:

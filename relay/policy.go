@@ -75,36 +75,6 @@ func backoff(attempts int, min, max, retryAfter time.Duration) time.Duration {
 	return d
 }
 
-// limiter is an additive-increase, multiplicative-decrease limit on requests in flight: 429 and
-// 503 halve it (at most once per cooldown), successes grow it back by one per limit successes.
-type limiter struct {
-	max, limit int
-	successes  int
-	cooldown   time.Time
-}
-
-func newLimiter(max int) *limiter { return &limiter{max: max, limit: max} }
-
-func (l *limiter) success() {
-	if l.limit >= l.max {
-		return
-	}
-	l.successes++
-	if l.successes >= l.limit {
-		l.successes = 0
-		l.limit++
-	}
-}
-
-func (l *limiter) pressure(now time.Time) {
-	if now.Before(l.cooldown) {
-		return
-	}
-	l.limit = max(1, l.limit/2)
-	l.successes = 0
-	l.cooldown = now.Add(time.Second)
-}
-
 // ErrBadRecord marks a queue row that can never be sent as it is (unknown OBJ_NAME or ACTION,
 // null UNIQUE_ID, malformed or wrongly typed JSON); it is dead-lettered at once.
 var ErrBadRecord = errors.New("bad queue record")

@@ -23,14 +23,19 @@ import (
 	"github.com/cdc-relay/cdc-relay/mapping"
 )
 
-// recheckDelays are when, after a doorbell ring, pending is looked at again. The walsender can
-// decode a commit before the committing backend has made it visible to new snapshots; that
-// window is microseconds, but a descheduled backend on a loaded machine can stretch it.
-var recheckDelays = []time.Duration{20 * time.Millisecond, 200 * time.Millisecond, RecheckSpan}
-
-// RecheckSpan is how long after a doorbell ring the relay still looks at pending again (the
-// last of recheckDelays). After it, a quiet relay sends no statement until its next sweep.
+// RecheckSpan bounds how long after a doorbell ring the relay waits for the ringing commits to
+// become visible (data_sync_await_commit) before it moves pending rows. The walsender can decode
+// a commit before the committing backend has made it visible to new snapshots; that window is
+// microseconds, but a descheduled backend on a loaded machine can stretch it. After it, a quiet
+// relay sends no statement until its next sweep.
 const RecheckSpan = time.Second
+
+// maxAwait bounds the ringing transactions the relay keeps waiting for between two moves.
+const maxAwait = 4096
+
+// configRecheck is when, after a data_sync_config change rang, the settings are read once more
+// (the same window; settings change rarely, so a second read is simpler than a wait).
+const configRecheck = 20 * time.Millisecond
 
 // leaderLockKey is the advisory lock one relay holds while it delivers: a second relay on the
 // same database waits as a hot standby instead of breaking per-key order.
@@ -51,6 +56,9 @@ type PosterFactory func(ctx context.Context, s Settings) (Poster, func(), error)
 type Doorbell interface {
 	Queued() <-chan struct{}
 	ConfigChanged() <-chan struct{}
+	// TakeQueued returns the ids of the committed transactions that rang Queued since the last
+	// call; the relay waits for them to be visible before it moves pending rows.
+	TakeQueued() []uint32
 }
 
 // Relay is the delivery daemon. Create it with New and run it with Run.
@@ -135,11 +143,13 @@ type result struct {
 	took     time.Duration
 }
 
-// moved is what the mover reports: rows now in progress and whether more may wait.
+// moved is what the mover reports: rows now in progress, whether more may wait, and the
+// ringing transactions still invisible (to wait for again).
 type moved struct {
-	rows []*row
-	more bool
-	err  error
+	rows  []*row
+	more  bool
+	await []uint32
+	err   error
 }
 
 // session runs one leadership term on one set of connections.
@@ -178,7 +188,7 @@ func (r *Relay) session(ctx context.Context, first bool) error {
 		}
 	}
 	defer lock.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", int64(leaderLockKey))
-	r.log.Info("relay delivering", zap.Bool("enabled", settings.Enabled), zap.Int("concurrency", r.cfg.Concurrency),
+	r.log.Info("relay delivering", zap.Bool("enabled", settings.Enabled), zap.Int("concurrency", r.cfg.Concurrency), zap.Int("max_in_flight", r.cfg.MaxInFlight()),
 		zap.Int("messages_per_request", r.cfg.MessagesPerRequest), zap.String("on_failure", r.cfg.OnFailure))
 	d := &dispatcher{r: r, ctx: ctx, lock: lock, settings: settings}
 	healthy := time.AfterFunc(healthyAfter, func() { r.healthy.Store(true) })
@@ -207,7 +217,7 @@ type dispatcher struct {
 	posterOK bool
 
 	win      *window
-	lim      *limiter
+	lim      *concurrencyLimit
 	rate     *rate.Limiter
 	inflight int
 	paused   time.Time // no new requests before this (stop mode, Retry-After)
@@ -221,12 +231,10 @@ type dispatcher struct {
 	// write sets now: sets written before a settings change (looked for at start, on every
 	// sweep and after a settings change).
 	expandDue bool
-	// recheck is when to look at pending once more after a doorbell ring: the walsender can
-	// decode a commit an instant before the transaction is visible to new snapshots, so the
-	// move the ring triggers may miss it.
-	recheck     time.Time
-	recheckStep int
-	// recheckConfig is the same for data_sync_config changes.
+	// await holds the transactions that rang the doorbell since the last move: the next move
+	// waits for them to be visible (the walsender can decode a commit an instant before it is).
+	await []uint32
+	// recheckConfig is when to read data_sync_config once more after a change rang.
 	recheckConfig time.Time
 	acks          chan ackBatch
 	ackDone       chan error
@@ -235,14 +243,14 @@ type dispatcher struct {
 func (d *dispatcher) run() error {
 	cfg := d.r.cfg
 	d.win = newWindow(cfg.Coalesce)
-	d.lim = newLimiter(cfg.Concurrency)
+	d.lim = newConcurrencyLimit(cfg.Concurrency, cfg.MaxConcurrency)
 	if cfg.RateLimit > 0 {
 		d.rate = rate.NewLimiter(rate.Limit(cfg.RateLimit), max(1, cfg.MessagesPerRequest))
 	}
-	d.results = make(chan result, cfg.Concurrency)
+	d.results = make(chan result, cfg.MaxInFlight())
 	d.moveReq = make(chan moveReq, 1)
 	d.moveResp = make(chan moved, 1)
-	d.acks = make(chan ackBatch, 4*cfg.Concurrency)
+	d.acks = make(chan ackBatch, 4*cfg.MaxInFlight())
 	d.ackDone = make(chan error, 1)
 	d.applySettings(d.settings, true)
 	defer func() {
@@ -281,17 +289,6 @@ loop:
 		if d.paused.After(now) && (next.IsZero() || d.paused.Before(next)) {
 			next = d.paused
 		}
-		if !d.recheck.IsZero() {
-			if !d.recheck.After(now) {
-				d.recheck, d.pending = time.Time{}, true
-				if d.recheckStep++; d.recheckStep < len(recheckDelays) {
-					d.recheck = now.Add(recheckDelays[d.recheckStep] - recheckDelays[d.recheckStep-1])
-				}
-				d.fill()
-			} else if next.IsZero() || d.recheck.Before(next) {
-				next = d.recheck
-			}
-		}
 		if !d.recheckConfig.IsZero() {
 			if !d.recheckConfig.After(now) {
 				d.recheckConfig = time.Time{}
@@ -325,15 +322,17 @@ loop:
 			for _, row := range m.rows {
 				d.admit(row, now)
 			}
-			d.pending = d.pending || m.more
+			d.pending = d.pending || m.more || len(m.await) > 0
+			d.await = append(d.await, m.await...)
 		case <-queued: // the doorbell counts its own wake-ups
 			d.pending = true
-			if d.recheck.IsZero() || d.recheckStep > 0 {
-				d.recheck, d.recheckStep = time.Now().Add(recheckDelays[0]), 0
+			d.await = append(d.await, d.r.doorbell.TakeQueued()...)
+			if len(d.await) > maxAwait { // paused for long: the oldest are visible by now
+				d.await = append(d.await[:0], d.await[len(d.await)-maxAwait/2:]...)
 			}
 		case <-configChanged:
 			if d.recheckConfig.IsZero() {
-				d.recheckConfig = time.Now().Add(recheckDelays[0])
+				d.recheckConfig = time.Now().Add(configRecheck)
 			}
 			if err := d.reloadSettings(); err != nil {
 				sessionErr = err
@@ -442,17 +441,19 @@ func (d *dispatcher) fill() {
 		return
 	}
 	select {
-	case d.moveReq <- moveReq{room: room, expand: d.expandDue || d.settings.expandSets()}:
+	case d.moveReq <- moveReq{room: room, expand: d.expandDue || d.settings.expandSets(), await: d.await}:
 		d.moving = true
-		d.pending, d.expandDue = false, false
+		d.pending, d.expandDue, d.await = false, false, nil
 	default:
 	}
 }
 
-// moveReq asks the mover for up to room rows; expand asks it to expand sets of customers first.
+// moveReq asks the mover for up to room rows; expand asks it to expand sets of customers first;
+// await names transactions to wait for (visible to new snapshots) before moving.
 type moveReq struct {
 	room   int
 	expand bool
+	await  []uint32
 }
 
 // mover loads progress first (rows left by an earlier run), then moves pending rows to progress.
@@ -470,7 +471,13 @@ func (d *dispatcher) mover(ctx context.Context) {
 		room := req.room
 		expand = expand || req.expand
 		var m moved
+		if len(req.await) > 0 {
+			m.await, m.err = awaitCommits(ctx, d.r.db, req.await)
+		}
 		for _, q := range queues {
+			if m.err != nil {
+				break
+			}
 			if room <= 0 {
 				m.more = true
 				break
@@ -514,6 +521,32 @@ func (d *dispatcher) mover(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// awaitCommits waits (at most RecheckSpan) until the given transactions are visible to new
+// snapshots, so the move that follows sees what they queued, and returns those still invisible
+// then (a commit waiting for a synchronous standby, say), which the relay waits for again.
+func awaitCommits(ctx context.Context, db *pgxpool.Pool, xids []uint32) ([]uint32, error) {
+	ids := make([]string, len(xids))
+	for i, x := range xids {
+		ids[i] = strconv.FormatUint(uint64(x), 10)
+	}
+	opCtx, cancel := context.WithTimeout(ctx, RecheckSpan+10*time.Second)
+	defer cancel()
+	var running []string
+	if err := db.QueryRow(opCtx, "SELECT data_sync_await_commit($1::text[]::xid[], $2)::text[]", ids,
+		RecheckSpan.Milliseconds()).Scan(&running); err != nil {
+		return nil, fmt.Errorf("waiting for queued commits to be visible: %w", err)
+	}
+	out := make([]uint32, 0, len(running))
+	for _, s := range running {
+		x, err := strconv.ParseUint(s, 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("waiting for queued commits to be visible: transaction id %q: %w", s, err)
+		}
+		out = append(out, uint32(x))
+	}
+	return out, nil
 }
 
 // admit checks a row and puts it in the window; a row that can never be sent is dead-lettered.
@@ -597,6 +630,7 @@ func (d *dispatcher) dispatch(ctx context.Context, now time.Time) {
 			return
 		}
 		d.inflight++
+		d.lim.sending(d.inflight)
 		go d.send(ctx, d.poster, req)
 	}
 }
@@ -730,7 +764,7 @@ func (d *dispatcher) apply(res result) error {
 		}
 		d.acks <- idsByQueue(res.req.rows)
 		d.r.healthy.Store(true)
-		d.lim.success()
+		d.lim.success(res.took, now)
 		d.win.release(res.req, true, now)
 	case res.dead:
 		metrics.Deliveries.WithLabelValues("dead_letter", status).Inc()
@@ -755,8 +789,10 @@ func (d *dispatcher) apply(res result) error {
 		}
 		d.r.log.Info("delivery failed; will retry", zap.Int64("first_id", res.req.rows[0].id), zap.Int("rows", len(res.req.rows)),
 			zap.String("error", describe(res.resp, res.err)), zap.Time("next_attempt", res.next))
+		if res.pressure || (d.lim.adaptive && res.err != nil && res.resp.Status == 0) {
+			d.lim.pressure(d.inflight+1, res.took, now)
+		}
 		if res.pressure {
-			d.lim.pressure(now)
 			if res.resp.RetryAfter > 0 {
 				d.paused = maxTime(d.paused, now.Add(res.resp.RetryAfter))
 			}

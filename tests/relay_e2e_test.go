@@ -64,7 +64,13 @@ func (s *syncBuffer) String() string {
 
 func newStack(t *testing.T, rcfg receiver.Config) *stack {
 	t.Helper()
-	s := &stack{t: t, url: pgtest.NewDB(t), secret: "s3cr3t-" + strings.ReplaceAll(t.Name(), "/", "-"), logs: &syncBuffer{}}
+	return newStackOn(t, pgtest.NewDB(t), rcfg)
+}
+
+// newStackOn is newStack on a database of the test's own (an installed cdc-relay).
+func newStackOn(t *testing.T, url string, rcfg receiver.Config) *stack {
+	t.Helper()
+	s := &stack{t: t, url: url, secret: "s3cr3t-" + strings.ReplaceAll(t.Name(), "/", "-"), logs: &syncBuffer{}}
 	s.db = pgtest.Pool(t, s.url)
 	rcfg.ClientID, rcfg.ClientSecret, rcfg.Strict = "relay-client", s.secret, true
 	rcfg.OnMessage = func(r receiver.Received) {

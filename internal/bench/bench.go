@@ -38,11 +38,12 @@ const (
 	ScenarioSingle   = "single"  // throughput, one message per POST
 	ScenarioBatched  = "batched" // throughput, many messages per POST
 	ScenarioIdle     = "idle"
+	ScenarioRemote   = "remote" // a receiver across the internet: 100 ms a request
 	ScenarioTriggers = "triggers"
 )
 
 // Scenarios lists every scenario in run order.
-var Scenarios = []string{ScenarioLatency, ScenarioSingle, ScenarioBatched, ScenarioIdle, ScenarioTriggers}
+var Scenarios = []string{ScenarioLatency, ScenarioSingle, ScenarioBatched, ScenarioRemote, ScenarioIdle, ScenarioTriggers}
 
 // ErrBench marks a bench run that could not produce its figures (not a missed target).
 var ErrBench = errors.New("bench failed")
@@ -60,6 +61,8 @@ type Sizes struct {
 	// RSSMark is the number of delivered rows after which the batched run samples the relay's
 	// RSS (capped at half the backlog).
 	RSSMark int
+	// RemoteBacklog is the rows each remote run drains.
+	RemoteBacklog int
 	// IdleDuration is how long the idle scenario watches a quiet relay.
 	IdleDuration time.Duration
 	// TriggerQuick and TriggerDuration tune internal/triggerbench (Quick data set; pgbench run
@@ -74,7 +77,7 @@ type Sizes struct {
 func FullSizes() Sizes {
 	return Sizes{
 		LatencyRates: []int{500, 50}, LatencyDuration: 20 * time.Second, Customers: 2000,
-		SingleBacklog: 100_000, BatchedBacklog: 1_000_000, RSSMark: 100_000,
+		SingleBacklog: 100_000, BatchedBacklog: 1_000_000, RSSMark: 100_000, RemoteBacklog: 20_000,
 		IdleDuration: 30 * time.Second, TriggerDuration: 3 * time.Second, TriggerRounds: 3,
 	}
 }
@@ -83,7 +86,7 @@ func FullSizes() Sizes {
 func QuickSizes() Sizes {
 	return Sizes{
 		LatencyRates: []int{500, 50}, LatencyDuration: 3 * time.Second, Customers: 2000,
-		SingleBacklog: 5_000, BatchedBacklog: 20_000, RSSMark: 100_000,
+		SingleBacklog: 5_000, BatchedBacklog: 20_000, RSSMark: 100_000, RemoteBacklog: 4_000,
 		IdleDuration: 3 * time.Second, TriggerQuick: true, TriggerDuration: time.Second,
 	}
 }
@@ -98,7 +101,8 @@ type Options struct {
 	Sizes Sizes
 	// Quick is recorded in the report (Sizes decide the work).
 	Quick bool
-	// Concurrency is the relay's requests in flight (default 16, the relay's default).
+	// Concurrency fixes the relay's requests in flight; 0 (default) leaves the relay's own
+	// default, adaptive. The HTTP-only baseline uses BaselineWorkers.
 	Concurrency int
 	// BatchMessages is the messages per POST of the batched run (default 100).
 	BatchMessages int
@@ -128,8 +132,8 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Sizes.Customers <= 0 {
 		o.Sizes.Customers = 2000
 	}
-	if o.Concurrency <= 0 {
-		o.Concurrency = 16
+	if o.Concurrency < 0 {
+		o.Concurrency = 0
 	}
 	if o.BatchMessages <= 0 {
 		o.BatchMessages = 100
@@ -223,6 +227,16 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		}
 		rep.Throughput = append(rep.Throughput, res)
 	}
+	if want(ScenarioRemote) && o.Sizes.RemoteBacklog > 0 {
+		for _, rc := range remoteCases {
+			o.logf("remote: %s a request, %d in flight at most (0: no cap), backlog of %d", rc.latency, rc.maxInflight, o.Sizes.RemoteBacklog)
+			res, err := env.remote(ctx, rc.latency, rc.maxInflight, o.Sizes.RemoteBacklog)
+			if err != nil {
+				return finish(err)
+			}
+			rep.Remote = append(rep.Remote, res)
+		}
+	}
 	if want(ScenarioIdle) {
 		o.logf("idle: %s", o.Sizes.IdleDuration)
 		res, err := env.idle(ctx, o.Sizes.IdleDuration)
@@ -244,6 +258,22 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	return finish(nil)
 }
+
+// BaselineWorkers is how many requests the HTTP-only baseline keeps in flight: the fixed
+// concurrency, or 16 (the relay's starting point) when the relay adapts.
+func (o Options) BaselineWorkers() int {
+	if o.Concurrency > 0 {
+		return o.Concurrency
+	}
+	return 16
+}
+
+// remoteCases are the remote scenario's receivers: a partner 100 ms away accepting 300 requests
+// at once, and one 200 ms away with no cap.
+var remoteCases = []struct {
+	latency     time.Duration
+	maxInflight int
+}{{100 * time.Millisecond, 300}, {200 * time.Millisecond, 0}}
 
 func (o Options) logf(format string, args ...any) {
 	fmt.Fprintf(o.Progress, "bench: "+format+"\n", args...)

@@ -267,10 +267,12 @@ func (e *env) startRelay(dbURL string, r *recv, messagesPerRequest int, extra ..
 	args := append(append([]string(nil), e.o.RelayArgs...), "run",
 		"--database-url", dbURL, "--admin-addr", "off",
 		"--credentials", r.credsFile, "--ca-file", r.caFile,
-		"--concurrency", strconv.Itoa(e.o.Concurrency),
 		"--messages-per-request", strconv.Itoa(messagesPerRequest),
 		"--move-batch", strconv.Itoa(e.o.MoveBatch),
 		"--log-level", "warn")
+	if e.o.Concurrency > 0 {
+		args = append(args, "--concurrency", strconv.Itoa(e.o.Concurrency))
+	}
 	args = append(args, extra...) // a repeated flag's last value wins
 	cmd := exec.Command(e.o.RelayExe, args...)
 	cmd.Env = append(os.Environ(), e.o.RelayEnv...)

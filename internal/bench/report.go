@@ -23,6 +23,7 @@ type Report struct {
 
 	Latency    []LatencyResult    `json:"latency"`
 	Throughput []ThroughputResult `json:"throughput"`
+	Remote     []RemoteResult     `json:"remote,omitempty"`
 	Idle       *IdleResult        `json:"idle,omitempty"`
 	Triggers   *TriggerReport     `json:"triggers,omitempty"`
 	Targets    []Target           `json:"targets"`
@@ -142,6 +143,17 @@ func targets(r *Report) []Target {
 			}
 		}
 	}
+	for _, rr := range r.Remote {
+		name := fmt.Sprintf("remote %.0f ms", rr.LatencyMS)
+		if rr.MaxInflight > 0 {
+			name += fmt.Sprintf(", %d in flight", rr.MaxInflight)
+			atLeast(name+": relay / capacity", rr.Ratio, 0.8)
+			refused := float64(rr.Refused) / max(1, float64(rr.Requests))
+			atMost(name+": requests refused (429)", 100*refused, 5, "%")
+		} else {
+			out = append(out, Target{Name: name + ": relay messages/s", Want: ">= 1000", Got: fmt.Sprintf("%.0f", rr.RelayRate), Pass: rr.RelayRate >= 1000})
+		}
+	}
 	if r.Idle != nil {
 		out = append(out, Target{Name: "idle: relay queries beyond its sweeps'", Want: fmt.Sprintf("<= %d per sweep", idleQueriesPerSweep),
 			Got:  fmt.Sprintf("%d in %d sweeps", r.Idle.Queries, r.Idle.Sweeps),
@@ -194,8 +206,12 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if r.Quick {
 		mode = "quick"
 	}
-	fmt.Fprintf(&b, "cdc-relay bench (%s): %s; %d cores; concurrency %d, move batch %d, batched %d messages/POST; %.0f s\n",
-		mode, r.Server, r.Cores, r.Concurrency, r.MoveBatch, r.BatchMessages, r.Elapsed)
+	conc := "adaptive"
+	if r.Concurrency > 0 {
+		conc = fmt.Sprint(r.Concurrency)
+	}
+	fmt.Fprintf(&b, "cdc-relay bench (%s): %s; %d cores; concurrency %s, move batch %d, batched %d messages/POST; %.0f s\n",
+		mode, r.Server, r.Cores, conc, r.MoveBatch, r.BatchMessages, r.Elapsed)
 	if len(r.Latency) > 0 {
 		fmt.Fprintln(&b, "\nLatency: commit -> receiver 200 (relay in-process, replication doorbell)")
 		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -219,6 +235,20 @@ func (r *Report) WriteTable(w io.Writer) error {
 			fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.0f\t%.0f\t%.0f\t%.2f\t%.1f\t%s\t%s\t\n",
 				t.Name, t.MessagesPerRequest, t.Backlog, t.RelayRate, t.SQLRate, t.HTTPRate, t.Predicted, t.Ratio,
 				t.RelayCPU, mib(t.PeakRSS), mark)
+		}
+		tw.Flush()
+	}
+	if len(r.Remote) > 0 {
+		fmt.Fprintln(&b, "\nRemote receiver: one message per POST, relay default flags; capacity = min(cap / latency, http-only with that many in flight)")
+		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "latency ms\tin-flight cap\tbacklog\trelay msg/s\thttp msg/s\tcapacity\tratio\trequests\trefused\tpeak RSS\t")
+		for _, rr := range r.Remote {
+			capTxt := "-"
+			if rr.MaxInflight > 0 {
+				capTxt = fmt.Sprint(rr.MaxInflight)
+			}
+			fmt.Fprintf(tw, "%.0f\t%s\t%d\t%.0f\t%.0f\t%.0f\t%.2f\t%d\t%d\t%s\t\n", rr.LatencyMS, capTxt, rr.Backlog,
+				rr.RelayRate, rr.HTTPRate, rr.Capacity, rr.Ratio, rr.Requests, rr.Refused, mib(rr.PeakRSS))
 		}
 		tw.Flush()
 	}

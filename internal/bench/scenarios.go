@@ -312,7 +312,7 @@ func (c *counter) rate() float64 {
 // per POST, and measures the SQL-only and HTTP-only baselines for the same backlog.
 func (e *env) throughput(ctx context.Context, label string, n, per, mark int) (ThroughputResult, error) {
 	res := ThroughputResult{Name: label, MessagesPerRequest: per, Backlog: n}
-	window := max(4*e.o.MoveBatch, 4*e.o.Concurrency*per)
+	window := max(4*e.o.MoveBatch, 4*e.o.BaselineWorkers()*per)
 
 	// SQL-only baseline, in its own database.
 	{
@@ -352,7 +352,7 @@ func (e *env) throughput(ctx context.Context, label string, n, per, mark int) (T
 
 	// HTTP-only baseline.
 	{
-		rate, err := e.httpBaseline(ctx, n, per)
+		rate, err := e.httpBaseline(ctx, n, per, e.o.BaselineWorkers(), receiver.Faults{})
 		if err != nil {
 			return res, err
 		}
@@ -428,17 +428,18 @@ func (e *env) throughput(ctx context.Context, label string, n, per, mark int) (T
 	return res, nil
 }
 
-// httpBaseline posts n messages, per per request, with Concurrency workers and the real sender
-// to a fresh receiver, with bodies built as the relay builds them. No database.
-func (e *env) httpBaseline(ctx context.Context, n, per int) (float64, error) {
+// httpBaseline posts n messages, per per request, with workers requests in flight and the real
+// sender to a fresh receiver with faults, with bodies built as the relay builds them. No database.
+func (e *env) httpBaseline(ctx context.Context, n, per, workers int, faults receiver.Faults) (float64, error) {
 	cnt := newCounter(n, 0)
 	r, err := e.newReceiver(cnt.record)
 	if err != nil {
 		return 0, err
 	}
 	defer r.srv.Close()
+	r.srv.SetFaults(faults)
 	snd, err := sender.New(sender.Config{APIURL: r.srv.APIURL(), TokenURL: r.srv.TokenURL(), Credential: r.cred,
-		CAFile: r.caFile, MaxConns: max(64, 2*e.o.Concurrency)})
+		CAFile: r.caFile, MaxConns: max(64, 2*workers)})
 	if err != nil {
 		return 0, fmt.Errorf("%w: %w", ErrBench, err)
 	}
@@ -450,7 +451,7 @@ func (e *env) httpBaseline(ctx context.Context, n, per int) (float64, error) {
 	requests := (n + per - 1) / per
 	var next atomic.Int64
 	g, gctx := errgroup.WithContext(ctx)
-	for range e.o.Concurrency {
+	for range workers {
 		g.Go(func() error {
 			msgs := make([]mapping.Message, 0, per)
 			var body []byte

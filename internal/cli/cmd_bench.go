@@ -18,7 +18,7 @@ func runBench(ctx context.Context, env Env, args []string) error {
 	quick := fs.Bool("quick", false, "small sizes: finishes in about a minute")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of tables")
 	var o bench.Options
-	fs.IntVar(&o.Concurrency, "concurrency", 16, "relay requests in flight (also the HTTP-only baseline's)")
+	fs.IntVar(&o.Concurrency, "concurrency", 0, "fixed relay requests in flight, also the HTTP-only baseline's (0: the relay's adaptive default; the baseline then keeps 16)")
 	fs.IntVar(&o.BatchMessages, "messages-per-request", 100, "messages per POST of the batched throughput run")
 	fs.IntVar(&o.MoveBatch, "move-batch", 1000, "pending rows moved per transaction (relay and SQL-only baseline)")
 	fs.BoolVar(&o.HandInserted, "hand-inserted", false, "queue the throughput backlogs as hand-inserted rows, which the relay checks strictly (default: as the capture triggers write them)")

@@ -52,7 +52,8 @@ func runReceiver(ctx context.Context, env Env, args []string) error {
 	failRate := fs.Float64("fail-rate", 0, "fraction (0..1) of message POSTs answered --fail-status")
 	failStatus := fs.Int("fail-status", 503, "HTTP status of injected failures")
 	retryAfter := fs.Duration("retry-after", 0, "Retry-After sent with injected failures and 429s")
-	delay := fs.Duration("delay", 0, "delay before answering each POST")
+	latency := fs.Duration("latency", 0, "added delay before answering each POST (a remote partner: 100ms)")
+	maxInflight := fs.Int("max-inflight", 0, "POSTs handled at once; more are answered 429 at once (0: unlimited)")
 	rateLimit := fs.Float64("rate", 0, "messages per second accepted; excess answered 429 (0: unlimited)")
 	resetRate := fs.Float64("reset-rate", 0, "fraction (0..1) of POSTs whose connection is reset")
 	down := fs.Bool("down", false, "answer every POST 503")
@@ -80,6 +81,9 @@ func runReceiver(ctx context.Context, env Env, args []string) error {
 		if v < 0 || v > 1 {
 			return fmt.Errorf("%w: --%s %g: use a fraction between 0 and 1", ErrUsage, name, v)
 		}
+	}
+	if *maxInflight < 0 {
+		return fmt.Errorf("%w: --max-inflight %d: use 0 (unlimited) or a positive number of requests", ErrUsage, *maxInflight)
 	}
 	if *rateLimit < 0 {
 		return fmt.Errorf("%w: --rate %g: use 0 (unlimited) or a positive number of messages per second", ErrUsage, *rateLimit)
@@ -115,7 +119,7 @@ func runReceiver(ctx context.Context, env Env, args []string) error {
 		return fmt.Errorf("%w: %w", ErrUsage, err)
 	}
 	srv.SetFaults(receiver.Faults{
-		FailRate: *failRate, FailStatus: *failStatus, RetryAfter: *retryAfter, Delay: *delay,
+		FailRate: *failRate, FailStatus: *failStatus, RetryAfter: *retryAfter, Delay: *latency, MaxInflight: *maxInflight,
 		RateLimit: *rateLimit, ResetRate: *resetRate, Down: *down, TokenDown: *tokenDown,
 		TokenGarbage: *tokenGarbage, RedirectTo: *redirectTo,
 	})

@@ -22,7 +22,8 @@ func init() {
 // relay.Config's (WithDefaults) and sender's, so they are defined in one place.
 func relayFlags(fs *flag.FlagSet, c *daemon.Config) *string {
 	d := relay.Config{}.WithDefaults()
-	fs.IntVar(&c.Relay.Concurrency, "concurrency", d.Concurrency, "maximum requests in flight (records of one customer are never sent concurrently)")
+	fs.IntVar(&c.Relay.Concurrency, "concurrency", d.Concurrency, "fixed number of requests in flight; 0 adapts to the receiver up to --max-concurrency (records of one customer are never sent concurrently)")
+	fs.IntVar(&c.Relay.MaxConcurrency, "max-concurrency", d.MaxConcurrency, "upper bound of the adaptive concurrency")
 	fs.IntVar(&c.Relay.MessagesPerRequest, "messages-per-request", d.MessagesPerRequest, "messages packed into one POST (1 = the appendix's one POST per record)")
 	fs.IntVar(&c.Relay.MoveBatch, "move-batch", d.MoveBatch, "pending rows moved to progress per transaction")
 	fs.IntVar(&c.Relay.Window, "window", 0, "rows held in memory at most (default 4 x --move-batch)")

@@ -94,7 +94,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("parsing --database-url: %w", err)
 	}
-	poolCfg.MaxConns = int32(min(rcfg.Concurrency+4, 32))
+	poolCfg.MaxConns = int32(min(rcfg.MaxInFlight()+4, 32))
 	relay.ConfigurePool(poolCfg)
 	poolCfg.ConnConfig.Tracer = metrics.QueryCounter{}
 	db, err := pgxpool.NewWithConfig(ctx, poolCfg)
@@ -186,7 +186,7 @@ func Posters(cfg Config) relay.PosterFactory {
 		snd, err := sender.New(sender.Config{
 			APIURL: s.APIURL, TokenURL: s.TokenURL, Credential: cred, CAFile: cfg.CAFile,
 			AllowInsecureHTTP: cfg.AllowInsecureHTTP, RequestTimeout: cfg.RequestTimeout,
-			MaxConns: max(64, 2*rcfg.Concurrency), Logger: cfg.Logger.Named("sender"),
+			MaxConns: max(64, 2*rcfg.MaxInFlight()), Logger: cfg.Logger.Named("sender"),
 			UserAgent: userAgent(),
 		})
 		if err != nil {

@@ -176,6 +176,18 @@ func (s *Server) handleDataSync(w http.ResponseWriter, r *http.Request) {
 	lim := s.limiter
 	s.mu.Unlock()
 
+	if n := s.inflight.Add(1); f.MaxInflight > 0 && n > int64(f.MaxInflight) {
+		s.inflight.Add(-1)
+		s.mu.Lock()
+		s.stats.OverInflight++
+		s.mu.Unlock()
+		s.fault()
+		_, _ = io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+		setRetryAfter(w, f.RetryAfter)
+		problem(w, http.StatusTooManyRequests, "too_many_requests", "too many requests in flight")
+		return
+	}
+	defer s.inflight.Add(-1)
 	if f.ResetRate > 0 && mrand.Float64() < f.ResetRate && s.reset(w) {
 		return
 	}

@@ -16,6 +16,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -80,8 +81,12 @@ type Faults struct {
 	// RetryAfter, when positive, is sent as Retry-After (whole seconds, rounded up) with every
 	// injected failure and 429.
 	RetryAfter time.Duration
-	// Delay is slept before answering each POST (cut short if the client goes away).
+	// Delay is slept before answering each POST (cut short if the client goes away): the
+	// latency of a remote partner.
 	Delay time.Duration
+	// MaxInflight is the number of POSTs handled at once (0: unlimited); a POST beyond it is
+	// answered 429 at once, with Retry-After when RetryAfter is set.
+	MaxInflight int
 	// RateLimit is the number of messages per second accepted (0: unlimited); excess POSTs are
 	// answered 429 with Retry-After. The burst is one second's worth (at least one message).
 	RateLimit float64
@@ -105,6 +110,7 @@ type Stats struct {
 	TokensIssued   int            // access tokens issued
 	Rejected       map[string]int // refusals by reason (auth, content_type, envelope, payload, ...)
 	FaultsInjected int            // responses changed by Faults
+	OverInflight   int            // POSTs answered 429 for exceeding MaxInflight
 }
 
 // Server is the reference receiver. Its methods are safe for concurrent use.
@@ -113,6 +119,8 @@ type Server struct {
 	cert    tls.Certificate
 	certPEM []byte
 	tlsConf *tls.Config
+
+	inflight atomic.Int64 // POSTs being handled
 
 	mu       sync.Mutex
 	faults   Faults
