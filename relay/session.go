@@ -25,15 +25,23 @@ func ConfigureConn(cfg *pgx.ConnConfig) {
 }
 
 // ConfigurePool sets the session parameters of the relay's connection pool (the replication
-// session is separate, see package cdc): ConfigureConn's. The bench's SQL-only baseline uses it
-// too, so the two sessions differ in nothing but the work they do.
+// session is separate, see package cdc): ConfigureConn's, and enable_seqscan = off. The bench's
+// SQL-only baseline uses it too, so the two sessions differ in nothing but the work they do.
 //
-// plan_cache_mode is deliberately left at auto. Under force_generic_plan a session keeps the
-// plans it made while the queues were empty: the acknowledgement (`id = ANY($1)`) kept a
-// sequential scan of progress, and the bench's SQL-only drain of a 1 M-row backlog, about a
-// minute otherwise, had not finished after twenty. The price of auto is that PostgreSQL plans
-// the acknowledgement again for its actual array on about half of its calls (90 us a plan
-// against 120 us to run it, counted with pg_stat_statements during cdc-relay bench).
+// enable_seqscan = off: every relay statement finds its rows by id or unique_id, through an
+// index. A session caches the generic plan of a statement it has run a few times, and when that
+// happened while the queues were nearly empty the cheapest plan was a sequential scan, which
+// then stayed cached while progress grew to a backlog of a million rows (nothing invalidates it
+// before the next vacuum or analyze of the table): each acknowledgement scanned all of
+// progress. TestRelayPlansStayIndexScansAsQueuesGrow shows it. With sequential scans priced out,
+// a plan made on an empty queue is the index scan a full one needs.
+//
+// plan_cache_mode is deliberately left at auto. Under force_generic_plan (before sequential
+// scans were priced out) the bench's SQL-only drain of a 1 M-row backlog, about a minute
+// otherwise, had not finished after twenty. The price of auto is that PostgreSQL plans the
+// acknowledgement again for its actual array on about half of its calls (90 us a plan against
+// 120 us to run it, counted with pg_stat_statements during cdc-relay bench).
 func ConfigurePool(cfg *pgxpool.Config) {
 	ConfigureConn(cfg.ConnConfig)
+	cfg.ConnConfig.RuntimeParams["enable_seqscan"] = "off"
 }

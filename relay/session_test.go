@@ -2,8 +2,10 @@ package relay_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -59,4 +61,44 @@ func TestRelaySessionPinsItsSearchPath(t *testing.T) {
 	s, err = relay.LoadSettings(ctx, pool)
 	require.NoError(t, err)
 	require.Equal(t, "https://real.example/datasync", s.APIURL, "a temporary table shadowed the real one")
+}
+
+// TestRelayPlansStayIndexScansAsQueuesGrow: a session caches the generic plan of a statement
+// it ran a few times; when that happened while the queues were empty, the cheapest plan was a
+// sequential scan, and it stays cached while progress grows to a backlog of a million rows
+// (nothing invalidates it before the next vacuum or analyze). Every relay statement finds its
+// rows by id or unique_id, so the relay's sessions never choose a sequential scan.
+func TestRelayPlansStayIndexScansAsQueuesGrow(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.NewDB(t)
+	pgtest.Exec(t, url, `ALTER TABLE data_sync_cust_progress_queue SET (autovacuum_enabled = false);
+		ANALYZE data_sync_cust_progress_queue`)
+	cfg, err := pgxpool.ParseConfig(url)
+	require.NoError(t, err)
+	relay.ConfigurePool(cfg)
+	cfg.MaxConns = 1
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	defer pool.Close()
+	conn, err := pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer conn.Release()
+	_, ack := relay.CustomerMoveAckSQL()
+	_, err = conn.Conn().Prepare(ctx, "ack", ack)
+	require.NoError(t, err)
+	for i := 0; i < 8; i++ { // past the five custom plans after which a generic one may be kept
+		_, err := conn.Exec(ctx, "ack", []int64{int64(i), int64(i + 1)})
+		require.NoError(t, err)
+	}
+	_, err = conn.Exec(ctx, `INSERT INTO data_sync_cust_progress_queue (id, obj_name, unique_id, action, json_object)
+		SELECT g, 'Customer', g::text, 'UPDATE', '{}' FROM generate_series(1, 200000) g`)
+	require.NoError(t, err)
+	rows, err := conn.Query(ctx, `EXPLAIN (FORMAT TEXT) EXECUTE ack('{5,6}')`)
+	require.NoError(t, err)
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	plan := strings.Join(lines, "\n")
+	t.Logf("plan:\n%s", plan)
+	require.NotContains(t, plan, "Seq Scan", "the acknowledgement scans the whole progress queue")
 }
