@@ -203,7 +203,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	if want(ScenarioLatency) {
 		for _, r := range o.Sizes.LatencyRates {
 			o.logf("latency: %d changes/s for %s", r, o.Sizes.LatencyDuration)
-			res, err := env.latency(ctx, r, o.Sizes.LatencyDuration)
+			res, err := env.latency(ctx, r, o.Sizes.LatencyDuration, "")
 			if err != nil {
 				return finish(err)
 			}
@@ -217,6 +217,16 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			return finish(err)
 		}
 		rep.Throughput = append(rep.Throughput, res)
+		if want(ScenarioLatency) {
+			// Right after a drain: autovacuum works through the drained queues meanwhile.
+			rate := slices.Min(o.Sizes.LatencyRates)
+			o.logf("latency after the drain: %d changes/s for %s", rate, o.Sizes.LatencyDuration)
+			res, err := env.latency(ctx, rate, o.Sizes.LatencyDuration, "after drain")
+			if err != nil {
+				return finish(err)
+			}
+			rep.Latency = append(rep.Latency, res)
+		}
 	}
 	if want(ScenarioBatched) {
 		o.logf("throughput, %d messages per POST: backlog of %d", o.BatchMessages, o.Sizes.BatchedBacklog)

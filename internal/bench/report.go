@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 	"text/tabwriter"
 
@@ -32,6 +33,8 @@ type Report struct {
 // LatencyResult is one steady-rate run: commit → receiver-200 latency of every change.
 type LatencyResult struct {
 	Rate         int     `json:"rate"`          // changes per second asked for
+	Label        string  `json:"label"`         // "" or "after drain" (right after a backlog drain, autovacuum at work)
+	CommitMS     float64 `json:"commit_ms"`     // one durable single-row commit, median, same database
 	AchievedRate float64 `json:"achieved_rate"` // changes per second committed
 	Seconds      float64 `json:"duration_s"`
 	Changes      int     `json:"changes"`   // committed
@@ -122,19 +125,29 @@ func targets(r *Report) []Target {
 		out = append(out, Target{Name: name, Want: fmt.Sprintf("<= %g %s", want, unit), Got: fmt.Sprintf("%.1f %s", got, unit), Pass: got <= want})
 	}
 	for _, l := range r.Latency {
-		p50, p99 := 5.0, 25.0 // at 500 changes/s
+		// From just before COMMIT: the writer's durable commit, the relay's move (another),
+		// and the request. At 500/s the p50 target stays 5 ms.
+		p50, p99 := 5.0, 10.0
 		if l.Rate <= 50 {
-			p50, p99 = 2, 5
+			p50, p99 = 2*l.CommitMS+1, 5
 		}
-		atMost(fmt.Sprintf("latency at %d/s: p50", l.Rate), l.P50, p50, "ms")
-		atMost(fmt.Sprintf("latency at %d/s: p99", l.Rate), l.P99, p99, "ms")
+		name := fmt.Sprintf("latency at %d/s", l.Rate)
+		if l.Label != "" {
+			name += " " + l.Label
+		}
+		atMost(name+": p50", l.P50, math.Round(p50*10)/10, "ms")
+		atMost(name+": p99", l.P99, p99, "ms")
 		if l.Delivered < l.Changes {
-			out = append(out, Target{Name: fmt.Sprintf("latency at %d/s: delivered", l.Rate), Want: fmt.Sprint(l.Changes),
+			out = append(out, Target{Name: name + ": delivered", Want: fmt.Sprint(l.Changes),
 				Got: fmt.Sprint(l.Delivered), Pass: false})
 		}
 	}
 	for _, t := range r.Throughput {
-		atLeast(fmt.Sprintf("throughput %s: relay / predicted", t.Name), t.Ratio, 0.6)
+		want := 0.6 // batched: the relay's own bookkeeping per POST is amortised differently
+		if t.MessagesPerRequest == 1 {
+			want = 0.8
+		}
+		atLeast(fmt.Sprintf("throughput %s: relay / predicted", t.Name), t.Ratio, want)
 		if t.MessagesPerRequest > 1 {
 			atMost(fmt.Sprintf("throughput %s: peak RSS", t.Name), float64(t.PeakRSS)/(1<<20), 80, "MB")
 			if t.RSSAtMark > 0 {
@@ -213,12 +226,16 @@ func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(&b, "cdc-relay bench (%s): %s; %d cores; concurrency %s, move batch %d, batched %d messages/POST; %.0f s\n",
 		mode, r.Server, r.Cores, conc, r.MoveBatch, r.BatchMessages, r.Elapsed)
 	if len(r.Latency) > 0 {
-		fmt.Fprintln(&b, "\nLatency: commit -> receiver 200 (relay in-process, replication doorbell)")
+		fmt.Fprintln(&b, "\nLatency: just before COMMIT -> receiver (relay in-process, replication doorbell); commit = one durable single-row commit")
 		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "rate/s\tachieved/s\tseconds\tchanges\tdelivered\tp50 ms\tp95 ms\tp99 ms\tmax ms\t")
+		fmt.Fprintln(tw, "rate/s\twhen\tachieved/s\tseconds\tchanges\tdelivered\tcommit ms\tp50 ms\tp95 ms\tp99 ms\tmax ms\t")
 		for _, l := range r.Latency {
-			fmt.Fprintf(tw, "%d\t%.0f\t%.0f\t%d\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t\n",
-				l.Rate, l.AchievedRate, l.Seconds, l.Changes, l.Delivered, l.P50, l.P95, l.P99, l.Max)
+			when := l.Label
+			if when == "" {
+				when = "-"
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%.0f\t%.0f\t%d\t%d\t%.2f\t%.1f\t%.1f\t%.1f\t%.1f\t\n",
+				l.Rate, when, l.AchievedRate, l.Seconds, l.Changes, l.Delivered, l.CommitMS, l.P50, l.P95, l.P99, l.Max)
 		}
 		tw.Flush()
 	}

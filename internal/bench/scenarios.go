@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -81,7 +82,8 @@ func (a *arrivals) get(id string) (time.Time, bool) {
 	return t, ok
 }
 
-// commit is one committed change: its queue row id and when COMMIT returned.
+// commit is one committed change: its queue row id and when its statement was sent (just
+// before the autocommit COMMIT, so a change's latency includes its own durable commit).
 type commit struct {
 	id string
 	at time.Time
@@ -95,10 +97,10 @@ type writer struct {
 }
 
 func (w writer) change(ctx context.Context, customer, n int) (commit, error) {
+	at := time.Now()
 	if _, err := w.conn.Exec(ctx, "UPDATE customer SET first_name = $2 WHERE customer_id = $1", customer, "F"+strconv.Itoa(n)); err != nil {
 		return commit{}, fmt.Errorf("%w: updating customer %d: %w", ErrBench, customer, err)
 	}
-	at := time.Now()
 	var id int64
 	if err := w.conn.QueryRow(ctx, "SELECT currval('data_sync_queue_id_seq')").Scan(&id); err != nil {
 		return commit{}, fmt.Errorf("%w: reading the queue row id: %w", ErrBench, err)
@@ -106,11 +108,31 @@ func (w writer) change(ctx context.Context, customer, n int) (commit, error) {
 	return commit{id: strconv.FormatInt(id, 10), at: at}, nil
 }
 
-// latency commits rate customer changes per second for d and measures each one's commit →
-// receiver-200 latency, the relay running in-process with its replication doorbell.
-func (e *env) latency(ctx context.Context, rate int, d time.Duration) (LatencyResult, error) {
-	res := LatencyResult{Rate: rate}
-	name, dbURL, err := e.newDB(ctx, "latency"+strconv.Itoa(rate))
+// durableCommit is the median time of one single-row autocommit UPDATE on a table of its own
+// (no trigger): the cost of a durable commit on this server now, the latency's yardstick.
+func durableCommit(ctx context.Context, conn *pgx.Conn) (time.Duration, error) {
+	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS bench_commit_probe (id int PRIMARY KEY, n bigint NOT NULL);
+		INSERT INTO bench_commit_probe VALUES (1, 0) ON CONFLICT DO NOTHING`); err != nil {
+		return 0, fmt.Errorf("%w: creating the commit probe: %w", ErrBench, err)
+	}
+	took := make([]time.Duration, 200)
+	for i := range took {
+		start := time.Now()
+		if _, err := conn.Exec(ctx, "UPDATE bench_commit_probe SET n = n + 1 WHERE id = 1"); err != nil {
+			return 0, fmt.Errorf("%w: timing a durable commit: %w", ErrBench, err)
+		}
+		took[i] = time.Since(start)
+	}
+	slices.Sort(took)
+	return took[len(took)/2], nil
+}
+
+// latency commits rate customer changes per second for d and measures each one's latency from
+// just before its COMMIT to the receiver's arrival, the relay running in-process with its
+// replication doorbell, beside the time of one durable commit measured in the same database.
+func (e *env) latency(ctx context.Context, rate int, d time.Duration, label string) (LatencyResult, error) {
+	res := LatencyResult{Rate: rate, Label: label}
+	name, dbURL, err := e.newDB(ctx, "latency"+strconv.Itoa(rate)+strings.ReplaceAll(label, " ", "_"))
 	if err != nil {
 		return res, err
 	}
@@ -162,6 +184,11 @@ func (e *env) latency(ctx context.Context, rate int, d time.Duration) (LatencyRe
 		defer c.Close(context.WithoutCancel(ctx))
 		ws[i] = writer{conn: c}
 	}
+	dc, err := durableCommit(ctx, ws[0].conn)
+	if err != nil {
+		return res, err
+	}
+	res.CommitMS = float64(dc) / float64(time.Millisecond)
 	// Warm up: one change delivered end to end (token fetched, connections open).
 	c, err := ws[0].change(ctx, 1, 0)
 	if err != nil {
