@@ -386,13 +386,16 @@ func firstDiff(path string, g, w any) string {
 		return ""
 	case []any:
 		gv, ok := g.([]any)
-		if !ok || len(gv) != len(wv) {
-			return fmt.Sprintf("%s: got %s, want %s", path, short(g), short(w))
+		if !ok {
+			return fmt.Sprintf("%s: got %s, want an array", path, short(g))
 		}
-		for i := range wv {
+		for i := range min(len(gv), len(wv)) {
 			if d := firstDiff(fmt.Sprintf("%s[%d]", path, i), gv[i], wv[i]); d != "" {
 				return d
 			}
+		}
+		if len(gv) != len(wv) {
+			return fmt.Sprintf("%s: got %d elements, want %d (first %d equal)", path, len(gv), len(wv), min(len(gv), len(wv)))
 		}
 		return ""
 	default:
