@@ -34,7 +34,7 @@ const (
 	faultStandby         = "standby"          // a second relay runs all along, as standby
 	faultReceiver503     = "receiver-503"     // the receiver answers every POST 503 for a burst
 	faultReceiver404     = "receiver-404"     // the receiver answers every POST 404 for a storm
-	faultPGRestart       = "pg-restart"       // pg_ctl stop -m fast, then start
+	faultPGRestart       = "pg-restart"       // pg_ctl stop -m fast mid-drain, then start
 	faultTerminateLeader = "terminate-leader" // pg_terminate_backend of the leader's sessions
 )
 
@@ -83,6 +83,9 @@ type historyOptions struct {
 	// in the same transaction (CDC_HISTORY_EARLY=last: the early capture ends the transaction's
 	// changes, so only other transactions can make a capture stale).
 	MoreAfterEarly bool
+	// RelayArgs are added to the fault suite's relay flags. A small window keeps a backlog
+	// larger than what the relay holds in memory, so the database is needed all through a drain.
+	RelayArgs []string
 }
 
 // historyOptionsFromEnv is the default configuration: every fault and invariant on except those
@@ -93,6 +96,7 @@ func historyOptionsFromEnv(t *testing.T) historyOptions {
 		Customers: 40, Writers: 4, Duration: time.Duration(float64(20*time.Second) * historyScale),
 		Faults: map[string]bool{}, Off: map[string]string{}, ErasureGrace: 500 * time.Millisecond,
 		MoreAfterEarly: os.Getenv("CDC_HISTORY_EARLY") != "last",
+		RelayArgs:      []string{"--window", "300", "--move-batch", "100"},
 	}
 	enable := map[string]bool{}
 	for _, n := range strings.Split(os.Getenv("CDC_HISTORY_ENABLE"), ",") {
@@ -315,7 +319,7 @@ var terminatedBackendsTotal atomic.Int64
 func (r *histRun) terminatedBackends() int64 { return terminatedBackendsTotal.Load() }
 
 func (r *histRun) startRelay() *relayProc {
-	p := r.e.startRelay()
+	p := r.e.startRelay(r.o.RelayArgs...)
 	r.relMu.Lock()
 	r.relays = append(r.relays, p)
 	r.relMu.Unlock()
@@ -409,7 +413,6 @@ func (r *histRun) injectFaults(deadline time.Time, rng *rand.Rand) {
 			continue
 		}
 		kind := kinds[rng.IntN(len(kinds))]
-		before, _ := e.rec.stats()
 		switch kind {
 		case faultRelayKill:
 			if p := r.leader(); p != nil {
@@ -419,10 +422,24 @@ func (r *histRun) injectFaults(deadline time.Time, rng *rand.Rand) {
 			}
 			r.startRelay()
 		case faultPGRestart:
+			// Mid-drain: the receiver refuses for a moment so a backlog builds, then answers
+			// slowly (20 ms a request) so the drain lasts; PostgreSQL stops as soon as the relay
+			// is delivering again and stays down for 3 s (the fault's length, as in the issue)
+			// while the relay goes on sending what it holds in memory.
+			e.rcv.SetFaults(receiver.Faults{Down: true})
+			start, injected := time.Now(), e.rcv.Stats().FaultsInjected
+			waitEvery(30*time.Second, 50*time.Millisecond, func() bool {
+				return time.Since(start) >= 2*time.Second && e.rcv.Stats().FaultsInjected >= injected+3
+			})
+			resumed, _ := e.rec.stats()
+			e.rcv.SetFaults(receiver.Faults{Delay: 20 * time.Millisecond})
+			waitFor(10*time.Second, func() bool { n, _ := e.rec.stats(); return n > resumed+20 })
 			r.event("PostgreSQL stop -m fast")
 			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			require.NoError(r.t, cluster.StopServer(sctx, "fast"))
+			time.Sleep(3 * time.Second) // the outage itself
 			require.NoError(r.t, cluster.StartServer(sctx))
+			e.rcv.SetFaults(receiver.Faults{})
 			cancel()
 			r.event("PostgreSQL started")
 			r.restarts++
@@ -451,6 +468,7 @@ func (r *histRun) injectFaults(deadline time.Time, rng *rand.Rand) {
 			})
 			e.rcv.SetFaults(receiver.Faults{})
 		}
+		before, _ := e.rec.stats()
 		if !waitFor(20*time.Second, func() bool { n, _ := e.rec.stats(); return n > before+5 }) {
 			r.stalls++
 			r.t.Logf("history: no deliveries within 20 s after %s", kind)
