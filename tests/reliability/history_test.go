@@ -164,7 +164,7 @@ type histRun struct {
 
 	w *histWorkload
 
-	kills, restarts, terminations, bursts503, storms404, stalls int
+	kills, restarts, terminations, terminatedBackends, bursts503, storms404, stalls int
 }
 
 // historySetup is the test's own bookkeeping in the database: every row inserted into a pending
@@ -280,7 +280,7 @@ SELECT customer_id FROM n`, o.Customers)
 	w := r.w.snapshot()
 	unique, dups := e.rec.stats()
 	table := formatChecks(fmt.Sprintf("history checker (CDC_HISTORY_SCALE=%g): %d committed changes, %d messages (%d unique, %d duplicates); writers: %s; faults: %d relay kills, %d PostgreSQL restarts, %d leader session terminations (%d backends), %d receiver 503 bursts, %d 404 storms; %d stalls",
-		historyScale, len(h.Changes), len(h.Messages), unique, dups, w, r.kills, r.restarts, r.terminations, r.terminatedBackends(), r.bursts503, r.storms404, r.stalls), res)
+		historyScale, len(h.Changes), len(h.Messages), unique, dups, w, r.kills, r.restarts, r.terminations, r.terminatedBackends, r.bursts503, r.storms404, r.stalls), res)
 	t.Log(table)
 	fmt.Print(table)
 	report(t, summaryRow{ChangesCommitted: len(h.Changes), Delivered: unique, Lost: res[invNothingLost].Violations, Duplicates: dups,
@@ -313,10 +313,6 @@ func onNames(m map[string]bool) []string {
 
 // ---------------------------------------------------------------------------------------------
 // Relays
-
-var terminatedBackendsTotal atomic.Int64
-
-func (r *histRun) terminatedBackends() int64 { return terminatedBackendsTotal.Load() }
 
 func (r *histRun) startRelay() *relayProc {
 	p := r.e.startRelay(r.o.RelayArgs...)
@@ -447,7 +443,7 @@ func (r *histRun) injectFaults(deadline time.Time, rng *rand.Rand) {
 			r.event("leader sessions terminated")
 			if n := r.terminateLeader(); n > 0 {
 				r.terminations++
-				terminatedBackendsTotal.Add(int64(n))
+				r.terminatedBackends += n
 			}
 		case faultReceiver503, faultReceiver404:
 			f := receiver.Faults{Down: true}
@@ -752,7 +748,6 @@ func (w *histWorkload) mixed(ctx context.Context, c *pgx.Conn, rng *rand.Rand, w
 				`INSERT INTO line_item (retail_transaction_id, line_item_sequence, line_item_type_code, quantity, extended_amount) VALUES ($1, 1, 'Sale', 1, $2)`,
 			}
 			args = [][]any{{"T-" + tag, id, amount}, {"T-" + tag, amount}}
-			posted++
 		}
 		for i, s := range stmts {
 			if _, err := tx.Exec(tctx, s, args[i]...); err != nil {
@@ -765,9 +760,13 @@ func (w *histWorkload) mixed(ctx context.Context, c *pgx.Conn, rng *rand.Rand, w
 					return err
 				}
 				rolledBack++
+				continue
 			} else if _, err := tx.Exec(tctx, "RELEASE SAVEPOINT s"+strconv.Itoa(step)); err != nil {
 				return err
 			}
+		}
+		if len(stmts) == 2 {
+			posted++
 		}
 		if rng.IntN(5) == 0 {
 			// Fire the deferred capture now and keep the transaction open a little: another
