@@ -160,7 +160,6 @@ type histRun struct {
 
 	relMu  sync.Mutex
 	relays []*relayProc
-	maxRSS int64
 
 	w *histWorkload
 
