@@ -183,9 +183,9 @@ func New(cfg Config) (*Sender, error) {
 	}
 	dialer := &net.Dialer{Timeout: min(cfg.RequestTimeout, 10*time.Second), KeepAlive: 30 * time.Second}
 	transport := &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           dialer.DialContext,
-		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots},
+		Proxy:           http.ProxyFromEnvironment,
+		DialContext:     dialer.DialContext,
+		TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots},
 		// GetClientCertificate (set below) sends the current client certificate, if any.
 		TLSHandshakeTimeout:   min(cfg.RequestTimeout, 10*time.Second),
 		ResponseHeaderTimeout: cfg.RequestTimeout,
