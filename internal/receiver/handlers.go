@@ -274,6 +274,9 @@ func (s *Server) handleDataSync(w http.ResponseWriter, r *http.Request) {
 			problem(w, http.StatusUnauthorized, "invalid_signature", err.Error())
 			return
 		}
+		s.mu.Lock()
+		s.signedIDs = append(s.signedIDs, webhookID)
+		s.mu.Unlock()
 	}
 	env, err := mapping.DecodeEnvelope(body)
 	if err != nil {

@@ -140,16 +140,17 @@ type Server struct {
 	certPEM []byte
 	tlsConf *tls.Config
 
-	mu       sync.Mutex
-	faults   Faults
-	limiter  *rate.Limiter
-	clientID string
-	secret   string
-	tokens   map[string]time.Time // token -> expiry
-	signKeys [][]byte
-	seen     map[string]struct{}
-	stats    Stats
-	logMu    sync.Mutex
+	mu        sync.Mutex
+	faults    Faults
+	limiter   *rate.Limiter
+	clientID  string
+	secret    string
+	tokens    map[string]time.Time // token -> expiry
+	signKeys  [][]byte
+	signedIDs []string // webhook-id of every request whose signature verified, in order
+	seen      map[string]struct{}
+	stats     Stats
+	logMu     sync.Mutex
 
 	startOnce sync.Once
 	startErr  error
@@ -404,6 +405,15 @@ func (s *Server) SetCredentials(id, secret string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.clientID, s.secret = id, secret
+}
+
+// SignedIDs returns the webhook-id of every request whose Standard Webhooks signature verified,
+// in arrival order, including requests then answered with an injected failure: a resend of
+// the same records shows the same id again.
+func (s *Server) SignedIDs() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.signedIDs...)
 }
 
 // Stats returns a copy of the counters.
