@@ -3,9 +3,11 @@ package cli
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/cdc-relay/cdc-relay/internal/daemon"
+	"github.com/cdc-relay/cdc-relay/internal/safetext"
 	"github.com/cdc-relay/cdc-relay/mapping"
 	"github.com/cdc-relay/cdc-relay/relay"
 )
@@ -43,20 +45,26 @@ func runSendSample(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	p, closeFn, err := daemon.Posters(cfg)(ctx, settings)
+	snd, err := daemon.NewSender(cfg, settings)
 	if err != nil {
 		return err
 	}
-	defer closeFn()
+	defer snd.Close()
 	body := mapping.AppendEnvelope(nil, []mapping.Message{SampleMessage})
 	start := time.Now()
-	resp, err := p.Post(ctx, body)
+	resp, err := snd.Post(ctx, body)
 	took := time.Since(start).Round(time.Millisecond)
+	if resp.Signed != nil {
+		// What was signed, never the secrets: the receiver can recompute the signature from
+		// these headers and the body with its copy of the secret.
+		fmt.Fprintf(env.Stdout, "signed (Standard Webhooks, %d signature(s)):\n  webhook-id: %s\n  webhook-timestamp: %s\n  webhook-signature: %s\n  signed content: %s.%s.%s\n",
+			len(strings.Fields(resp.Signed.Signature)), resp.Signed.ID, resp.Signed.Timestamp, resp.Signed.Signature, resp.Signed.ID, resp.Signed.Timestamp, body)
+	}
 	if err != nil {
 		return fmt.Errorf("sample message to %s failed after %s: %w", settings.APIURL, took, err)
 	}
 	if resp.Status != 200 {
-		return fmt.Errorf("sample message to %s: receiver answered HTTP %d after %s (200 expected): %s", settings.APIURL, resp.Status, took, resp.Excerpt)
+		return fmt.Errorf("sample message to %s: receiver answered HTTP %d after %s (200 expected): %s", settings.APIURL, resp.Status, took, safetext.Clean(resp.Excerpt))
 	}
 	fmt.Fprintf(env.Stdout, "sample message delivered to %s: HTTP 200 in %s\n", settings.APIURL, took)
 	return nil

@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/cdc-relay/cdc-relay/internal/cli"
 	"github.com/cdc-relay/cdc-relay/internal/credentials"
 	"github.com/cdc-relay/cdc-relay/internal/daemon"
 	"github.com/cdc-relay/cdc-relay/internal/pgtest"
@@ -249,6 +250,20 @@ func TestSignedDeliveryKeepsItsIDAcrossARetry(t *testing.T) {
 	var value string
 	require.NoError(t, s.db.QueryRow(context.Background(), `SELECT value FROM data_sync_config WHERE name = 'DataSyncSigning'`).Scan(&value))
 	assert.Equal(t, "standard-webhooks", value, "the setting is canonicalised")
+
+	// send-sample shows what it signed (headers and signed content), never a secret.
+	var out, errOut bytes.Buffer
+	code := cli.Main([]string{"send-sample", "--database-url", s.url, "--ca-file", s.caFile, "--credentials", store},
+		cli.Env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errOut, Getenv: func(string) string { return "" }})
+	require.Equal(t, 0, code, errOut.String())
+	assert.Contains(t, out.String(), "signed (Standard Webhooks, 2 signature(s))")
+	assert.Contains(t, out.String(), "webhook-id: 0\n")
+	assert.Contains(t, out.String(), `signed content: 0.`)
+	assert.Equal(t, []string{"0"}, s.recv.SignedIDs()[len(s.recv.SignedIDs())-1:], "the receiver verified the sample")
+	for _, secret := range s.secrets {
+		assert.NotContains(t, out.String()+errOut.String(), secret)
+	}
+	assert.NotContains(t, out.String()+errOut.String(), "whsec_")
 }
 
 func TestTokenSettingsEndToEnd(t *testing.T) {
