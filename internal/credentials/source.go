@@ -41,7 +41,7 @@ func (o Origin) String() string {
 }
 
 // Source resolves a credential and reads it again when one of its files changes (device,
-// inode, size or modification time, checked at most once per CheckInterval, so a
+// inode, size, mode or modification time, checked at most once per CheckInterval, so a
 // Kubernetes secret swapped through its ..data symlink is seen too) or after Reload (SIGHUP).
 // It is safe for concurrent use.
 type Source struct {
@@ -59,11 +59,11 @@ type Source struct {
 
 // stamp identifies a file's content cheaply.
 type stamp struct {
-	dev, ino   uint64
-	size       int64
-	mtime      time.Time
-	missing    bool
-	statFailed bool
+	dev, ino uint64
+	size     int64
+	mode     os.FileMode
+	mtime    time.Time
+	missing  bool
 }
 
 func stampOf(path string) stamp {
@@ -71,7 +71,7 @@ func stampOf(path string) stamp {
 	if err != nil {
 		return stamp{missing: true}
 	}
-	s := stamp{size: fi.Size(), mtime: fi.ModTime()}
+	s := stamp{size: fi.Size(), mode: fi.Mode(), mtime: fi.ModTime()}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		s.dev, s.ino = uint64(st.Dev), uint64(st.Ino)
 	}

@@ -16,6 +16,7 @@ import (
 	"io"
 	"math/big"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -374,4 +375,45 @@ func TestSigningNeedsASecret(t *testing.T) {
 	_, err := New(cfg)
 	require.ErrorIs(t, err, credentials.ErrSigningSecret)
 	assert.Contains(t, err.Error(), "credentials set --signing-secret-file FILE")
+}
+
+func TestClientCertificateFilesReloadedWhenTheyChange(t *testing.T) {
+	t.Parallel()
+	clientCA := newCA(t)
+	r, cfg, _ := refReceiver(t, refrecv.Config{ClientCAPEM: caPEM(clientCA), ClientCertForAPI: true})
+	now := time.Now()
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	writePair := func(cert, key string) {
+		for f, content := range map[string]string{certFile: cert, keyFile: key} {
+			require.NoError(t, os.WriteFile(f+".tmp", []byte(content), 0o600))
+			require.NoError(t, os.Rename(f+".tmp", f))
+		}
+	}
+	// First a certificate the receiver does not trust, then the right one, on disk.
+	writePair(clientPair(t, newCA(t), "stranger", now.Add(-time.Hour), now.Add(time.Hour)))
+	env := map[string]string{credentials.EnvClientID: testClientID, credentials.EnvClientSecret: testSecret,
+		credentials.EnvClientCertFile: certFile, credentials.EnvClientKeyFile: keyFile}
+	src, err := credentials.NewSource(credentials.SourceConfig{Getenv: func(k string) string { return env[k] }, CheckInterval: time.Nanosecond})
+	require.NoError(t, err)
+	cfg.Source = src
+	s := newSender(t, cfg)
+	_, err = s.Post(context.Background(), oneMessage(customerDelete))
+	require.ErrorIs(t, err, ErrTLS)
+
+	writePair(clientPair(t, clientCA, "relay.retailer.example", now.Add(-time.Hour), now.Add(time.Hour)))
+	res, err := s.Post(context.Background(), oneMessage(customerDelete))
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusOK, res.Status)
+	assert.Equal(t, 1, r.Stats().Messages)
+
+	// A key that does not match, written over the good one: a clear error naming the source.
+	_, otherKey := clientPair(t, clientCA, "other", now.Add(-time.Hour), now.Add(time.Hour))
+	good, err := os.ReadFile(certFile)
+	require.NoError(t, err)
+	writePair(string(good), otherKey)
+	_, err = s.Post(context.Background(), oneMessage(customerDelete))
+	require.ErrorIs(t, err, credentials.ErrClientCert)
+	assert.Contains(t, err.Error(), "the client key does not match the client certificate")
+	assert.Contains(t, err.Error(), "read again at")
 }

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -302,4 +303,39 @@ func TestTokenSettingsEndToEnd(t *testing.T) {
 	var scope string
 	require.NoError(t, s.db.QueryRow(context.Background(), `SELECT value FROM data_sync_config WHERE name = 'DataSyncTokenScope'`).Scan(&scope))
 	assert.Equal(t, "openid api://partner/.default", scope)
+}
+
+func TestSIGHUPRereadsTheCredential(t *testing.T) {
+	t.Parallel()
+	oldSecret, newSecret := "hup-secret-AAAA-"+t.Name(), "hup-secret-BBBB-"+t.Name() // same length
+	s := newStack(t, receiver.Config{}, oldSecret)
+	s.secrets = append(s.secrets, newSecret)
+	secretFile := filepath.Join(s.dir, "client-secret")
+	writeAtomic(t, secretFile, oldSecret+"\n")
+	s.env[credentials.EnvClientID] = clientID
+	s.env[credentials.EnvClientSecretFile] = secretFile
+	s.run(filepath.Join(s.dir, "unused.json"))
+	s.exec(`INSERT INTO customer (customer_id, first_name) VALUES (1, 'A')`)
+	s.waitMessages(1) // the sender, and its SIGHUP handler, are up
+
+	s.recv.SetCredentials(clientID, newSecret)
+	s.recv.RevokeTokens()
+	s.exec(`INSERT INTO customer (customer_id, first_name) VALUES (2, 'B')`)
+	require.Eventually(t, func() bool {
+		return s.count(`SELECT count(*) FROM data_sync_cust_progress_queue WHERE last_error LIKE '%rejected the client credentials%'`) > 0
+	}, 60*time.Second, 5*time.Millisecond)
+
+	// Rewrite the file in place, same size, same modification time: only SIGHUP can tell.
+	fi, err := os.Stat(secretFile)
+	require.NoError(t, err)
+	f, err := os.OpenFile(secretFile, os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteAt([]byte(newSecret+"\n"), 0)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	require.NoError(t, os.Chtimes(secretFile, fi.ModTime(), fi.ModTime()))
+	require.NoError(t, syscall.Kill(os.Getpid(), syscall.SIGHUP))
+	s.waitMessages(2)
+	assert.Contains(t, s.logs.String(), "SIGHUP: reading the credential again")
+	assert.Equal(t, 1, strings.Count(s.logs.String(), `"msg":"relay delivering"`), "one session: no restart")
 }
