@@ -254,17 +254,13 @@ func printExtras(w io.Writer, c credentials.Credential) {
 		return
 	}
 	leaf := cert.Leaf
-	left := time.Until(leaf.NotAfter)
 	warn := ""
-	if left < CertExpiryWarning {
-		warn = fmt.Sprintf(" (WARNING: expires in %s: renew it)", left.Round(time.Hour))
+	if msg := c.ExpiryWarning(time.Now()); msg != "" {
+		warn = " (WARNING: " + msg + ")"
 	}
 	fmt.Fprintf(w, "client certificate: %s\nclient certificate issuer: %s\nclient certificate expires: %s%s\n",
 		safetext.Clean(leaf.Subject.String()), safetext.Clean(leaf.Issuer.String()), leaf.NotAfter.UTC().Format(time.RFC3339), warn)
 }
-
-// CertExpiryWarning is how long before its expiry a client certificate is reported as expiring.
-const CertExpiryWarning = 14 * 24 * time.Hour
 
 // readSecret returns the trimmed first line of the secret file, or of stdin when no file is
 // given. An empty secret is refused.
@@ -311,4 +307,15 @@ func runCredentialsShow(ctx context.Context, env Env, args []string) error {
 		source, *sf.path, mapName, key, c.ClientID, len(c.ClientSecret))
 	printExtras(env.Stdout, c)
 	return nil
+}
+
+// credentialWarning is what `status` says about the credential the relay would use (the default
+// store, or the environment): a client certificate expiring within 14 days, or "" when there is
+// nothing to say or the credential cannot be read (status reports queues, not credentials).
+func credentialWarning(env Env, mapName, key string) string {
+	c, _, err := credentials.Resolve(env.Getenv, credentials.DefaultPath(env.Getenv), mapName, key)
+	if err != nil {
+		return ""
+	}
+	return c.ExpiryWarning(time.Now())
 }

@@ -94,7 +94,7 @@ func TestCredentialsSigningSecretsAndClientCertificate(t *testing.T) {
 	soonCert, soonKey, _ := selfSignedClient(t, dir, "soon", now.Add(-time.Hour), now.Add(3*24*time.Hour))
 	e.out.Reset()
 	require.Equal(t, 0, e.run("credentials", "set", "--client-cert", soonCert, "--client-key", soonKey), e.errOut.String())
-	assert.Contains(t, e.out.String(), "WARNING: expires in")
+	assert.Contains(t, e.out.String(), `WARNING: the client certificate "CN=soon" expires in 2 days`)
 
 	// Refused: an expired certificate, a key of another certificate, a fingerprint not stored,
 	// a signing secret readable by others on a writable disk, a malformed secret.
@@ -124,4 +124,19 @@ func TestCredentialsSigningSecretsAndClientCertificate(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, strings.Contains(c.ClientCertPEM, "CERTIFICATE"), "the refused changes left the entry as it was")
 	assert.Equal(t, []string{s2}, c.SigningSecrets)
+}
+
+func TestStatusWarnsOfAnExpiringClientCertificate(t *testing.T) {
+	t.Parallel()
+	e := newCredEnv(t, credTestSecret+"\n")
+	assert.Empty(t, credentialWarning(e.Env, credentials.DefaultMapName, credentials.DefaultKeyName), "no credential: nothing to say")
+	require.Equal(t, 0, e.run("credentials", "set", "--client-id", "relay-client"), e.errOut.String())
+	dir := t.TempDir()
+	now := time.Now()
+	farCert, farKey, _ := selfSignedClient(t, dir, "far", now.Add(-time.Hour), now.Add(15*24*time.Hour+time.Hour))
+	require.Equal(t, 0, e.run("credentials", "set", "--client-cert", farCert, "--client-key", farKey), e.errOut.String())
+	assert.Empty(t, credentialWarning(e.Env, credentials.DefaultMapName, credentials.DefaultKeyName), "15 days left: no warning yet")
+	nearCert, nearKey, _ := selfSignedClient(t, dir, "near", now.Add(-time.Hour), now.Add(13*24*time.Hour))
+	require.Equal(t, 0, e.run("credentials", "set", "--client-cert", nearCert, "--client-key", nearKey), e.errOut.String())
+	assert.Contains(t, credentialWarning(e.Env, credentials.DefaultMapName, credentials.DefaultKeyName), `the client certificate "CN=near" expires in 12 days`)
 }

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -193,4 +194,42 @@ func (c Credential) Certificate(now time.Time) (tls.Certificate, error) {
 			ErrClientCert, leaf.Subject.String(), leaf.NotBefore.UTC().Format(time.RFC3339))
 	}
 	return cert, nil
+}
+
+// CertExpiryWarning is how long before its expiry a client certificate is reported as expiring
+// (by credentials show, status and the relay's log).
+const CertExpiryWarning = 14 * 24 * time.Hour
+
+// ExpiryWarning returns a warning when c's client certificate expires within CertExpiryWarning
+// of now (or has expired), naming its subject and the fix; "" otherwise or without a certificate.
+func (c Credential) ExpiryWarning(now time.Time) string {
+	if c.ClientCertPEM == "" {
+		return ""
+	}
+	block, _ := pem.Decode([]byte(c.ClientCertPEM))
+	if block == nil {
+		return ""
+	}
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return ""
+	}
+	left := leaf.NotAfter.Sub(now)
+	switch {
+	case left <= 0:
+		return fmt.Sprintf("the client certificate %q expired on %s: store a new one with cdc-relay credentials set --client-cert FILE --client-key FILE",
+			leaf.Subject.String(), leaf.NotAfter.UTC().Format(time.RFC3339))
+	case left < CertExpiryWarning:
+		return fmt.Sprintf("the client certificate %q expires in %s (%s): renew it and store it with cdc-relay credentials set --client-cert FILE --client-key FILE",
+			leaf.Subject.String(), roughly(left), leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	return ""
+}
+
+// roughly renders a duration for people: whole days from two days up, else hours and minutes.
+func roughly(d time.Duration) string {
+	if d >= 48*time.Hour {
+		return fmt.Sprintf("%d days", int(d.Hours()/24))
+	}
+	return d.Round(time.Minute).String()
 }

@@ -121,6 +121,9 @@ func (s *Sender) buildIdentity(cred credentials.Credential, origin credentials.O
 			return nil, fmt.Errorf("%w (client certificate from %s)", err, origin)
 		}
 		id.cert = &cert
+		if warn := cred.ExpiryWarning(time.Now()); warn != "" {
+			s.log.Warn(warn, zap.String("from", origin.Where))
+		}
 	}
 	if s.sign {
 		for _, secret := range cred.SigningSecrets {
