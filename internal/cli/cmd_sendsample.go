@@ -24,6 +24,8 @@ func runSendSample(ctx context.Context, env Env, args []string) error {
 	db := databaseFlag(fs, env)
 	var cfg daemon.Config
 	fs.StringVar(&cfg.CAFile, "ca-file", "", "extra PEM CA bundle trusted for the receiver and token endpoint")
+	fs.StringVar(&cfg.ClientCertFile, "client-cert", "", "PEM client certificate for mTLS (default $CDC_RELAY_CLIENT_CERT_FILE, else the stored one)")
+	fs.StringVar(&cfg.ClientKeyFile, "client-key", "", "PEM private key of --client-cert (default $CDC_RELAY_CLIENT_KEY_FILE)")
 	fs.StringVar(&cfg.CredentialsPath, "credentials", "", "credential store path (default ${XDG_CONFIG_HOME:-$HOME/.config}/cdc-relay/credentials.json)")
 	fs.BoolVar(&cfg.AllowInsecureHTTP, "allow-insecure-http", false, "permit http:// URLs (local testing only)")
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", 10*time.Second, "timeout of each request")

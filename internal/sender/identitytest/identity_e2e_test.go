@@ -7,8 +7,14 @@ package identitytest
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/pem"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -118,7 +124,9 @@ func (s *stack) count(sql string, args ...any) int {
 }
 
 // run starts the daemon in-process; the cleanup stops it and checks it stopped cleanly.
-func (s *stack) run(credPath string) {
+func (s *stack) run(credPath string) { s.runWith(credPath, nil) }
+
+func (s *stack) runWith(credPath string, mod func(*daemon.Config)) {
 	s.t.Helper()
 	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
 	cfg := daemon.Config{
@@ -127,6 +135,9 @@ func (s *stack) run(credPath string) {
 		Getenv: func(k string) string { return s.env[k] },
 		Logger: zap.New(zapcore.NewCore(enc, s.logs, zap.DebugLevel)),
 		Poll:   true,
+	}
+	if mod != nil {
+		mod(&cfg)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -338,4 +349,45 @@ func TestSIGHUPRereadsTheCredential(t *testing.T) {
 	s.waitMessages(2)
 	assert.Contains(t, s.logs.String(), "SIGHUP: reading the credential again")
 	assert.Equal(t, 1, strings.Count(s.logs.String(), `"msg":"relay delivering"`), "one session: no restart")
+}
+
+// clientCA makes a CA and a client certificate it issued, valid in [from, to), written as PEM
+// files into dir; it returns the CA's PEM and the two paths.
+func clientCA(t *testing.T, dir string, from, to time.Time) (caPEM []byte, certFile, keyFile string) {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "partner client CA"},
+		NotBefore: from, NotAfter: to.Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	require.NoError(t, err)
+	ca, err := x509.ParseCertificate(caDER)
+	require.NoError(t, err)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "relay.retailer.example"},
+		NotBefore: from, NotAfter: to, KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	require.NoError(t, err)
+	kb, err := x509.MarshalPKCS8PrivateKey(key)
+	require.NoError(t, err)
+	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	require.NoError(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644))
+	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600))
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), certFile, keyFile
+}
+
+func TestMutualTLSFromRunFlags(t *testing.T) {
+	t.Parallel()
+	const secret = "mtls-test-secret"
+	dir := t.TempDir()
+	now := time.Now()
+	caPEM, certFile, keyFile := clientCA(t, dir, now.Add(-time.Hour), now.Add(24*time.Hour))
+	s := newStack(t, receiver.Config{ClientCAPEM: caPEM, ClientCertForToken: true, ClientCertForAPI: true}, secret)
+	store := filepath.Join(s.dir, "cdc-relay", "credentials.json")
+	require.NoError(t, credentials.Save(store, credentials.DefaultMapName, credentials.DefaultKeyName, credentials.Credential{ClientID: clientID, ClientSecret: secret}))
+	s.runWith(store, func(c *daemon.Config) { c.ClientCertFile, c.ClientKeyFile = certFile, keyFile })
+	s.exec(`INSERT INTO customer (customer_id, first_name) SELECT g, 'A' FROM generate_series(1, 5) g`)
+	s.waitMessages(5)
+	assert.Zero(t, s.recv.Stats().Rejected["client_certificate"])
 }
