@@ -1,11 +1,13 @@
 // Package credentials is cdc-relay's credential store: the appendix's "credential store map", a
-// JSON file mapping a map name and a key name to an OAuth2 client ID and secret.
+// JSON file mapping a map name and a key name to an OAuth2 client ID and secret, and optionally
+// an mTLS client certificate and key and Standard Webhooks signing secrets.
 //
 // The file lives at ${XDG_CONFIG_HOME:-$HOME/.config}/cdc-relay/credentials.json, is written
-// atomically with mode 0600 in a 0700 directory, and is refused when other users could read it.
-// Containers may bypass the file with CDC_RELAY_CLIENT_ID and CDC_RELAY_CLIENT_SECRET (or
-// CDC_RELAY_CLIENT_SECRET_FILE). Nothing in this package ever puts a secret into an error or a
-// formatted string.
+// atomically with mode 0600 in a 0700 directory, and is refused when other users could read or
+// replace it (see CheckPrivate). Containers may bypass the file with CDC_RELAY_CLIENT_ID and
+// CDC_RELAY_CLIENT_SECRET (or CDC_RELAY_CLIENT_SECRET_FILE), and name certificate and signing
+// secret files in the environment. Source reads a credential again when its files change.
+// Nothing in this package ever puts a secret into an error or a formatted string.
 package credentials
 
 import (
