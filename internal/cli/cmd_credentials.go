@@ -272,6 +272,9 @@ func readSecret(stdin io.Reader, file string) (string, error) {
 			return "", fmt.Errorf("reading --client-secret-file: %w", err)
 		}
 		defer f.Close()
+		if err := credentials.CheckPrivate(f, file); err != nil {
+			return "", fmt.Errorf("reading --client-secret-file: %w", err)
+		}
 		src, where = f, file
 	}
 	if src == nil {

@@ -102,6 +102,9 @@ func TestCredentialsSigningSecretsAndClientCertificate(t *testing.T) {
 	_, otherKey, _ := selfSignedClient(t, dir, "other", now.Add(-time.Hour), now.Add(time.Hour))
 	wide, _ := writeSigningSecret(t, dir, "wide")
 	require.NoError(t, os.Chmod(wide, 0o644))
+	e.errOut.Reset()
+	require.Equal(t, 1, e.run("credentials", "set", "--client-id", "relay-client", "--client-secret-file", wide))
+	assert.Contains(t, e.errOut.String(), "reading --client-secret-file: secret file has insecure permissions")
 	bad := filepath.Join(dir, "bad")
 	require.NoError(t, os.WriteFile(bad, []byte("not-a-whsec-secret\n"), 0o600))
 	for _, tc := range []struct {

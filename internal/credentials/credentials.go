@@ -42,8 +42,9 @@ const SourceEnvironment = "environment"
 var (
 	// ErrNotFound means the credential file does not exist, so nothing was ever saved.
 	ErrNotFound = errors.New("credential store not found")
-	// ErrInsecurePermissions means the file or its mode lets other users read the secret.
-	ErrInsecurePermissions = errors.New("credential store has insecure permissions")
+	// ErrInsecurePermissions means a secret file (the store, a secret, key or signing secrets file),
+	// its owner, mode or directory lets other users read or replace the secret.
+	ErrInsecurePermissions = errors.New("secret file has insecure permissions")
 	// ErrCorrupt means the file is not the JSON this package writes.
 	ErrCorrupt = errors.New("credential store is corrupt")
 	// ErrIncomplete means a client ID or secret is missing; like CE's Save button, the store
