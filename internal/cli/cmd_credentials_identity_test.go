@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"math/big"
 	"os"
@@ -142,4 +143,37 @@ func TestStatusWarnsOfAnExpiringClientCertificate(t *testing.T) {
 	nearCert, nearKey, _ := selfSignedClient(t, dir, "near", now.Add(-time.Hour), now.Add(13*24*time.Hour))
 	require.Equal(t, 0, e.run("credentials", "set", "--client-cert", nearCert, "--client-key", nearKey), e.errOut.String())
 	assert.Contains(t, credentialWarning(e.Env, credentials.DefaultMapName, credentials.DefaultKeyName), `the client certificate "CN=near" expires in 12 days`)
+}
+
+func TestNewClientSecretDespiteAnExpiredStoredCertificate(t *testing.T) {
+	t.Parallel()
+	e := newCredEnv(t, credTestSecret+"\n")
+	require.Equal(t, 0, e.run("credentials", "set", "--client-id", "relay-client"), e.errOut.String())
+	// A certificate stored while valid that has expired since (written here directly).
+	dir := t.TempDir()
+	oldCert, _, _ := selfSignedClient(t, dir, "expired", time.Now().Add(-48*time.Hour), time.Now().Add(-time.Hour))
+	certPEM, err := os.ReadFile(oldCert)
+	require.NoError(t, err)
+	keyOf, err := os.ReadFile(filepath.Join(dir, "expired.key"))
+	require.NoError(t, err)
+	b, err := os.ReadFile(e.path)
+	require.NoError(t, err)
+	st := strings.Replace(string(b), `"client_secret"`, `"client_cert": `+jsonString(string(certPEM))+`, "client_key": `+jsonString(string(keyOf))+`, "client_secret"`, 1)
+	require.NoError(t, os.WriteFile(e.path, []byte(st), 0o600))
+
+	e.Env.Stdin = strings.NewReader("a-new-client-secret\n")
+	require.Equal(t, 0, e.run("credentials", "set", "--client-id", "relay-client"), e.errOut.String())
+	c, err := credentials.Load(e.path, credentials.DefaultMapName, credentials.DefaultKeyName)
+	require.NoError(t, err)
+	assert.Equal(t, "a-new-client-secret", c.ClientSecret)
+	assert.Equal(t, string(certPEM), c.ClientCertPEM, "the stored certificate is kept")
+	e.out.Reset()
+	require.Equal(t, 0, e.run("credentials", "show"), e.errOut.String())
+	assert.Contains(t, e.out.String(), "client certificate: UNUSABLE")
+	assert.Contains(t, e.out.String(), "expired on")
+}
+
+func jsonString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
 }

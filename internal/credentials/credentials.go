@@ -132,6 +132,12 @@ func (e fileEntry) credential() Credential {
 		ClientCertPEM: e.ClientCert, ClientKeyPEM: e.ClientKey}
 }
 
+// clone copies c so an edit of its signing secrets does not change the original's.
+func (c Credential) clone() Credential {
+	c.SigningSecrets = append([]string(nil), c.SigningSecrets...)
+	return c
+}
+
 func entryOf(c Credential) fileEntry {
 	return fileEntry{ClientID: c.ClientID, ClientSecret: c.ClientSecret, SigningSecrets: c.SigningSecrets,
 		ClientCert: c.ClientCertPEM, ClientKey: c.ClientKeyPEM}
@@ -285,14 +291,24 @@ func Update(path, mapName, key string, edit func(c *Credential) error) error {
 	case err != nil:
 		return fmt.Errorf("refusing to update the credential store: %w", err)
 	}
-	c := st[mapName][key].credential()
+	before := st[mapName][key].credential()
+	c := before.clone()
 	if err := edit(&c); err != nil {
 		return err
 	}
 	if !c.Complete() {
 		return fmt.Errorf("%w: both a client id and a client secret are needed: pass --client-id and the secret on stdin or with --client-secret-file", ErrIncomplete)
 	}
-	if err := c.Check(); err != nil {
+	// Check what is new: a stored certificate that has expired since must not block, say, a
+	// new client secret (the relay reports it when it is used).
+	if c.ClientCertPEM == before.ClientCertPEM && c.ClientKeyPEM == before.ClientKeyPEM {
+		c.ClientCertPEM, c.ClientKeyPEM = "", ""
+		err = c.Check()
+		c.ClientCertPEM, c.ClientKeyPEM = before.ClientCertPEM, before.ClientKeyPEM
+	} else {
+		err = c.Check()
+	}
+	if err != nil {
 		return err
 	}
 	if st[mapName] == nil {
