@@ -1,8 +1,11 @@
 package credentials
 
 import (
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -84,4 +87,41 @@ func TestSourceChecksAtMostOncePerInterval(t *testing.T) {
 	c, _, err = src.Get()
 	require.NoError(t, err)
 	assert.Equal(t, "two", c.ClientSecret)
+}
+
+func TestResolveOverlaysSigningSecretsAndCertificateFiles(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p := storePath(t)
+	require.NoError(t, Save(p, DefaultMapName, DefaultKeyName, Credential{ClientID: "id", ClientSecret: testSecret, SigningSecrets: []string{"whsec_" + strings.Repeat("A", 32)}}))
+	secrets := filepath.Join(dir, "signing")
+	one, two := "whsec_"+strings.Repeat("B", 32), "whsec_"+strings.Repeat("C", 44)
+	require.NoError(t, os.WriteFile(secrets, []byte("# rotation in progress\n"+one+"\n\n"+two+"\n"), 0o600))
+	c, where, err := Resolve(envOf(map[string]string{EnvSigningSecretsFile: secrets}), p, DefaultMapName, DefaultKeyName)
+	require.NoError(t, err)
+	assert.Equal(t, p, where)
+	assert.Equal(t, []string{one, two}, c.SigningSecrets, "the file replaces the stored secrets")
+
+	_, _, err = Resolve(envOf(map[string]string{EnvClientCertFile: filepath.Join(dir, "tls.crt")}), p, DefaultMapName, DefaultKeyName)
+	require.ErrorIs(t, err, ErrClientCert)
+	assert.Contains(t, err.Error(), "needs both a certificate file and a key file")
+
+	require.NoError(t, os.WriteFile(secrets, []byte("whsec_not base64!\n"), 0o600))
+	_, _, err = Resolve(envOf(map[string]string{EnvSigningSecretsFile: secrets}), p, DefaultMapName, DefaultKeyName)
+	require.ErrorIs(t, err, ErrSigningSecret)
+	assert.NotContains(t, err.Error(), "not base64!")
+}
+
+func TestCredentialStringsRedactNewSecrets(t *testing.T) {
+	t.Parallel()
+	c := Credential{ClientID: "id", ClientSecret: testSecret, SigningSecrets: []string{"whsec_SIGNINGSECRET"},
+		ClientCertPEM: "-----BEGIN CERTIFICATE-----", ClientKeyPEM: "-----BEGIN PRIVATE KEY-----KEYMATERIAL"}
+	b, err := json.Marshal(c)
+	require.NoError(t, err)
+	for _, s := range []string{c.String(), fmt.Sprintf("%v %+v %#v %s %q", c, c, c, c, c), string(b)} {
+		assert.NotContains(t, s, "SIGNINGSECRET")
+		assert.NotContains(t, s, "KEYMATERIAL")
+		assert.NotContains(t, s, testSecret)
+	}
+	assert.Contains(t, c.String(), "signing_secrets=1[redacted]")
 }
