@@ -2,7 +2,9 @@
 // client-credentials token endpoint and the /datasync endpoint, which validates and records what
 // it receives. People building the other side can read it as a specification; cdc-relay's tests,
 // demo and benchmark use it as the far end, with faults (errors, delays, rate limits, resets,
-// outages) switchable at runtime.
+// outages) switchable at runtime. It can also play stricter partners: a token endpoint that
+// demands a scope, an audience, one client authentication style or a client certificate, an API
+// that demands a client certificate, and Standard Webhooks signature verification.
 package receiver
 
 import (
