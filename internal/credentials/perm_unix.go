@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -26,11 +27,10 @@ func CheckPrivate(f *os.File, path string) error {
 	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
 		return fmt.Errorf("inspecting %s: %w", path, err)
 	}
-	var fs unix.Statfs_t
-	if err := unix.Fstatfs(int(f.Fd()), &fs); err != nil {
+	readOnly, err := readOnlyFS(int(f.Fd()))
+	if err != nil {
 		return fmt.Errorf("inspecting the file system of %s: %w", path, err)
 	}
-	readOnly := fs.Flags&unix.ST_RDONLY != 0
 	if readOnly && st.Uid == 0 {
 		return nil
 	}
@@ -72,4 +72,12 @@ func checkDir(dir, path string) error {
 			ErrInsecurePermissions, dir, path, st.Mode&0o777, dir)
 	}
 	return nil
+}
+
+// fileID returns the device and inode of fi, for Source's change check.
+func fileID(fi os.FileInfo) (dev, ino uint64) {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return uint64(st.Dev), uint64(st.Ino)
+	}
+	return 0, 0
 }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -72,9 +71,7 @@ func stampOf(path string) stamp {
 		return stamp{missing: true}
 	}
 	s := stamp{size: fi.Size(), mode: fi.Mode(), mtime: fi.ModTime()}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		s.dev, s.ino = uint64(st.Dev), uint64(st.Ino)
-	}
+	s.dev, s.ino = fileID(fi)
 	return s
 }
 
