@@ -74,6 +74,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.CredentialsPath == "" {
 		cfg.CredentialsPath = credentials.DefaultPath(cfg.Getenv)
 	}
+	defer holdSIGHUP()()
 	log := cfg.Logger
 	cfg.Relay.Logger = log.Named("relay")
 	rcfg := cfg.Relay.WithDefaults()
@@ -205,6 +206,29 @@ func NewSender(cfg Config, s relay.Settings) (*sender.Sender, error) {
 		return nil, err
 	}
 	return snd, nil
+}
+
+// holdSIGHUP keeps SIGHUP from stopping the process (its default action) while the daemon runs,
+// including while it has no sender (Data Sync disabled, settings unusable): operators send it to
+// make the relay read its credential again, never to stop it. The senders' own handlers
+// (reloadOnSIGHUP) do the reading.
+func holdSIGHUP() (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-hup:
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		close(done)
+	}
 }
 
 // reloadOnSIGHUP makes src read the credential again on every SIGHUP until the returned

@@ -391,3 +391,20 @@ func TestMutualTLSFromRunFlags(t *testing.T) {
 	s.waitMessages(5)
 	assert.Zero(t, s.recv.Stats().Rejected["client_certificate"])
 }
+
+// TestSIGHUPWhilePausedDoesNotStopTheRelay is not parallel on purpose: it must run while no
+// other test's sender is listening for SIGHUP, or their handlers would hide a relay that lets
+// SIGHUP's default action (exit) happen while it has no sender (Data Sync disabled).
+func TestSIGHUPWhilePausedDoesNotStopTheRelay(t *testing.T) {
+	const secret = "paused-hup-secret"
+	s := newStack(t, receiver.Config{}, secret)
+	s.set("DataSyncEnabled", "false")
+	store := filepath.Join(s.dir, "cdc-relay", "credentials.json")
+	require.NoError(t, credentials.Save(store, credentials.DefaultMapName, credentials.DefaultKeyName, credentials.Credential{ClientID: clientID, ClientSecret: secret}))
+	s.run(store)
+	require.Eventually(t, func() bool { return strings.Contains(s.logs.String(), "Data Sync is disabled") }, 60*time.Second, 5*time.Millisecond)
+	require.NoError(t, syscall.Kill(os.Getpid(), syscall.SIGHUP)) // kills the test binary without the fix
+	s.set("DataSyncEnabled", "true")
+	s.exec(`INSERT INTO customer (customer_id, first_name) VALUES (1, 'A')`)
+	s.waitMessages(1)
+}
