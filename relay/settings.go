@@ -25,6 +25,17 @@ type Settings struct {
 	// BulkSnapshotAtMove (DataSyncBulkSnapshotMode = move): statements updating many customers
 	// are queued as sets, expanded by the relay, also in capture mode.
 	BulkSnapshotAtMove bool
+	// TokenScope (DataSyncTokenScope) is the space-separated OAuth2 scope asked for; empty
+	// asks for none.
+	TokenScope string
+	// TokenAudience (DataSyncTokenAudience) is sent as the token request's audience parameter
+	// (Auth0 and others); empty sends none.
+	TokenAudience string
+	// TokenAuthStyle (DataSyncTokenAuthStyle) is how the client authenticates to the token
+	// endpoint: "auto" (HTTP Basic, then the form body if refused), "basic" or "body".
+	TokenAuthStyle string
+	// Signing (DataSyncSigning) is "off" or "standard-webhooks" (sign every request).
+	Signing string
 }
 
 // expandSets tells whether the capture triggers may be writing sets of customers now, so that
@@ -43,7 +54,7 @@ func LoadSettings(ctx context.Context, db Querier) (Settings, error) {
 		return Settings{}, fmt.Errorf("reading data_sync_config (run cdc-relay install first?): %w", err)
 	}
 	defer rows.Close()
-	s := Settings{CredentialMapName: "ce_credentials", CredentialKeyName: "datasync"}
+	s := Settings{CredentialMapName: "ce_credentials", CredentialKeyName: "datasync", TokenAuthStyle: "auto", Signing: "off"}
 	for rows.Next() {
 		var name, value string
 		if err := rows.Scan(&name, &value); err != nil {
@@ -68,6 +79,18 @@ func LoadSettings(ctx context.Context, db Querier) (Settings, error) {
 			s.SnapshotAtMove = value == "move"
 		case "DataSyncBulkSnapshotMode":
 			s.BulkSnapshotAtMove = value == "move"
+		case "DataSyncTokenScope":
+			s.TokenScope = value
+		case "DataSyncTokenAudience":
+			s.TokenAudience = value
+		case "DataSyncTokenAuthStyle":
+			if value != "" {
+				s.TokenAuthStyle = value
+			}
+		case "DataSyncSigning":
+			if value != "" {
+				s.Signing = value
+			}
 		}
 	}
 	if err := rows.Err(); err != nil {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cdc-relay/cdc-relay/internal/credentials"
 	"github.com/cdc-relay/cdc-relay/internal/receiver"
 )
 
@@ -60,6 +61,13 @@ func runReceiver(ctx context.Context, env Env, args []string) error {
 	tokenDown := fs.Bool("token-down", false, "answer the token endpoint 503")
 	tokenGarbage := fs.Bool("token-garbage", false, "answer the token endpoint with an HTML page")
 	redirectTo := fs.String("redirect-to", "", "answer POSTs 307 with this Location")
+	requiredScope := fs.String("required-scope", "", "space-separated scopes a token request must ask for (400 invalid_scope otherwise)")
+	requiredAudience := fs.String("required-audience", "", "audience a token request must carry (400 invalid_request otherwise)")
+	tokenAuthStyle := fs.String("token-auth-style", "", "client authentication the token endpoint accepts: basic, body (default: both)")
+	clientCAFile := fs.String("client-ca-file", "", "PEM CA that client certificates (mTLS) must be issued by")
+	requireClientCert := fs.String("require-client-cert", "", "require a client certificate on: token, api or both (needs --client-ca-file)")
+	var signingFiles repeated
+	fs.Var(&signingFiles, "signing-secret-file", "file holding a Standard Webhooks secret (whsec_...) to verify webhook-signature with; repeatable")
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
@@ -105,6 +113,34 @@ func runReceiver(ctx context.Context, env Env, args []string) error {
 	}
 	if *hostname != "" {
 		cfg.Hostnames = []string{*hostname}
+	}
+	cfg.RequiredScope, cfg.RequiredAudience, cfg.TokenAuthStyle = *requiredScope, *requiredAudience, *tokenAuthStyle
+	if *clientCAFile != "" {
+		if cfg.ClientCAPEM, err = os.ReadFile(*clientCAFile); err != nil {
+			return fmt.Errorf("reading --client-ca-file: %w", err)
+		}
+	}
+	switch *requireClientCert {
+	case "":
+	case "token":
+		cfg.ClientCertForToken = true
+	case "api":
+		cfg.ClientCertForAPI = true
+	case "both":
+		cfg.ClientCertForToken, cfg.ClientCertForAPI = true, true
+	default:
+		return fmt.Errorf("%w: --require-client-cert %q: use token, api or both", ErrUsage, *requireClientCert)
+	}
+	for _, f := range signingFiles {
+		b, err := credentials.ReadPrivateFile(f, "--signing-secret-file")
+		if err != nil {
+			return err
+		}
+		secrets, err := credentials.ParseSigningSecrets(b)
+		if err != nil {
+			return fmt.Errorf("--signing-secret-file %s: %w", f, err)
+		}
+		cfg.SigningSecrets = append(cfg.SigningSecrets, secrets...)
 	}
 	if *out != "" {
 		f, err := os.OpenFile(*out, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)

@@ -39,6 +39,8 @@ func relayFlags(fs *flag.FlagSet, c *daemon.Config) *string {
 	fs.DurationVar(&c.Relay.ShutdownTimeout, "shutdown-timeout", d.ShutdownTimeout, "how long a stop waits for requests in flight")
 	fs.BoolVar(&c.Poll, "poll", false, "run without logical replication: wake only on the sweep")
 	fs.StringVar(&c.CAFile, "ca-file", "", "extra PEM CA bundle trusted for the receiver and token endpoint")
+	fs.StringVar(&c.ClientCertFile, "client-cert", "", "PEM client certificate for mTLS, read again when it changes (default $CDC_RELAY_CLIENT_CERT_FILE, else the stored one)")
+	fs.StringVar(&c.ClientKeyFile, "client-key", "", "PEM private key of --client-cert (default $CDC_RELAY_CLIENT_KEY_FILE)")
 	fs.StringVar(&c.CredentialsPath, "credentials", "", "credential store path (default ${XDG_CONFIG_HOME:-$HOME/.config}/cdc-relay/credentials.json)")
 	fs.BoolVar(&c.AllowInsecureHTTP, "allow-insecure-http", false, "permit http:// URLs (local testing only)")
 	fs.DurationVar(&c.RequestTimeout, "request-timeout", sender.DefaultRequestTimeout, "timeout of each request")

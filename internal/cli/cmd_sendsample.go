@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/cdc-relay/cdc-relay/internal/daemon"
@@ -23,6 +24,8 @@ func runSendSample(ctx context.Context, env Env, args []string) error {
 	db := databaseFlag(fs, env)
 	var cfg daemon.Config
 	fs.StringVar(&cfg.CAFile, "ca-file", "", "extra PEM CA bundle trusted for the receiver and token endpoint")
+	fs.StringVar(&cfg.ClientCertFile, "client-cert", "", "PEM client certificate for mTLS (default $CDC_RELAY_CLIENT_CERT_FILE, else the stored one)")
+	fs.StringVar(&cfg.ClientKeyFile, "client-key", "", "PEM private key of --client-cert (default $CDC_RELAY_CLIENT_KEY_FILE)")
 	fs.StringVar(&cfg.CredentialsPath, "credentials", "", "credential store path (default ${XDG_CONFIG_HOME:-$HOME/.config}/cdc-relay/credentials.json)")
 	fs.BoolVar(&cfg.AllowInsecureHTTP, "allow-insecure-http", false, "permit http:// URLs (local testing only)")
 	fs.DurationVar(&cfg.RequestTimeout, "request-timeout", 10*time.Second, "timeout of each request")
@@ -44,17 +47,23 @@ func runSendSample(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	p, closeFn, err := daemon.Posters(cfg)(ctx, settings)
+	snd, err := daemon.NewSender(cfg, settings)
 	if err != nil {
 		return err
 	}
-	defer closeFn()
+	defer snd.Close()
 	body := mapping.AppendEnvelope(nil, []mapping.Message{SampleMessage})
 	start := time.Now()
-	resp, err := p.Post(ctx, body)
+	resp, err := snd.Post(ctx, body)
 	took := time.Since(start).Round(time.Millisecond)
 	// The receiver's answer and the URL are outside strings: printed through safetext.Clean.
 	apiURL := safetext.Clean(settings.APIURL)
+	if resp.Signed != nil {
+		// What was signed, never the secrets: the receiver can recompute the signature from
+		// these headers and the body with its copy of the secret.
+		fmt.Fprintf(env.Stdout, "signed (Standard Webhooks, %d signature(s)):\n  webhook-id: %s\n  webhook-timestamp: %s\n  webhook-signature: %s\n  signed content: %s.%s.%s\n",
+			len(strings.Fields(resp.Signed.Signature)), resp.Signed.ID, resp.Signed.Timestamp, resp.Signed.Signature, resp.Signed.ID, resp.Signed.Timestamp, body)
+	}
 	if err != nil {
 		return fmt.Errorf("sample message to %s failed after %s: %w", apiURL, took, cleanError{err})
 	}

@@ -42,6 +42,9 @@ func runStatus(ctx context.Context, env Env, args []string) error {
 	fmt.Fprintf(w, "Data Sync enabled: %v   snapshot at move: %v   wal_level: %s\n", rep.Enabled, rep.Settings.SnapshotAtMove, c(rep.WALLevel))
 	fmt.Fprintf(w, "API URL: %s\nToken URL: %s\nCredentials: map %s, key %s\n\n", c(orNotSet(rep.Settings.APIURL)), c(orNotSet(rep.Settings.TokenURL)),
 		c(rep.Settings.CredentialMapName), c(rep.Settings.CredentialKeyName))
+	if warn := credentialWarning(env, rep.Settings.CredentialMapName, rep.Settings.CredentialKeyName); warn != "" {
+		fmt.Fprintf(w, "WARNING: %s\n\n", c(warn))
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "QUEUE\tSTAGE\tROWS\tOLDEST AGE\tFAILING\tLAST ERROR")
 	for _, q := range rep.Queues {

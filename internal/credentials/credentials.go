@@ -1,11 +1,13 @@
 // Package credentials is cdc-relay's credential store: the appendix's "credential store map", a
-// JSON file mapping a map name and a key name to an OAuth2 client ID and secret.
+// JSON file mapping a map name and a key name to an OAuth2 client ID and secret, and optionally
+// an mTLS client certificate and key and Standard Webhooks signing secrets.
 //
 // The file lives at ${XDG_CONFIG_HOME:-$HOME/.config}/cdc-relay/credentials.json, is written
-// atomically with mode 0600 in a 0700 directory, and is refused when other users could read it.
-// Containers may bypass the file with CDC_RELAY_CLIENT_ID and CDC_RELAY_CLIENT_SECRET (or
-// CDC_RELAY_CLIENT_SECRET_FILE). Nothing in this package ever puts a secret into an error or a
-// formatted string.
+// atomically with mode 0600 in a 0700 directory, and is refused when other users could read or
+// replace it (see CheckPrivate). Containers may bypass the file with CDC_RELAY_CLIENT_ID and
+// CDC_RELAY_CLIENT_SECRET (or CDC_RELAY_CLIENT_SECRET_FILE), and name certificate and signing
+// secret files in the environment. Source reads a credential again when its files change.
+// Nothing in this package ever puts a secret into an error or a formatted string.
 package credentials
 
 import (
@@ -40,8 +42,9 @@ const SourceEnvironment = "environment"
 var (
 	// ErrNotFound means the credential file does not exist, so nothing was ever saved.
 	ErrNotFound = errors.New("credential store not found")
-	// ErrInsecurePermissions means the file or its mode lets other users read the secret.
-	ErrInsecurePermissions = errors.New("credential store has insecure permissions")
+	// ErrInsecurePermissions means a secret file (the store, a secret, key or signing secrets file),
+	// its owner, mode or directory lets other users read or replace the secret.
+	ErrInsecurePermissions = errors.New("secret file has insecure permissions")
 	// ErrCorrupt means the file is not the JSON this package writes.
 	ErrCorrupt = errors.New("credential store is corrupt")
 	// ErrIncomplete means a client ID or secret is missing; like CE's Save button, the store
@@ -56,6 +59,12 @@ var (
 type Credential struct {
 	ClientID     string
 	ClientSecret string
+	// SigningSecrets are Standard Webhooks secrets ("whsec_" + base64); each signs every request
+	// when DataSyncSigning is standard-webhooks, so a receiver can rotate by accepting both.
+	SigningSecrets []string
+	// ClientCertPEM and ClientKeyPEM are the mTLS client certificate (chain) and its private
+	// key, both PEM; empty when the receiver needs no client certificate.
+	ClientCertPEM, ClientKeyPEM string
 }
 
 // String describes the credential with the secret redacted, so it is safe in logs.
@@ -64,7 +73,14 @@ func (c Credential) String() string {
 	if c.ClientSecret != "" {
 		secret = "[redacted]"
 	}
-	return fmt.Sprintf("client_id=%q client_secret=%s", c.ClientID, secret)
+	extra := ""
+	if n := len(c.SigningSecrets); n > 0 {
+		extra += fmt.Sprintf(" signing_secrets=%d[redacted]", n)
+	}
+	if c.ClientCertPEM != "" || c.ClientKeyPEM != "" {
+		extra += " client_certificate=set client_key=[redacted]"
+	}
+	return fmt.Sprintf("client_id=%q client_secret=%s%s", c.ClientID, secret, extra)
 }
 
 // GoString is String for %#v, so even debugging output never shows the secret.
@@ -86,7 +102,15 @@ func (c Credential) MarshalJSON() ([]byte, error) {
 	if c.ClientSecret != "" {
 		secret = "[redacted]"
 	}
-	return json.Marshal(fileEntry{ClientID: c.ClientID, ClientSecret: secret})
+	e := fileEntry{ClientID: c.ClientID, ClientSecret: secret}
+	for range c.SigningSecrets {
+		e.SigningSecrets = append(e.SigningSecrets, "[redacted]")
+	}
+	if c.ClientKeyPEM != "" {
+		e.ClientKey = "[redacted]"
+	}
+	e.ClientCert = c.ClientCertPEM // a certificate is public
+	return json.Marshal(e)
 }
 
 // Complete reports whether both the client ID and the secret are present.
@@ -96,8 +120,27 @@ func (c Credential) Complete() bool {
 
 // fileEntry is the on-disk form of one credential.
 type fileEntry struct {
-	ClientID     string `json:"client_id"`
-	ClientSecret string `json:"client_secret"`
+	ClientID       string   `json:"client_id"`
+	ClientSecret   string   `json:"client_secret"`
+	SigningSecrets []string `json:"signing_secrets,omitempty"`
+	ClientCert     string   `json:"client_cert,omitempty"`
+	ClientKey      string   `json:"client_key,omitempty"`
+}
+
+func (e fileEntry) credential() Credential {
+	return Credential{ClientID: e.ClientID, ClientSecret: e.ClientSecret, SigningSecrets: e.SigningSecrets,
+		ClientCertPEM: e.ClientCert, ClientKeyPEM: e.ClientKey}
+}
+
+// clone copies c so an edit of its signing secrets does not change the original's.
+func (c Credential) clone() Credential {
+	c.SigningSecrets = append([]string(nil), c.SigningSecrets...)
+	return c
+}
+
+func entryOf(c Credential) fileEntry {
+	return fileEntry{ClientID: c.ClientID, ClientSecret: c.ClientSecret, SigningSecrets: c.SigningSecrets,
+		ClientCert: c.ClientCertPEM, ClientKey: c.ClientKeyPEM}
 }
 
 // store is the on-disk file: map name → key name → credential.
@@ -129,7 +172,7 @@ func Load(path, mapName, key string) (Credential, error) {
 	if !ok {
 		return Credential{}, fmt.Errorf("%w: map %q has no key %q in %s: %s", ErrNoCredential, mapName, key, path, setHint(mapName, key))
 	}
-	c := Credential{ClientID: e.ClientID, ClientSecret: e.ClientSecret}
+	c := e.credential()
 	if !c.Complete() {
 		return Credential{}, fmt.Errorf("%w: map %q key %q in %s has an empty client id or secret: %s", ErrIncomplete, mapName, key, path, setHint(mapName, key))
 	}
@@ -153,8 +196,8 @@ func readStore(path string) (store, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("%w: %s is not a regular file: remove it and run cdc-relay credentials set", ErrCorrupt, path)
 	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("%w: %s has mode %04o, so other users can read the secret: run chmod 600 %s", ErrInsecurePermissions, path, perm, path)
+	if err := CheckPrivate(f, path); err != nil {
+		return nil, err
 	}
 	var buf bytes.Buffer
 	if _, err := buf.ReadFrom(f); err != nil {
@@ -211,9 +254,17 @@ func position(b []byte, offset int64) (line, col int) {
 // file that is insecure or corrupt rather than silently replace it. The directory is created with
 // mode 0700 and the file is replaced atomically with mode 0600.
 func Save(path, mapName, key string, c Credential) error {
-	if !c.Complete() {
-		return fmt.Errorf("%w: both a client id and a client secret are needed: pass --client-id and the secret on stdin or with --client-secret-file", ErrIncomplete)
-	}
+	return Update(path, mapName, key, func(old *Credential) error {
+		*old = c
+		return nil
+	})
+}
+
+// Update changes the credential stored under mapName and key in the file at path with edit,
+// which receives the stored credential (zero when there is none), under the same lock, checks
+// and atomic write as Save. The result must be complete and its certificate and signing
+// secrets valid.
+func Update(path, mapName, key string, edit func(c *Credential) error) error {
 	if err := validName("map", mapName); err != nil {
 		return err
 	}
@@ -223,6 +274,9 @@ func Save(path, mapName, key string, c Credential) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("creating credential directory: %w", err)
+	}
+	if err := checkDir(dir, path); err != nil {
+		return fmt.Errorf("refusing to update the credential store: %w", err)
 	}
 	unlock, err := lockDir(dir)
 	if err != nil {
@@ -237,10 +291,30 @@ func Save(path, mapName, key string, c Credential) error {
 	case err != nil:
 		return fmt.Errorf("refusing to update the credential store: %w", err)
 	}
+	before := st[mapName][key].credential()
+	c := before.clone()
+	if err := edit(&c); err != nil {
+		return err
+	}
+	if !c.Complete() {
+		return fmt.Errorf("%w: both a client id and a client secret are needed: pass --client-id and the secret on stdin or with --client-secret-file", ErrIncomplete)
+	}
+	// Check what is new: a stored certificate that has expired since must not block, say, a
+	// new client secret (the relay reports it when it is used).
+	if c.ClientCertPEM == before.ClientCertPEM && c.ClientKeyPEM == before.ClientKeyPEM {
+		c.ClientCertPEM, c.ClientKeyPEM = "", ""
+		err = c.Check()
+		c.ClientCertPEM, c.ClientKeyPEM = before.ClientCertPEM, before.ClientKeyPEM
+	} else {
+		err = c.Check()
+	}
+	if err != nil {
+		return err
+	}
 	if st[mapName] == nil {
 		st[mapName] = map[string]fileEntry{}
 	}
-	st[mapName][key] = fileEntry{ClientID: c.ClientID, ClientSecret: c.ClientSecret}
+	st[mapName][key] = entryOf(c)
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encoding credential store: %w", err)
@@ -310,9 +384,9 @@ func FromEnv(getenv func(string) string) (Credential, bool, error) {
 	case secret == "" && file == "":
 		return Credential{}, false, fmt.Errorf("%w: %s is set but no secret: set %s or %s too", ErrIncomplete, EnvClientID, EnvClientSecret, EnvClientSecretFile)
 	case file != "":
-		b, err := os.ReadFile(file)
+		b, err := ReadPrivateFile(file, EnvClientSecretFile)
 		if err != nil {
-			return Credential{}, false, fmt.Errorf("reading %s: %w", EnvClientSecretFile, err)
+			return Credential{}, false, err
 		}
 		secret = strings.TrimSpace(string(b))
 		if secret == "" {
@@ -325,14 +399,36 @@ func FromEnv(getenv func(string) string) (Credential, bool, error) {
 // Resolve returns the credential to use: the environment override when present, else the one
 // stored in the file at path under mapName and key. source says where it came from
 // (SourceEnvironment or the path), for start-up logs and `credentials show`.
+//
+// The files named by CDC_RELAY_CLIENT_CERT_FILE and CDC_RELAY_CLIENT_KEY_FILE (or certFile and
+// keyFile when given, from run flags) replace the stored client certificate, and
+// CDC_RELAY_SIGNING_SECRETS_FILE the stored signing secrets, whichever source gave the client
+// id and secret.
 func Resolve(getenv func(string) string, path, mapName, key string) (Credential, string, error) {
+	c, where, _, err := resolve(getenv, path, mapName, key, "", "")
+	return c, where, err
+}
+
+// resolve is Resolve that also returns the files the credential was read from, for Source.
+func resolve(getenv func(string) string, path, mapName, key, certFile, keyFile string) (Credential, string, []string, error) {
 	c, ok, err := FromEnv(getenv)
 	if err != nil {
-		return Credential{}, SourceEnvironment, err
+		return Credential{}, SourceEnvironment, nil, err
 	}
-	if ok {
-		return c, SourceEnvironment, nil
+	where, files := SourceEnvironment, []string(nil)
+	if f := getenv(EnvClientSecretFile); ok && f != "" {
+		files = append(files, f)
 	}
-	c, err = Load(path, mapName, key)
-	return c, path, err
+	if !ok {
+		if c, err = Load(path, mapName, key); err != nil {
+			return Credential{}, path, []string{path}, err
+		}
+		where, files = path, append(files, path)
+	}
+	more, err := overlay(getenv, &c, certFile, keyFile)
+	files = append(files, more...)
+	if err != nil {
+		return Credential{}, where, files, err
+	}
+	return c, where, files, nil
 }

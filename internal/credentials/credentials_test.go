@@ -38,20 +38,20 @@ func TestDefaultPath(t *testing.T) {
 func TestSaveLoadRoundTripKeepsOtherEntries(t *testing.T) {
 	t.Parallel()
 	p := storePath(t)
-	require.NoError(t, Save(p, "ce_credentials", "datasync", Credential{"id-1", testSecret}))
-	require.NoError(t, Save(p, "ce_credentials", "other", Credential{"id-2", "sec-2"}))
-	require.NoError(t, Save(p, "second_map", "datasync", Credential{"id-3", "sec-3"}))
-	require.NoError(t, Save(p, "ce_credentials", "datasync", Credential{"id-1b", testSecret + "b"}))
+	require.NoError(t, Save(p, "ce_credentials", "datasync", Credential{ClientID: "id-1", ClientSecret: testSecret}))
+	require.NoError(t, Save(p, "ce_credentials", "other", Credential{ClientID: "id-2", ClientSecret: "sec-2"}))
+	require.NoError(t, Save(p, "second_map", "datasync", Credential{ClientID: "id-3", ClientSecret: "sec-3"}))
+	require.NoError(t, Save(p, "ce_credentials", "datasync", Credential{ClientID: "id-1b", ClientSecret: testSecret + "b"}))
 
 	c, err := Load(p, "ce_credentials", "datasync")
 	require.NoError(t, err)
-	assert.Equal(t, Credential{"id-1b", testSecret + "b"}, c)
+	assert.Equal(t, Credential{ClientID: "id-1b", ClientSecret: testSecret + "b"}, c)
 	c, err = Load(p, "ce_credentials", "other")
 	require.NoError(t, err)
-	assert.Equal(t, Credential{"id-2", "sec-2"}, c)
+	assert.Equal(t, Credential{ClientID: "id-2", ClientSecret: "sec-2"}, c)
 	c, err = Load(p, "second_map", "datasync")
 	require.NoError(t, err)
-	assert.Equal(t, Credential{"id-3", "sec-3"}, c)
+	assert.Equal(t, Credential{ClientID: "id-3", ClientSecret: "sec-3"}, c)
 
 	fi, err := os.Stat(p)
 	require.NoError(t, err)
@@ -74,7 +74,7 @@ func TestSaveConcurrentKeepsAll(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 16 {
 		wg.Go(func() {
-			assert.NoError(t, Save(p, "m", fmt.Sprintf("k%d", i), Credential{"id", "sec"}))
+			assert.NoError(t, Save(p, "m", fmt.Sprintf("k%d", i), Credential{ClientID: "id", ClientSecret: "sec"}))
 		})
 	}
 	wg.Wait()
@@ -87,7 +87,7 @@ func TestSaveConcurrentKeepsAll(t *testing.T) {
 func TestSaveRefusesIncomplete(t *testing.T) {
 	t.Parallel()
 	p := storePath(t)
-	for _, c := range []Credential{{"", "x"}, {"x", ""}, {" ", "x"}, {"x", "  "}} {
+	for _, c := range []Credential{{ClientID: "", ClientSecret: "x"}, {ClientID: "x", ClientSecret: ""}, {ClientID: " ", ClientSecret: "x"}, {ClientID: "x", ClientSecret: "  "}} {
 		err := Save(p, "m", "k", c)
 		require.ErrorIs(t, err, ErrIncomplete)
 	}
@@ -98,8 +98,8 @@ func TestSaveRefusesIncomplete(t *testing.T) {
 func TestSaveRefusesBadNames(t *testing.T) {
 	t.Parallel()
 	p := storePath(t)
-	require.ErrorIs(t, Save(p, "", "k", Credential{"a", "b"}), ErrIncomplete)
-	err := Save(p, "m", "bad key/..", Credential{"a", "b"})
+	require.ErrorIs(t, Save(p, "", "k", Credential{ClientID: "a", ClientSecret: "b"}), ErrIncomplete)
+	err := Save(p, "m", "bad key/..", Credential{ClientID: "a", ClientSecret: "b"})
 	require.ErrorIs(t, err, ErrIncomplete)
 	assert.Contains(t, err.Error(), "letters, digits")
 }
@@ -107,9 +107,9 @@ func TestSaveRefusesBadNames(t *testing.T) {
 func TestSaveRefusesInsecureOrCorruptExisting(t *testing.T) {
 	t.Parallel()
 	p := storePath(t)
-	require.NoError(t, Save(p, "m", "k", Credential{"a", testSecret}))
+	require.NoError(t, Save(p, "m", "k", Credential{ClientID: "a", ClientSecret: testSecret}))
 	require.NoError(t, os.Chmod(p, 0o644))
-	err := Save(p, "m", "k2", Credential{"b", "c"})
+	err := Save(p, "m", "k2", Credential{ClientID: "b", ClientSecret: "c"})
 	require.ErrorIs(t, err, ErrInsecurePermissions)
 	fi, err := os.Stat(p)
 	require.NoError(t, err)
@@ -118,7 +118,7 @@ func TestSaveRefusesInsecureOrCorruptExisting(t *testing.T) {
 	p2 := storePath(t)
 	require.NoError(t, os.MkdirAll(filepath.Dir(p2), 0o700))
 	require.NoError(t, os.WriteFile(p2, []byte("{not json"), 0o600))
-	require.ErrorIs(t, Save(p2, "m", "k", Credential{"a", "b"}), ErrCorrupt)
+	require.ErrorIs(t, Save(p2, "m", "k", Credential{ClientID: "a", ClientSecret: "b"}), ErrCorrupt)
 	b, err := os.ReadFile(p2)
 	require.NoError(t, err)
 	assert.Equal(t, "{not json", string(b))
@@ -129,21 +129,21 @@ func TestSaveFailures(t *testing.T) {
 	dir := t.TempDir()
 	blocker := filepath.Join(dir, "file")
 	require.NoError(t, os.WriteFile(blocker, nil, 0o600))
-	err := Save(filepath.Join(blocker, "sub", "credentials.json"), "m", "k", Credential{"a", "b"})
+	err := Save(filepath.Join(blocker, "sub", "credentials.json"), "m", "k", Credential{ClientID: "a", ClientSecret: "b"})
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "creating credential directory")
 
 	// A directory where the lock file belongs.
 	d2 := t.TempDir()
 	require.NoError(t, os.Mkdir(filepath.Join(d2, ".credentials.lock"), 0o700))
-	err = Save(filepath.Join(d2, "credentials.json"), "m", "k", Credential{"a", "b"})
+	err = Save(filepath.Join(d2, "credentials.json"), "m", "k", Credential{ClientID: "a", ClientSecret: "b"})
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "credential lock file")
 
 	// The store path is a directory: not a regular file.
 	d3 := t.TempDir()
 	require.NoError(t, os.Mkdir(filepath.Join(d3, "credentials.json"), 0o700))
-	err = Save(filepath.Join(d3, "credentials.json"), "m", "k", Credential{"a", "b"})
+	err = Save(filepath.Join(d3, "credentials.json"), "m", "k", Credential{ClientID: "a", ClientSecret: "b"})
 	require.ErrorIs(t, err, ErrCorrupt)
 }
 
@@ -178,7 +178,7 @@ func TestLoadErrors(t *testing.T) {
 	t.Run("insecure mode", func(t *testing.T) {
 		t.Parallel()
 		p := storePath(t)
-		require.NoError(t, Save(p, "m", "k", Credential{"a", testSecret}))
+		require.NoError(t, Save(p, "m", "k", Credential{ClientID: "a", ClientSecret: testSecret}))
 		for _, mode := range []os.FileMode{0o640, 0o604, 0o660, 0o601} {
 			require.NoError(t, os.Chmod(p, mode))
 			_, err := Load(p, "m", "k")
@@ -214,7 +214,7 @@ func TestLoadErrors(t *testing.T) {
 	t.Run("no credential", func(t *testing.T) {
 		t.Parallel()
 		p := storePath(t)
-		require.NoError(t, Save(p, "m", "k", Credential{"a", "b"}))
+		require.NoError(t, Save(p, "m", "k", Credential{ClientID: "a", ClientSecret: "b"}))
 		for _, mk := range [][2]string{{"m", "other"}, {"other_map", "k"}} {
 			_, err := Load(p, mk[0], mk[1])
 			require.ErrorIs(t, err, ErrNoCredential)
@@ -275,14 +275,14 @@ func TestFromEnv(t *testing.T) {
 	c, ok, err = FromEnv(envOf(map[string]string{EnvClientID: "id", EnvClientSecret: testSecret}))
 	require.NoError(t, err)
 	assert.True(t, ok)
-	assert.Equal(t, Credential{"id", testSecret}, c)
+	assert.Equal(t, Credential{ClientID: "id", ClientSecret: testSecret}, c)
 
 	f := filepath.Join(t.TempDir(), "secret")
 	require.NoError(t, os.WriteFile(f, []byte(testSecret+"\n"), 0o400))
 	c, ok, err = FromEnv(envOf(map[string]string{EnvClientID: "id", EnvClientSecretFile: f}))
 	require.NoError(t, err)
 	assert.True(t, ok)
-	assert.Equal(t, Credential{"id", testSecret}, c)
+	assert.Equal(t, Credential{ClientID: "id", ClientSecret: testSecret}, c)
 
 	for name, env := range map[string]map[string]string{
 		"secret without id":      {EnvClientSecret: testSecret},
@@ -310,7 +310,7 @@ func TestFromEnv(t *testing.T) {
 func TestResolve(t *testing.T) {
 	t.Parallel()
 	p := storePath(t)
-	require.NoError(t, Save(p, "m", "k", Credential{"file-id", "file-secret"}))
+	require.NoError(t, Save(p, "m", "k", Credential{ClientID: "file-id", ClientSecret: "file-secret"}))
 
 	c, src, err := Resolve(envOf(nil), p, "m", "k")
 	require.NoError(t, err)
@@ -320,7 +320,7 @@ func TestResolve(t *testing.T) {
 	c, src, err = Resolve(envOf(map[string]string{EnvClientID: "env-id", EnvClientSecret: "env-secret"}), p, "m", "k")
 	require.NoError(t, err)
 	assert.Equal(t, SourceEnvironment, src)
-	assert.Equal(t, Credential{"env-id", "env-secret"}, c)
+	assert.Equal(t, Credential{ClientID: "env-id", ClientSecret: "env-secret"}, c)
 
 	_, _, err = Resolve(envOf(map[string]string{EnvClientSecret: "env-secret"}), p, "m", "k")
 	require.ErrorIs(t, err, ErrIncomplete)

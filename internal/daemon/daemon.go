@@ -9,6 +9,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -44,6 +47,9 @@ type Config struct {
 	CAFile string
 	// CredentialsPath is the credential store; default credentials.DefaultPath.
 	CredentialsPath string
+	// ClientCertFile and ClientKeyFile are an mTLS client certificate and key (PEM) that replace
+	// the stored pair; read again when they change.
+	ClientCertFile, ClientKeyFile string
 	// AllowInsecureHTTP permits http:// URLs (local testing only).
 	AllowInsecureHTTP bool
 	// RequestTimeout bounds each request to the receiver and token endpoint. Default 10s.
@@ -74,6 +80,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.CredentialsPath == "" {
 		cfg.CredentialsPath = credentials.DefaultPath(cfg.Getenv)
 	}
+	defer holdSIGHUP()()
 	log := cfg.Logger
 	// The admin address is bound before anything else: a relay that cannot serve it must refuse
 	// to start, not wait as a standby and fail the moment it should take over.
@@ -164,35 +171,105 @@ func Run(ctx context.Context, cfg Config) error {
 }
 
 // Posters returns the relay's PosterFactory: settings and credentials checked, then one
-// sender per settings version.
+// sender per settings version. The sender reads the credential again when its files change
+// and on SIGHUP, so a rotated secret or certificate needs no restart.
 func Posters(cfg Config) relay.PosterFactory {
 	return func(ctx context.Context, s relay.Settings) (relay.Poster, func(), error) {
-		if err := s.CheckDelivery(cfg.AllowInsecureHTTP); err != nil {
-			return nil, nil, err
-		}
-		getenv := cfg.Getenv
-		if getenv == nil {
-			getenv = func(string) string { return "" }
-		}
-		path := cfg.CredentialsPath
-		if path == "" {
-			path = credentials.DefaultPath(getenv)
-		}
-		cred, _, err := credentials.Resolve(getenv, path, s.CredentialMapName, s.CredentialKeyName)
-		if err != nil {
-			return nil, nil, err
-		}
-		rcfg := cfg.Relay.WithDefaults()
-		snd, err := sender.New(sender.Config{
-			APIURL: s.APIURL, TokenURL: s.TokenURL, Credential: cred, CAFile: cfg.CAFile,
-			AllowInsecureHTTP: cfg.AllowInsecureHTTP, RequestTimeout: cfg.RequestTimeout,
-			MaxConns: max(64, 2*rcfg.MaxInFlight()), Logger: cfg.Logger.Named("sender"),
-			UserAgent: userAgent(),
-		})
+		snd, err := NewSender(cfg, s)
 		if err != nil {
 			return nil, nil, err
 		}
 		return poster{snd}, snd.Close, nil
+	}
+}
+
+// NewSender checks the settings and builds the sender for them, with a credential source that
+// follows rotations (and a SIGHUP handler, stopped by the sender's Close).
+func NewSender(cfg Config, s relay.Settings) (*sender.Sender, error) {
+	if err := s.CheckDelivery(cfg.AllowInsecureHTTP); err != nil {
+		return nil, err
+	}
+	getenv := cfg.Getenv
+	if getenv == nil {
+		getenv = func(string) string { return "" }
+	}
+	path := cfg.CredentialsPath
+	if path == "" {
+		path = credentials.DefaultPath(getenv)
+	}
+	src, err := credentials.NewSource(credentials.SourceConfig{Getenv: getenv, Path: path,
+		MapName: s.CredentialMapName, Key: s.CredentialKeyName, CertFile: cfg.ClientCertFile, KeyFile: cfg.ClientKeyFile})
+	if err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	rcfg := cfg.Relay.WithDefaults()
+	stopHUP := reloadOnSIGHUP(src, log)
+	snd, err := sender.New(sender.Config{
+		APIURL: s.APIURL, TokenURL: s.TokenURL, Source: src, CAFile: cfg.CAFile,
+		TokenScope: s.TokenScope, TokenAudience: s.TokenAudience, TokenAuthStyle: s.TokenAuthStyle,
+		Sign:              s.Signing == "standard-webhooks",
+		AllowInsecureHTTP: cfg.AllowInsecureHTTP, RequestTimeout: cfg.RequestTimeout,
+		MaxConns: max(64, 2*rcfg.MaxInFlight()), Logger: log.Named("sender"),
+		UserAgent: userAgent(),
+		OnClose:   stopHUP,
+	})
+	if err != nil {
+		stopHUP()
+		return nil, err
+	}
+	return snd, nil
+}
+
+// holdSIGHUP keeps SIGHUP from stopping the process (its default action) while the daemon runs,
+// including while it has no sender (Data Sync disabled, settings unusable): operators send it to
+// make the relay read its credential again, never to stop it. The senders' own handlers
+// (reloadOnSIGHUP) do the reading.
+func holdSIGHUP() (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-hup:
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		close(done)
+	}
+}
+
+// reloadOnSIGHUP makes src read the credential again on every SIGHUP until the returned
+// function is called.
+func reloadOnSIGHUP(src *credentials.Source, log *zap.Logger) func() {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-hup:
+				log.Info("SIGHUP: reading the credential again")
+				src.Reload()
+			case <-done:
+				return
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			signal.Stop(hup)
+			close(done)
+		})
 	}
 }
 

@@ -1,8 +1,11 @@
 package receiver
 
 import (
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -33,6 +36,10 @@ const (
 	reasonTokenClient = "token_client"
 	reasonTokenGrant  = "token_grant"
 	reasonTokenForm   = "token_request"
+	reasonTokenScope  = "token_scope"
+	reasonTokenAud    = "token_audience"
+	reasonClientCert  = "client_certificate"
+	reasonSignature   = "signature"
 )
 
 func (s *Server) reject(reason string) {
@@ -91,12 +98,26 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "<html><body><h1>Welcome</h1><p>Single sign-on portal</p></body></html>\n")
 		return
 	}
+	if s.cfg.ClientCertForToken && !hasClientCert(r) {
+		s.reject(reasonClientCert)
+		problem(w, http.StatusUnauthorized, "invalid_client", "a client certificate (mTLS) is required")
+		return
+	}
 	if err := r.ParseForm(); err != nil {
 		s.reject(reasonTokenForm)
 		problem(w, http.StatusBadRequest, "invalid_request", "the body must be a form (application/x-www-form-urlencoded)")
 		return
 	}
 	id, secret, basic := r.BasicAuth()
+	switch style := s.cfg.TokenAuthStyle; {
+	case style == "basic" && !basic, style == "body" && basic:
+		s.reject(reasonTokenClient)
+		if style == "basic" {
+			w.Header().Set("WWW-Authenticate", `Basic realm="oauth"`)
+		}
+		problem(w, http.StatusUnauthorized, "invalid_client", "client authentication must use "+map[string]string{"basic": "HTTP Basic", "body": "client_id and client_secret in the form body"}[style])
+		return
+	}
 	if basic {
 		// RFC 6749 2.3.1: the credentials are form-encoded before Basic encoding.
 		if u, err := url.QueryUnescape(id); err == nil {
@@ -124,6 +145,16 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	if g := r.PostForm.Get("grant_type"); g != "client_credentials" {
 		s.reject(reasonTokenGrant)
 		problem(w, http.StatusBadRequest, "unsupported_grant_type", "grant_type must be client_credentials")
+		return
+	}
+	if missing := missingScopes(s.cfg.RequiredScope, r.PostForm.Get("scope")); missing != "" {
+		s.reject(reasonTokenScope)
+		problem(w, http.StatusBadRequest, "invalid_scope", "the scope "+missing+" is required")
+		return
+	}
+	if want := s.cfg.RequiredAudience; want != "" && r.PostForm.Get("audience") != want {
+		s.reject(reasonTokenAud)
+		problem(w, http.StatusBadRequest, "invalid_request", "the audience parameter must name this API")
 		return
 	}
 	var raw [32]byte
@@ -225,6 +256,12 @@ func (s *Server) handleDataSync(w http.ResponseWriter, r *http.Request) {
 		problem(w, http.StatusUnauthorized, "invalid_token", "a valid Bearer token from the token endpoint is required")
 		return
 	}
+	if s.cfg.ClientCertForAPI && !hasClientCert(r) {
+		s.reject(reasonClientCert)
+		_, _ = io.Copy(io.Discard, r.Body)
+		problem(w, http.StatusUnauthorized, "client_certificate_required", "a client certificate (mTLS) is required")
+		return
+	}
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
 		s.reject(reasonContentType)
 		_, _ = io.Copy(io.Discard, r.Body)
@@ -241,6 +278,17 @@ func (s *Server) handleDataSync(w http.ResponseWriter, r *http.Request) {
 		}
 		s.reject(reasonBody)
 		return // the client went away mid-body; nobody to answer
+	}
+	webhookID := ""
+	if len(s.signKeys) > 0 {
+		if webhookID, err = s.verifySignature(r.Header, body, time.Now()); err != nil {
+			s.reject(reasonSignature)
+			problem(w, http.StatusUnauthorized, "invalid_signature", err.Error())
+			return
+		}
+		s.mu.Lock()
+		s.signedIDs = append(s.signedIDs, webhookID)
+		s.mu.Unlock()
 	}
 	env, err := mapping.DecodeEnvelope(body)
 	if err != nil {
@@ -279,7 +327,7 @@ func (s *Server) handleDataSync(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	s.accept(env.Messages, at, r.UserAgent())
+	s.accept(env.Messages, at, r.UserAgent(), webhookID)
 	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "accepted": len(env.Messages)})
 }
 
@@ -291,11 +339,11 @@ func clip(s string) string {
 }
 
 // accept records messages, logs them and calls the hook.
-func (s *Server) accept(msgs []mapping.Message, at time.Time, userAgent string) {
+func (s *Server) accept(msgs []mapping.Message, at time.Time, userAgent, webhookID string) {
 	recs := make([]Received, len(msgs))
 	s.mu.Lock()
 	for i, m := range msgs {
-		rec := Received{Message: m, At: at, UserAgent: userAgent, Sample: isSample(m)}
+		rec := Received{Message: m, At: at, UserAgent: userAgent, WebhookID: webhookID, Sample: isSample(m)}
 		if rec.Sample {
 			s.stats.Samples++
 		} else {
@@ -358,4 +406,59 @@ func (s *Server) reset(w http.ResponseWriter) bool {
 	}
 	_ = raw.Close()
 	return true
+}
+
+// hasClientCert reports whether the TLS handshake verified a client certificate.
+func hasClientCert(r *http.Request) bool {
+	return r.TLS != nil && len(r.TLS.VerifiedChains) > 0
+}
+
+// missingScopes returns the required scopes (space-separated) absent from the requested ones.
+func missingScopes(required, requested string) string {
+	have := map[string]bool{}
+	for _, sc := range strings.Fields(requested) {
+		have[sc] = true
+	}
+	var missing []string
+	for _, sc := range strings.Fields(required) {
+		if !have[sc] {
+			missing = append(missing, sc)
+		}
+	}
+	return strings.Join(missing, " ")
+}
+
+// verifySignature checks a request's Standard Webhooks headers: webhook-id, a webhook-timestamp
+// within the tolerance, and a webhook-signature holding at least one "v1,<base64>" equal to
+// HMAC-SHA256(key, id "." timestamp "." body) under one of the configured keys. It returns the
+// webhook-id.
+func (s *Server) verifySignature(h http.Header, body []byte, now time.Time) (string, error) {
+	id, ts, sigs := h.Get("webhook-id"), h.Get("webhook-timestamp"), h.Get("webhook-signature")
+	if id == "" || ts == "" || sigs == "" {
+		return "", errors.New("webhook-id, webhook-timestamp and webhook-signature are required")
+	}
+	secs, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return "", errors.New("webhook-timestamp must be Unix seconds")
+	}
+	if d := now.Sub(time.Unix(secs, 0)); d > s.cfg.SignatureTolerance || d < -s.cfg.SignatureTolerance {
+		return "", fmt.Errorf("webhook-timestamp is %s away from now (tolerance %s)", d.Round(time.Second), s.cfg.SignatureTolerance)
+	}
+	signed := append([]byte(id+"."+ts+"."), body...)
+	for _, key := range s.signKeys {
+		mac := hmac.New(sha256.New, key)
+		mac.Write(signed)
+		want := mac.Sum(nil)
+		for _, sig := range strings.Fields(sigs) {
+			version, b64, ok := strings.Cut(sig, ",")
+			if !ok || version != "v1" {
+				continue
+			}
+			got, err := base64.StdEncoding.DecodeString(b64)
+			if err == nil && hmac.Equal(got, want) {
+				return id, nil
+			}
+		}
+	}
+	return "", errors.New("no webhook-signature matches the body under a known secret")
 }

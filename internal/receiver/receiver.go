@@ -2,12 +2,15 @@
 // client-credentials token endpoint and the /datasync endpoint, which validates and records what
 // it receives. People building the other side can read it as a specification; cdc-relay's tests,
 // demo and benchmark use it as the far end, with faults (errors, delays, rate limits, resets,
-// outages) switchable at runtime.
+// outages) switchable at runtime. It can also play stricter partners: a token endpoint that
+// demands a scope, an audience, one client authentication style or a client certificate, an API
+// that demands a client certificate, and Standard Webhooks signature verification.
 package receiver
 
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +24,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/cdc-relay/cdc-relay/internal/credentials"
 	"github.com/cdc-relay/cdc-relay/mapping"
 )
 
@@ -47,6 +51,28 @@ type Config struct {
 	ClientID, ClientSecret string
 	// TokenTTL is the lifetime of issued tokens (expires_in); default 1h.
 	TokenTTL time.Duration
+	// RequiredScope, when set, is the space-separated scopes a token request must ask for (each
+	// of them; others may be asked too), as Azure AD / Entra ID, Okta or Keycloak require:
+	// 400 invalid_scope otherwise.
+	RequiredScope string
+	// RequiredAudience, when set, is the audience parameter a token request must carry, as
+	// Auth0 requires: 400 invalid_request otherwise.
+	RequiredAudience string
+	// TokenAuthStyle is how the token endpoint accepts client credentials: "basic" (HTTP Basic
+	// only), "body" (client_id and client_secret in the form only), or "" for both.
+	TokenAuthStyle string
+	// ClientCAPEM, when set, is the PEM CA bundle client certificates are verified against; a
+	// certificate that does not verify fails the TLS handshake.
+	ClientCAPEM []byte
+	// ClientCertForToken and ClientCertForAPI require a verified client certificate (mTLS) on
+	// the token endpoint and on /datasync; they need ClientCAPEM.
+	ClientCertForToken, ClientCertForAPI bool
+	// SigningSecrets, when set, makes /datasync verify Standard Webhooks signatures (webhook-id,
+	// webhook-timestamp, webhook-signature): a request is accepted when one of its v1 signatures
+	// matches one of these whsec_ secrets and its timestamp is within SignatureTolerance.
+	SigningSecrets []string
+	// SignatureTolerance is how far webhook-timestamp may be from now; default 5 minutes.
+	SignatureTolerance time.Duration
 	// Strict validates every payload with mapping.CheckMessage (400 on failure).
 	Strict bool
 	// Log, when set, receives one JSON line per accepted message: time, action, type, uniqueId,
@@ -64,6 +90,8 @@ type Received struct {
 	At time.Time
 	// UserAgent is the request's User-Agent (cdc-relay sends its host and pid).
 	UserAgent string
+	// WebhookID is the request's verified webhook-id header, when SigningSecrets are set.
+	WebhookID string
 	// Duplicate is true when a message with the same uniqueId was accepted before.
 	Duplicate bool
 	// Sample is true for the "Send Sample Message" connectivity test (payload "Test message",
@@ -122,15 +150,17 @@ type Server struct {
 
 	inflight atomic.Int64 // POSTs being handled
 
-	mu       sync.Mutex
-	faults   Faults
-	limiter  *rate.Limiter
-	clientID string
-	secret   string
-	tokens   map[string]time.Time // token -> expiry
-	seen     map[string]struct{}
-	stats    Stats
-	logMu    sync.Mutex
+	mu        sync.Mutex
+	faults    Faults
+	limiter   *rate.Limiter
+	clientID  string
+	secret    string
+	tokens    map[string]time.Time // token -> expiry
+	signKeys  [][]byte
+	signedIDs []string // webhook-id of every request whose signature verified, in order
+	seen      map[string]struct{}
+	stats     Stats
+	logMu     sync.Mutex
 
 	startOnce sync.Once
 	startErr  error
@@ -165,12 +195,32 @@ func New(cfg Config) (*Server, error) {
 	if cfg.TokenTTL == 0 {
 		cfg.TokenTTL = time.Hour
 	}
+	switch cfg.TokenAuthStyle {
+	case "", "basic", "body":
+	default:
+		return nil, fmt.Errorf("%w: TokenAuthStyle %q: use basic, body, or empty for both", ErrConfig, cfg.TokenAuthStyle)
+	}
+	if (cfg.ClientCertForToken || cfg.ClientCertForAPI) && len(cfg.ClientCAPEM) == 0 {
+		return nil, fmt.Errorf("%w: requiring client certificates needs ClientCAPEM (--client-ca-file), the CA they must be issued by", ErrConfig)
+	}
+	if cfg.SignatureTolerance <= 0 {
+		cfg.SignatureTolerance = 5 * time.Minute
+	}
+	var signKeys [][]byte
+	for i, secret := range cfg.SigningSecrets {
+		key, err := credentials.SigningKey(secret)
+		if err != nil {
+			return nil, fmt.Errorf("%w: signing secret %d: %w", ErrConfig, i+1, err)
+		}
+		signKeys = append(signKeys, key)
+	}
 	s := &Server{
 		cfg:      cfg,
 		clientID: cfg.ClientID,
 		secret:   cfg.ClientSecret,
 		tokens:   map[string]time.Time{},
 		seen:     map[string]struct{}{},
+		signKeys: signKeys,
 		stats:    Stats{Rejected: map[string]int{}},
 		served:   make(chan struct{}),
 	}
@@ -196,6 +246,14 @@ func New(cfg Config) (*Server, error) {
 		MinVersion:   cfg.MinTLSVersion,
 		MaxVersion:   cfg.MaxTLSVersion,
 		NextProtos:   []string{"http/1.1"},
+	}
+	if len(cfg.ClientCAPEM) > 0 {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(cfg.ClientCAPEM) {
+			return nil, fmt.Errorf("%w: ClientCAPEM holds no PEM certificate: give the CA that issues client certificates", ErrConfig)
+		}
+		s.tlsConf.ClientCAs = pool
+		s.tlsConf.ClientAuth = tls.VerifyClientCertIfGiven
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/oauth/token", s.handleToken)
@@ -357,6 +415,15 @@ func (s *Server) SetCredentials(id, secret string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.clientID, s.secret = id, secret
+}
+
+// SignedIDs returns the webhook-id of every request whose Standard Webhooks signature verified,
+// in arrival order, including requests then answered with an injected failure: a resend of
+// the same records shows the same id again.
+func (s *Server) SignedIDs() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.signedIDs...)
 }
 
 // Stats returns a copy of the counters.

@@ -21,11 +21,12 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
-	"golang.org/x/oauth2/clientcredentials"
 
 	"github.com/cdc-relay/cdc-relay/internal/credentials"
 	"github.com/cdc-relay/cdc-relay/internal/metrics"
@@ -63,8 +64,23 @@ var (
 type Config struct {
 	APIURL   string // DataSyncApiUrl: where messages are POSTed
 	TokenURL string // DataSyncTokenUrl: the OAuth2 token endpoint
-	// Credential is the OAuth2 client id and secret.
+	// Credential is the OAuth2 client id and secret (and the optional client certificate and
+	// signing secrets), used when Source is nil.
 	Credential credentials.Credential
+	// Source, when set, gives the credential at each token fetch and request instead, so a
+	// secret, store or certificate rotated on disk is used without a restart.
+	Source CredentialSource
+	// TokenScope is the space-separated OAuth2 scope asked for (DataSyncTokenScope).
+	TokenScope string
+	// TokenAudience is sent as the token request's audience parameter (DataSyncTokenAudience).
+	TokenAudience string
+	// TokenAuthStyle (DataSyncTokenAuthStyle) is AuthStyleBasic (the default here: RFC 6749
+	// requires servers to accept it, and a refused request is not sent twice), AuthStyleBody, or
+	// AuthStyleAuto (Basic, then the body if refused; the style that worked is remembered).
+	TokenAuthStyle string
+	// Sign adds Standard Webhooks signature headers made with every signing secret of the
+	// credential (DataSyncSigning = standard-webhooks).
+	Sign bool
 	// CAFile is an optional PEM bundle added to the system roots (so SSL_CERT_FILE still works),
 	// for receivers with a private CA.
 	CAFile string
@@ -84,6 +100,8 @@ type Config struct {
 	UserAgent string
 	// Logger receives warnings; nil discards them.
 	Logger *zap.Logger
+	// OnClose, when set, is called by Close (to stop what was started for this sender).
+	OnClose func()
 }
 
 // Result describes the receiver's answer to one Post.
@@ -94,6 +112,7 @@ type Result struct {
 	Location       string        // Location header on 3xx
 	TokenRefreshed bool          // a 401 made us fetch a new token and resend
 	Duration       time.Duration // time spent in Post, token fetches and resend included
+	Signed         *Signed       // the Standard Webhooks headers of the last request, when signing
 }
 
 // Sender POSTs messages to one receiver. It is safe for concurrent use.
@@ -104,7 +123,16 @@ type Sender struct {
 	transport *http.Transport
 	client    *http.Client
 	tokens    *tokenCache
+	src       CredentialSource
+	cur       atomic.Pointer[identity]
+	identMu   sync.Mutex // serialises rebuilding the identity
+	tokenURL  string
+	scope     string
+	audience  string
+	authStyle string
+	sign      bool
 	cancel    context.CancelFunc
+	onClose   func()
 	log       *zap.Logger
 	now       func() time.Time
 }
@@ -140,8 +168,14 @@ func New(cfg Config) (*Sender, error) {
 				zap.String("setting", u.name), zap.String("url", u.value))
 		}
 	}
-	if !cfg.Credential.Complete() {
-		return nil, fmt.Errorf("%w: no OAuth2 client id and secret: run cdc-relay credentials set", credentials.ErrIncomplete)
+	if cfg.Source == nil {
+		if !cfg.Credential.Complete() {
+			return nil, fmt.Errorf("%w: no OAuth2 client id and secret: run cdc-relay credentials set", credentials.ErrIncomplete)
+		}
+		cfg.Source = staticSource{cfg.Credential}
+	}
+	if _, err := authStyle(cfg.TokenAuthStyle); err != nil {
+		return nil, err
 	}
 	roots, err := rootCAs(cfg.CAFile)
 	if err != nil {
@@ -149,9 +183,10 @@ func New(cfg Config) (*Sender, error) {
 	}
 	dialer := &net.Dialer{Timeout: min(cfg.RequestTimeout, 10*time.Second), KeepAlive: 30 * time.Second}
 	transport := &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           dialer.DialContext,
-		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots},
+		Proxy:           http.ProxyFromEnvironment,
+		DialContext:     dialer.DialContext,
+		TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots},
+		// GetClientCertificate (set below) sends the current client certificate, if any.
 		TLSHandshakeTimeout:   min(cfg.RequestTimeout, 10*time.Second),
 		ResponseHeaderTimeout: cfg.RequestTimeout,
 		ExpectContinueTimeout: time.Second,
@@ -175,21 +210,32 @@ func New(cfg Config) (*Sender, error) {
 		cancel:    cancel,
 		log:       log,
 		now:       time.Now,
+		src:       cfg.Source,
+		tokenURL:  cfg.TokenURL,
+		scope:     strings.Join(strings.Fields(cfg.TokenScope), " "),
+		audience:  cfg.TokenAudience,
+		authStyle: cfg.TokenAuthStyle,
+		sign:      cfg.Sign,
+		onClose:   cfg.OnClose,
 	}
+	if s.authStyle == "" {
+		s.authStyle = AuthStyleBasic
+	}
+	transport.TLSClientConfig.GetClientCertificate = s.clientCertificate
 	s.tokens = &tokenCache{
-		conf: &clientcredentials.Config{
-			ClientID:     cfg.Credential.ClientID,
-			ClientSecret: cfg.Credential.ClientSecret,
-			TokenURL:     cfg.TokenURL,
-			// RFC 6749 requires servers to accept HTTP Basic; auto-detection would send a second
-			// request after every failure.
-			AuthStyle: oauth2.AuthStyleInHeader,
-		},
+		tokenURL:   cfg.TokenURL,
+		ident:      s.identity,
 		base:       base,
 		timeout:    cfg.RequestTimeout,
 		defaultTTL: cfg.DefaultTokenTTL,
 		now:        func() time.Time { return s.now() },
 		log:        log,
+	}
+	// Check the credential now: a missing secret, an unusable certificate or signing secret is
+	// a configuration fault to report before anything is sent.
+	if _, err := s.identity(); err != nil {
+		s.Close()
+		return nil, err
 	}
 	return s, nil
 }
@@ -245,6 +291,9 @@ func (s *Sender) Token(ctx context.Context) error {
 func (s *Sender) Close() {
 	s.cancel()
 	s.transport.CloseIdleConnections()
+	if s.onClose != nil {
+		s.onClose()
+	}
 }
 
 // Post sends body to the receiver. On a 401 it drops the token it used, fetches a new one and
@@ -258,11 +307,23 @@ func (s *Sender) Post(ctx context.Context, body []byte) (Result, error) {
 }
 
 func (s *Sender) post(ctx context.Context, body []byte) (Result, error) {
+	_, err := s.identity()
+	if err != nil {
+		return Result{}, err
+	}
+	var sig *signing
+	if s.sign {
+		wid, err := webhookID(body)
+		if err != nil {
+			return Result{}, err
+		}
+		sig = &signing{id: wid}
+	}
 	tok, err := s.tokens.get(ctx)
 	if err != nil {
 		return Result{}, err
 	}
-	res, err := s.send(ctx, body, tok)
+	res, err := s.send(ctx, body, tok, sig)
 	if err != nil || res.Status != http.StatusUnauthorized {
 		return res, err
 	}
@@ -271,13 +332,16 @@ func (s *Sender) post(ctx context.Context, body []byte) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("after the receiver answered 401: %w", err)
 	}
-	res, err = s.send(ctx, body, tok)
+	res, err = s.send(ctx, body, tok, sig)
 	res.TokenRefreshed = true
 	return res, err
 }
 
+// signing is a request's stable webhook-id; send signs each attempt with the current keys.
+type signing struct{ id string }
+
 // send makes one POST and reads the answer so the connection can be reused.
-func (s *Sender) send(ctx context.Context, body []byte, tok string) (Result, error) {
+func (s *Sender) send(ctx context.Context, body []byte, tok string, sig *signing) (Result, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.apiURL, bytes.NewReader(body))
 	if err != nil {
 		return Result{}, fmt.Errorf("building request to %s: %w", redactURL(s.apiURL), err)
@@ -286,6 +350,12 @@ func (s *Sender) send(ctx context.Context, body []byte, tok string) (Result, err
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("Authorization", "Bearer "+tok)
 	req.Header.Set("User-Agent", s.userAgent)
+	var signed *Signed
+	if sig != nil {
+		id := s.cur.Load()
+		sg := sign(req.Header, id.signKeys, sig.id, time.Now(), body)
+		signed = &sg
+	}
 
 	start := time.Now()
 	resp, err := s.client.Do(req)
@@ -293,7 +363,7 @@ func (s *Sender) send(ctx context.Context, body []byte, tok string) (Result, err
 		metrics.RequestDuration.Observe(time.Since(start).Seconds())
 		return Result{}, s.describe(ctx, err)
 	}
-	res := Result{Status: resp.StatusCode, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), s.now())}
+	res := Result{Status: resp.StatusCode, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), s.now()), Signed: signed}
 	excerpt := make([]byte, excerptBytes)
 	n, _ := io.ReadFull(resp.Body, excerpt)
 	res.Excerpt = string(excerpt[:n])
@@ -357,7 +427,7 @@ func classifyTLS(err error) error {
 		if strings.Contains(err.Error(), "protocol version") {
 			return fmt.Errorf("%w: the receiver does not support TLS 1.2 or later (%w): the receiver must enable TLS 1.2+", ErrTLS, err)
 		}
-		return fmt.Errorf("%w: the receiver refused the TLS handshake (%w): if it requires a client certificate, cdc-relay cannot send one", ErrTLS, err)
+		return fmt.Errorf("%w: the receiver refused the TLS handshake (%w): if it requires a client certificate, store one it trusts with cdc-relay credentials set --client-cert FILE --client-key FILE", ErrTLS, err)
 	}
 	return nil
 }

@@ -12,9 +12,10 @@ import (
 
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
-	"golang.org/x/oauth2/clientcredentials"
 
+	"github.com/cdc-relay/cdc-relay/internal/credentials"
 	"github.com/cdc-relay/cdc-relay/internal/metrics"
+	"github.com/cdc-relay/cdc-relay/internal/safetext"
 )
 
 // expiryMargin is how long before its expiry a token stops being reused, so a token does not
@@ -25,8 +26,9 @@ const expiryMargin = 10 * time.Second
 // tokenCache reuses the token until shortly before it expires, makes concurrent callers share
 // one fetch, and lets a 401 drop exactly the token that was rejected (compare-and-swap).
 type tokenCache struct {
-	conf       *clientcredentials.Config
-	base       context.Context // long-lived; carries the token endpoint's HTTP client
+	tokenURL   string
+	ident      func() (*identity, error) // the credential to use now (re-read after a rotation)
+	base       context.Context           // long-lived; carries the token endpoint's HTTP client
 	timeout    time.Duration
 	defaultTTL time.Duration
 	now        func() time.Time
@@ -104,15 +106,27 @@ func (c *tokenCache) invalidate(tok string) {
 	c.mu.Unlock()
 }
 
+// drop forgets the current token whatever it is: the credential it was issued for changed.
+func (c *tokenCache) drop() {
+	c.mu.Lock()
+	c.tok, c.expiry = "", time.Time{}
+	c.mu.Unlock()
+}
+
 // fetch asks the token endpoint for a new token, bounded by the request timeout.
 func (c *tokenCache) fetch() (string, time.Time, error) {
 	ctx, cancel := context.WithTimeout(c.base, c.timeout)
 	defer cancel()
 	start := c.now()
-	t, err := c.conf.Token(ctx)
+	id, err := c.ident()
 	if err != nil {
 		metrics.TokenFetches.WithLabelValues("error").Inc()
-		return "", time.Time{}, c.describe(err)
+		return "", time.Time{}, fmt.Errorf("%w: %w", ErrToken, err)
+	}
+	t, err := id.conf.Token(ctx)
+	if err != nil {
+		metrics.TokenFetches.WithLabelValues("error").Inc()
+		return "", time.Time{}, c.describe(err, id)
 	}
 	metrics.TokenFetches.WithLabelValues("ok").Inc()
 	var lifetime time.Duration
@@ -128,7 +142,7 @@ func (c *tokenCache) fetch() (string, time.Time, error) {
 		c.mu.Unlock()
 		if first {
 			c.log.Warn("token endpoint gave no expires_in; reusing each token for the default TTL",
-				zap.String("token_url", c.conf.TokenURL), zap.Duration("default_token_ttl", c.defaultTTL))
+				zap.String("token_url", c.tokenURL), zap.Duration("default_token_ttl", c.defaultTTL))
 		}
 	}
 	// Stop reusing a token expiryMargin before it expires, or halfway through a short life.
@@ -136,25 +150,34 @@ func (c *tokenCache) fetch() (string, time.Time, error) {
 	return t.AccessToken, start.Add(lifetime - margin), nil
 }
 
-// describe turns an oauth2 error into one naming the token URL and the fix. It never includes
-// the response body, which may echo credentials.
-func (c *tokenCache) describe(err error) error {
-	prefix := fmt.Sprintf("fetching OAuth2 token from %s", c.conf.TokenURL)
+// describe turns an oauth2 error into one naming the token URL, the credential's origin and
+// the fix. It quotes the endpoint's error and error_description (cleaned, bounded, with the
+// secret redacted should the endpoint echo it) but never the rest of the body.
+func (c *tokenCache) describe(err error, id *identity) error {
+	prefix := fmt.Sprintf("fetching OAuth2 token from %s", c.tokenURL)
 	var re *oauth2.RetrieveError
 	if errors.As(err, &re) && re.Response != nil {
 		status := re.Response.StatusCode
+		said := quoteOAuthError(re, id.cred)
+		whose := fmt.Sprintf("client id %q from %s", id.cred.ClientID, id.origin)
 		switch {
 		case status >= 300 && status < 400:
 			return fmt.Errorf("%w: %s: the token endpoint redirected to %s; cdc-relay never follows redirects: set DataSyncTokenUrl to the final URL",
 				ErrToken, prefix, locationHost(re.Response))
-		case status == http.StatusUnauthorized || status == http.StatusForbidden || re.ErrorCode == "invalid_client":
-			return fmt.Errorf("%w: %s: the token endpoint rejected the client credentials (HTTP %d%s): check the client id and secret with cdc-relay credentials show, and set them again with cdc-relay credentials set",
-				ErrToken, prefix, status, codeSuffix(re.ErrorCode))
+		case re.ErrorCode == "invalid_scope":
+			return fmt.Errorf("%w: %s: the token endpoint refused the scope %q (HTTP %d%s): set DataSyncTokenScope to a scope the client is granted, such as api://partner/.default",
+				ErrToken, prefix, id.scope, status, said)
+		case status == http.StatusUnauthorized || status == http.StatusForbidden || re.ErrorCode == "invalid_client" || re.ErrorCode == "unauthorized_client":
+			return fmt.Errorf("%w: %s: the token endpoint rejected the client credentials (%s; HTTP %d%s): check them with cdc-relay credentials show and set them again with cdc-relay credentials set, or set DataSyncTokenAuthStyle (now %s) to the style the provider accepts",
+				ErrToken, prefix, whose, status, said, id.authStyle)
 		case status >= 200 && status < 300:
 			return fmt.Errorf("%w: %s: the token endpoint answered HTTP %d with an OAuth2 error%s: check the client's grants at the token provider",
-				ErrToken, prefix, status, codeSuffix(re.ErrorCode))
+				ErrToken, prefix, status, said)
+		case status == http.StatusBadRequest:
+			return fmt.Errorf("%w: %s: the token endpoint refused the request for %s (HTTP %d%s): check DataSyncTokenScope (%q), DataSyncTokenAudience (%q) and DataSyncTokenAuthStyle (%s) against the provider's documentation",
+				ErrToken, prefix, whose, status, said, id.scope, id.audience, id.authStyle)
 		default:
-			return fmt.Errorf("%w: %s: the token endpoint answered HTTP %d%s", ErrToken, prefix, status, codeSuffix(re.ErrorCode))
+			return fmt.Errorf("%w: %s: the token endpoint answered HTTP %d%s", ErrToken, prefix, status, said)
 		}
 	}
 	if tlsErr := classifyTLS(err); tlsErr != nil {
@@ -174,9 +197,27 @@ func (c *tokenCache) describe(err error) error {
 	return fmt.Errorf("%w: %s: the response is not a valid OAuth2 token (not JSON or a form with access_token): check DataSyncTokenUrl", ErrToken, prefix)
 }
 
-func codeSuffix(code string) string {
-	if code == "" {
+// quoteOAuthError renders RFC 6749's error and error_description as `, error "x": "y"`,
+// control characters escaped, each bounded, and any secret of cred replaced.
+func quoteOAuthError(re *oauth2.RetrieveError, cred credentials.Credential) string {
+	if re.ErrorCode == "" {
 		return ""
 	}
-	return ", error " + fmt.Sprintf("%q", code)
+	clean := func(s string) string {
+		for _, secret := range append([]string{cred.ClientSecret, cred.ClientKeyPEM}, cred.SigningSecrets...) {
+			if secret != "" {
+				s = strings.ReplaceAll(s, secret, "[redacted]")
+			}
+		}
+		s = safetext.Clean(s)
+		if len(s) > 200 {
+			s = s[:200] + "..."
+		}
+		return s
+	}
+	out := fmt.Sprintf(", error %q", clean(re.ErrorCode))
+	if re.ErrorDescription != "" {
+		out += fmt.Sprintf(": %q", clean(re.ErrorDescription))
+	}
+	return out
 }

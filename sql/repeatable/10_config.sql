@@ -6,7 +6,9 @@ LANGUAGE plpgsql SET search_path = pg_catalog, public AS $fn$
 DECLARE
     known text[] := ARRAY['DataSyncEnabled', 'DataSyncApiUrl', 'DataSyncTokenUrl',
                           'DataSyncCredentialMapName', 'DataSyncCredentialKeyName',
-                          'DataSyncSnapshotMode', 'DataSyncBulkSnapshotMode'];
+                          'DataSyncSnapshotMode', 'DataSyncBulkSnapshotMode',
+                          'DataSyncTokenScope', 'DataSyncTokenAudience', 'DataSyncTokenAuthStyle',
+                          'DataSyncSigning'];
     canonical text;
     v text := btrim(NEW.value);
 BEGIN
@@ -40,6 +42,32 @@ BEGIN
         IF v IS NULL OR v NOT IN ('capture', 'move') THEN
             RAISE EXCEPTION 'invalid value "%" for %', NEW.value, canonical
                 USING ERRCODE = '22023', HINT = 'use capture (JSON built by the trigger, as CE does) or move (JSON built when the relay moves the row to progress)';
+        END IF;
+    WHEN 'DataSyncTokenScope' THEN
+        -- RFC 6749 3.3: space-separated scope tokens of printable ASCII without " and \.
+        v := regexp_replace(v, '\s+', ' ', 'g');
+        IF v = '' THEN v := NULL; END IF;
+        IF v IS NOT NULL AND (length(v) > 2048 OR v !~ '^[!#-\[\]-~]+( [!#-\[\]-~]+)*$') THEN
+            RAISE EXCEPTION 'invalid value "%" for DataSyncTokenScope', NEW.value
+                USING ERRCODE = '22023', HINT = 'give space-separated OAuth2 scopes of printable ASCII without quotes or backslashes, such as api://partner/.default';
+        END IF;
+    WHEN 'DataSyncTokenAudience' THEN
+        IF v = '' THEN v := NULL; END IF;
+        IF v IS NOT NULL AND (length(v) > 2048 OR v !~ '^[!-~]+$') THEN
+            RAISE EXCEPTION 'invalid value "%" for DataSyncTokenAudience', NEW.value
+                USING ERRCODE = '22023', HINT = 'give the audience the token provider expects (printable ASCII, no spaces), such as https://api.partner.example.com';
+        END IF;
+    WHEN 'DataSyncTokenAuthStyle' THEN
+        v := lower(coalesce(nullif(v, ''), 'auto'));
+        IF v NOT IN ('auto', 'basic', 'body') THEN
+            RAISE EXCEPTION 'invalid value "%" for DataSyncTokenAuthStyle', NEW.value
+                USING ERRCODE = '22023', HINT = 'use auto (HTTP Basic, then the form body if refused), basic (HTTP Basic only) or body (client_id and client_secret in the form body only)';
+        END IF;
+    WHEN 'DataSyncSigning' THEN
+        v := lower(coalesce(nullif(v, ''), 'off'));
+        IF v NOT IN ('off', 'standard-webhooks') THEN
+            RAISE EXCEPTION 'invalid value "%" for DataSyncSigning', NEW.value
+                USING ERRCODE = '22023', HINT = 'use off, or standard-webhooks to sign every request with the secrets stored by cdc-relay credentials set --signing-secret-file';
         END IF;
     END CASE;
     NEW.value := v;
@@ -122,4 +150,11 @@ CREATE TRIGGER data_sync_config_applied AFTER INSERT OR UPDATE OR DELETE ON data
 -- when it moves the rows (see data_sync_queue_customer_set). Off by default, as CE builds every
 -- JSON in the trigger.
 INSERT INTO data_sync_config (name, value) VALUES ('DataSyncBulkSnapshotMode', 'capture')
+ON CONFLICT (name) DO NOTHING;
+
+-- Extensions for partners' identity providers and signed requests (see docs/identity.md):
+-- OAuth2 scope, audience and client authentication style, and Standard Webhooks signing.
+INSERT INTO data_sync_config (name, value) VALUES
+    ('DataSyncTokenScope', NULL), ('DataSyncTokenAudience', NULL),
+    ('DataSyncTokenAuthStyle', 'auto'), ('DataSyncSigning', 'off')
 ON CONFLICT (name) DO NOTHING;

@@ -416,7 +416,7 @@ func (e *env) scanSecrets() {
 	if logs == "" {
 		return
 	}
-	for _, bad := range []string{clientSecret, "Bearer ", "access_token\":\""} {
+	for _, bad := range []string{clientSecret, "Bearer ", "access_token\":\"", "whsec_", "PRIVATE KEY"} {
 		if i := strings.Index(logs, bad); i >= 0 {
 			e.t.Errorf("the relay printed %q (secret or token material) in its logs: ...%s...", bad, excerpt(logs, i))
 		}
