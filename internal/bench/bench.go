@@ -239,8 +239,8 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	if want(ScenarioRemote) && o.Sizes.RemoteBacklog > 0 {
 		for _, rc := range remoteCases {
-			o.logf("remote: %s a request, %d in flight at most (0: no cap), backlog of %d", rc.latency, rc.maxInflight, o.Sizes.RemoteBacklog)
-			res, err := env.remote(ctx, rc.latency, rc.maxInflight, o.Sizes.RemoteBacklog)
+			o.logf("remote: %s a request, %d in flight at most (0: no cap), HTTP/2 offered: %v, backlog of %d", rc.latency, rc.maxInflight, rc.http2, o.Sizes.RemoteBacklog)
+			res, err := env.remote(ctx, rc.latency, rc.maxInflight, rc.http2, o.Sizes.RemoteBacklog)
 			if err != nil {
 				return finish(err)
 			}
@@ -279,11 +279,12 @@ func (o Options) BaselineWorkers() int {
 }
 
 // remoteCases are the remote scenario's receivers: a partner 100 ms away accepting 300 requests
-// at once, and one 200 ms away with no cap.
+// at once, over HTTP/1.1 and over HTTP/2, and one 200 ms away with no cap.
 var remoteCases = []struct {
 	latency     time.Duration
 	maxInflight int
-}{{100 * time.Millisecond, 300}, {200 * time.Millisecond, 0}}
+	http2       bool
+}{{100 * time.Millisecond, 300, false}, {100 * time.Millisecond, 300, true}, {200 * time.Millisecond, 0, false}}
 
 func (o Options) logf(format string, args ...any) {
 	fmt.Fprintf(o.Progress, "bench: "+format+"\n", args...)

@@ -160,10 +160,14 @@ type recv struct {
 }
 
 // newReceiver starts a reference receiver calling onMessage for each accepted message.
-func (e *env) newReceiver(onMessage func(receiver.Received)) (*recv, error) {
+func (e *env) newReceiver(onMessage func(receiver.Received), opts ...func(*receiver.Config)) (*recv, error) {
 	e.seq++
 	cred := credentials.Credential{ClientID: "bench-client", ClientSecret: fmt.Sprintf("bench-secret-%d-%d", os.Getpid(), e.seq)}
-	srv, err := receiver.New(receiver.Config{ClientID: cred.ClientID, ClientSecret: cred.ClientSecret, OnMessage: onMessage})
+	rcfg := receiver.Config{ClientID: cred.ClientID, ClientSecret: cred.ClientSecret, OnMessage: onMessage}
+	for _, o := range opts {
+		o(&rcfg)
+	}
+	srv, err := receiver.New(rcfg)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBench, err)
 	}

@@ -17,6 +17,7 @@ import (
 // same receiver, measured in the same run.
 type RemoteResult struct {
 	LatencyMS       float64 `json:"latency_ms"`
+	HTTP2           bool    `json:"http2"` // the receiver offers HTTP/2
 	MaxInflight     int     `json:"max_inflight"`
 	Backlog         int     `json:"backlog"`
 	RelayRate       float64 `json:"relay_rate"` // messages/s, first to last arrival
@@ -36,14 +37,15 @@ const remoteWorkersUncapped = 512
 
 // remote drains a backlog of n rows, one message per POST, against a receiver with the given
 // latency and in-flight cap.
-func (e *env) remote(ctx context.Context, latency time.Duration, maxInflight, n int) (RemoteResult, error) {
-	res := RemoteResult{LatencyMS: float64(latency) / float64(time.Millisecond), MaxInflight: maxInflight, Backlog: n}
+func (e *env) remote(ctx context.Context, latency time.Duration, maxInflight int, http2 bool, n int) (RemoteResult, error) {
+	res := RemoteResult{LatencyMS: float64(latency) / float64(time.Millisecond), MaxInflight: maxInflight, HTTP2: http2, Backlog: n}
 	faults := receiver.Faults{Delay: latency, MaxInflight: maxInflight}
+	offer := func(c *receiver.Config) { c.HTTP2 = http2 }
 	res.CapacityWorkers = remoteWorkersUncapped
 	if maxInflight > 0 {
 		res.CapacityWorkers = maxInflight
 	}
-	rate, err := e.httpBaseline(ctx, n, 1, res.CapacityWorkers, faults)
+	rate, err := e.httpBaseline(ctx, n, 1, res.CapacityWorkers, faults, offer)
 	if err != nil {
 		return res, err
 	}
@@ -54,12 +56,12 @@ func (e *env) remote(ctx context.Context, latency time.Duration, maxInflight, n 
 	}
 	e.o.logf("  http-only, %d in flight: %.0f messages/s", res.CapacityWorkers, rate)
 
-	_, dbURL, err := e.newDB(ctx, fmt.Sprintf("remote_%d", int(res.LatencyMS)))
+	_, dbURL, err := e.newDB(ctx, fmt.Sprintf("remote_%d_%d_%v", int(res.LatencyMS), maxInflight, http2))
 	if err != nil {
 		return res, err
 	}
 	cnt := newCounter(n, 0)
-	r, err := e.newReceiver(cnt.record)
+	r, err := e.newReceiver(cnt.record, offer)
 	if err != nil {
 		return res, err
 	}

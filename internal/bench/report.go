@@ -158,6 +158,9 @@ func targets(r *Report) []Target {
 	}
 	for _, rr := range r.Remote {
 		name := fmt.Sprintf("remote %.0f ms", rr.LatencyMS)
+		if rr.HTTP2 {
+			name += " (HTTP/2)"
+		}
 		if rr.MaxInflight > 0 {
 			name += fmt.Sprintf(", %d in flight", rr.MaxInflight)
 			atLeast(name+": relay / capacity", rr.Ratio, 0.8)
@@ -258,13 +261,17 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if len(r.Remote) > 0 {
 		fmt.Fprintln(&b, "\nRemote receiver: one message per POST, relay default flags; capacity = min(cap / latency, http-only with that many in flight)")
 		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "latency ms\tin-flight cap\tbacklog\trelay msg/s\thttp msg/s\tcapacity\tratio\trequests\trefused\tpeak RSS\t")
+		fmt.Fprintln(tw, "latency ms\tprotocol\tin-flight cap\tbacklog\trelay msg/s\thttp msg/s\tcapacity\tratio\trequests\trefused\tpeak RSS\t")
 		for _, rr := range r.Remote {
 			capTxt := "-"
 			if rr.MaxInflight > 0 {
 				capTxt = fmt.Sprint(rr.MaxInflight)
 			}
-			fmt.Fprintf(tw, "%.0f\t%s\t%d\t%.0f\t%.0f\t%.0f\t%.2f\t%d\t%d\t%s\t\n", rr.LatencyMS, capTxt, rr.Backlog,
+			proto := "HTTP/1.1"
+			if rr.HTTP2 {
+				proto = "HTTP/2"
+			}
+			fmt.Fprintf(tw, "%.0f\t%s\t%s\t%d\t%.0f\t%.0f\t%.0f\t%.2f\t%d\t%d\t%s\t\n", rr.LatencyMS, proto, capTxt, rr.Backlog,
 				rr.RelayRate, rr.HTTPRate, rr.Capacity, rr.Ratio, rr.Requests, rr.Refused, mib(rr.PeakRSS))
 		}
 		tw.Flush()

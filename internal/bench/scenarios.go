@@ -457,9 +457,9 @@ func (e *env) throughput(ctx context.Context, label string, n, per, mark int) (T
 
 // httpBaseline posts n messages, per per request, with workers requests in flight and the real
 // sender to a fresh receiver with faults, with bodies built as the relay builds them. No database.
-func (e *env) httpBaseline(ctx context.Context, n, per, workers int, faults receiver.Faults) (float64, error) {
+func (e *env) httpBaseline(ctx context.Context, n, per, workers int, faults receiver.Faults, opts ...func(*receiver.Config)) (float64, error) {
 	cnt := newCounter(n, 0)
-	r, err := e.newReceiver(cnt.record)
+	r, err := e.newReceiver(cnt.record, opts...)
 	if err != nil {
 		return 0, err
 	}

@@ -55,6 +55,7 @@ func runReceiver(ctx context.Context, env Env, args []string) error {
 	retryAfter := fs.Duration("retry-after", 0, "Retry-After sent with injected failures and 429s")
 	latency := fs.Duration("latency", 0, "added delay before answering each POST (a remote partner: 100ms)")
 	maxInflight := fs.Int("max-inflight", 0, "POSTs handled at once; more are answered 429 at once (0: unlimited)")
+	http2 := fs.Bool("http2", false, "offer HTTP/2 beside HTTP/1.1 (--reset-rate needs HTTP/1.1 connections)")
 	rateLimit := fs.Float64("rate", 0, "messages per second accepted; excess answered 429 (0: unlimited)")
 	resetRate := fs.Float64("reset-rate", 0, "fraction (0..1) of POSTs whose connection is reset")
 	down := fs.Bool("down", false, "answer every POST 503")
@@ -108,7 +109,7 @@ func runReceiver(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	cfg := receiver.Config{
-		Addr: *addr, CertFile: *certFile, KeyFile: *keyFile, MinTLSVersion: minV, MaxTLSVersion: maxV,
+		Addr: *addr, CertFile: *certFile, KeyFile: *keyFile, MinTLSVersion: minV, MaxTLSVersion: maxV, HTTP2: *http2,
 		ClientID: *clientID, ClientSecret: secret, TokenTTL: *tokenTTL, Strict: *strict,
 	}
 	if *hostname != "" {

@@ -327,7 +327,7 @@ func (s *Server) handleDataSync(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	s.accept(env.Messages, at, r.UserAgent(), webhookID)
+	s.accept(env.Messages, at, r.UserAgent(), r.Proto, webhookID)
 	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "accepted": len(env.Messages)})
 }
 
@@ -339,11 +339,11 @@ func clip(s string) string {
 }
 
 // accept records messages, logs them and calls the hook.
-func (s *Server) accept(msgs []mapping.Message, at time.Time, userAgent, webhookID string) {
+func (s *Server) accept(msgs []mapping.Message, at time.Time, userAgent, proto, webhookID string) {
 	recs := make([]Received, len(msgs))
 	s.mu.Lock()
 	for i, m := range msgs {
-		rec := Received{Message: m, At: at, UserAgent: userAgent, WebhookID: webhookID, Sample: isSample(m)}
+		rec := Received{Message: m, At: at, UserAgent: userAgent, Proto: proto, WebhookID: webhookID, Sample: isSample(m)}
 		if rec.Sample {
 			s.stats.Samples++
 		} else {

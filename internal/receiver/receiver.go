@@ -47,6 +47,9 @@ type Config struct {
 	// MinTLSVersion defaults to TLS 1.2, as the appendix requires; MaxTLSVersion 0 means the
 	// highest supported. A test sets Min TLS 1.0 and Max TLS 1.1 to play a legacy receiver.
 	MinTLSVersion, MaxTLSVersion uint16
+	// HTTP2 offers HTTP/2 (ALPN h2) beside HTTP/1.1, as most partners' servers do. Off by
+	// default: the connection-reset fault needs HTTP/1.1 connections.
+	HTTP2 bool
 	// ClientID and ClientSecret are the client credentials the token endpoint accepts (required).
 	ClientID, ClientSecret string
 	// TokenTTL is the lifetime of issued tokens (expires_in); default 1h.
@@ -90,6 +93,8 @@ type Received struct {
 	At time.Time
 	// UserAgent is the request's User-Agent (cdc-relay sends its host and pid).
 	UserAgent string
+	// Proto is the request's protocol: HTTP/1.1 or HTTP/2.0.
+	Proto string
 	// WebhookID is the request's verified webhook-id header, when SigningSecrets are set.
 	WebhookID string
 	// Duplicate is true when a message with the same uniqueId was accepted before.
@@ -245,7 +250,7 @@ func New(cfg Config) (*Server, error) {
 		Certificates: []tls.Certificate{s.cert},
 		MinVersion:   cfg.MinTLSVersion,
 		MaxVersion:   cfg.MaxTLSVersion,
-		NextProtos:   []string{"http/1.1"},
+		NextProtos:   nextProtos(cfg.HTTP2),
 	}
 	if len(cfg.ClientCAPEM) > 0 {
 		pool := x509.NewCertPool()
@@ -437,4 +442,12 @@ func (s *Server) Stats() Stats {
 		st.Rejected[k] = v
 	}
 	return st
+}
+
+// nextProtos is what the receiver offers in ALPN.
+func nextProtos(http2 bool) []string {
+	if http2 {
+		return []string{"h2", "http/1.1"}
+	}
+	return []string{"http/1.1"}
 }

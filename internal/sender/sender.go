@@ -194,7 +194,9 @@ func New(cfg Config) (*Sender, error) {
 		MaxIdleConnsPerHost:   cfg.MaxConns,
 		MaxConnsPerHost:       cfg.MaxConns,
 		IdleConnTimeout:       90 * time.Second,
-		ForceAttemptHTTP2:     false,
+		// HTTP/2 when the receiver offers it (ALPN): one connection carries many requests at
+		// once, which an adaptive concurrency of hundreds needs; HTTP/1.1 otherwise.
+		ForceAttemptHTTP2: true,
 	}
 	noRedirect := func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	client := &http.Client{Transport: transport, CheckRedirect: noRedirect, Timeout: cfg.RequestTimeout}
