@@ -35,15 +35,17 @@ func newQueue(idx int, name, pending, progress, failed, jsonFn, keyCheck string)
 	// A row inserted by hand without JSON is not built: it is a bad row. A row whose customer or
 	// transaction no longer exists is dropped: it was deleted after the row was queued, and its
 	// DELETE (queued by the delete, which purged the rows it could see) says the rest.
-	// The leadership fence ($3 epoch, $4 lease renewal or NULL; see leader.go) runs first: the
-	// move commits before a takeover or fails and moves nothing.
+	// The leadership fence ($3 epoch, $4 lease renewal or NULL; see leader.go) gates the DELETE
+	// (a sub-select without columns of the query is a one-time filter, evaluated before any row
+	// and also when pending is empty): the move commits before a takeover or fails and moves
+	// nothing.
 	q.moveSQL = fmt.Sprintf(`
 WITH fence AS MATERIALIZED (
     SELECT data_sync_leader_fence($3, $4) AS ok
 ), ids AS MATERIALIZED (
-    SELECT id FROM %[1]s WHERE (SELECT ok FROM fence) ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+    SELECT id FROM %[1]s ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
 ), moved AS (
-    DELETE FROM %[1]s p USING ids WHERE p.id = ids.id
+    DELETE FROM %[1]s p USING ids WHERE (SELECT ok FROM fence) AND p.id = ids.id
     RETURNING p.id, p.obj_name, p.unique_id, p.action, p.json_object, p.created_at, p.captured
 ), blocked AS MATERIALIZED (
     SELECT m.id, (SELECT min(f.id) FROM %[3]s f WHERE f.unique_id = m.unique_id) AS behind
