@@ -45,19 +45,22 @@ const fenceSQL = `SELECT data_sync_leader_fence($1, $2)`
 // takeoverSQL takes the leader row when nobody holds it, when its holder's presence backend is
 // gone, or when its lease has run out; it always returns the holder the statement found (and,
 // when it took the row, the new epoch). pg_stat_activity shows every backend's pid to every
-// role. A recorded pid equal to our own backend's is a reused pid: its holder is gone.
+// role. A recorded pid equal to our own backend's is a reused pid: its holder is gone. Without
+// the fence function (an older install) the row is not taken, and the last column says so.
 const takeoverSQL = `
 WITH cur AS (
     SELECT holder, holder_pid, since FROM data_sync_leader WHERE id = 1
 ), took AS (
     UPDATE data_sync_leader SET epoch = epoch + 1, holder = $1, holder_pid = pg_backend_pid(),
         since = now(), lease_until = now() + $2::interval
-    WHERE id = 1 AND (holder_pid IS NULL OR lease_until IS NULL OR lease_until < now()
+    WHERE id = 1 AND to_regprocedure('data_sync_leader_fence(bigint, interval)') IS NOT NULL
+      AND (holder_pid IS NULL OR lease_until IS NULL OR lease_until < now()
         OR holder_pid = pg_backend_pid()
         OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = holder_pid))
     RETURNING epoch
 )
-SELECT (SELECT epoch FROM took), cur.holder, cur.holder_pid, cur.since, pg_backend_pid() FROM cur`
+SELECT (SELECT epoch FROM took), cur.holder, cur.holder_pid, cur.since, pg_backend_pid(),
+    to_regprocedure('data_sync_leader_fence(bigint, interval)') IS NOT NULL FROM cur`
 
 // releaseSQL gives the row up at the end of a term, unless another relay holds it by now.
 const releaseSQL = `UPDATE data_sync_leader SET holder = NULL, holder_pid = NULL, lease_until = NULL
@@ -157,14 +160,20 @@ func (l *Leader) Acquire(ctx context.Context) (*Term, error) {
 			holderPID *int32
 			since     *time.Time
 			ownPID    int32
+			fenced    bool
 		)
 		sent := time.Now()
-		err := conn.QueryRow(ctx, takeoverSQL, l.cfg.Name, l.cfg.Lease).Scan(&epoch, &holder, &holderPID, &since, &ownPID)
-		if errors.Is(err, pgx.ErrNoRows) {
+		err := conn.QueryRow(ctx, takeoverSQL, l.cfg.Name, l.cfg.Lease).Scan(&epoch, &holder, &holderPID, &since, &ownPID, &fenced)
+		var pgErr *pgconn.PgError
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
 			return nil, fmt.Errorf("%w: data_sync_leader has no row: run cdc-relay install", ErrSettings)
-		}
-		if err != nil {
+		case errors.As(err, &pgErr) && pgErr.Code == "42P01": // undefined table
+			return nil, fmt.Errorf("%w: data_sync_leader is missing (an install older than this relay): run cdc-relay install: %w", ErrSettings, err)
+		case err != nil:
 			return nil, fmt.Errorf("trying to take the leadership: %w", err)
+		case !fenced: // (the row was not taken)
+			return nil, fmt.Errorf("%w: the function data_sync_leader_fence is missing (an install older than this relay): run cdc-relay install", ErrSettings)
 		}
 		if epoch != nil {
 			t := newTerm(ctx, l, conn, *epoch, sent)

@@ -337,3 +337,16 @@ func TestLeaderAcrossLoginsOfCdcRelay(t *testing.T) {
 	require.Equal(t, ta.Epoch()+1, tb.Epoch())
 	require.ErrorIs(t, ta.Err(), ErrLeadershipLost)
 }
+
+// An install older than the relay (no fence function) is refused with the fix, and the row is
+// not taken.
+func TestLeaderRefusesAnInstallWithoutTheFence(t *testing.T) {
+	t.Parallel()
+	e := newLeaderEnv(t)
+	pgtest.Exec(t, e.url, `DROP FUNCTION data_sync_leader_fence(bigint, interval)`)
+	l, _ := e.leader("relay-a", "", 30*time.Second, 0)
+	_, err := l.Acquire(context.Background())
+	require.ErrorIs(t, err, ErrSettings)
+	require.ErrorContains(t, err, "run cdc-relay install")
+	require.Equal(t, 0, e.count(`SELECT count(*) FROM data_sync_leader WHERE holder_pid IS NOT NULL OR epoch <> 0`))
+}
