@@ -76,6 +76,10 @@ func New(cfg Config, db *pgxpool.Pool, posters PosterFactory, doorbell Doorbell)
 	if db != nil {
 		l, err := NewLeader(LeaderConfig{Lease: cfg.LeaderLease, Grace: cfg.LeaderGrace, Logger: cfg.Logger,
 			OnStandby: func(holder string, since time.Time) {
+				if holder == "" {
+					r.state.Store("standby: another relay is taking over")
+					return
+				}
 				r.state.Store(fmt.Sprintf("standby: relay %s leads since %s", holder, since.Format(time.RFC3339)))
 			}}, db.Config().ConnConfig)
 		if err != nil {
