@@ -144,8 +144,10 @@ func (l *Leader) Acquire(ctx context.Context) (*Term, error) {
 			conn.Close(context.WithoutCancel(ctx))
 		}
 	}()
-	// The presence session is idle by design: a server-wide idle_session_timeout must not end it.
-	if _, err := conn.Exec(ctx, "SET idle_session_timeout = 0"); err != nil {
+	// The presence session is idle by design: a server-wide idle_session_timeout must not end it
+	// (the setting exists from PostgreSQL 14 on).
+	if _, err := conn.Exec(ctx, `SELECT set_config('idle_session_timeout', '0', false)
+WHERE current_setting('idle_session_timeout', true) IS NOT NULL`); err != nil {
 		return nil, fmt.Errorf("setting up the leader presence session: %w", err)
 	}
 	var (

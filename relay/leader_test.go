@@ -350,3 +350,25 @@ func TestLeaderRefusesAnInstallWithoutTheFence(t *testing.T) {
 	require.ErrorContains(t, err, "run cdc-relay install")
 	require.Equal(t, 0, e.count(`SELECT count(*) FROM data_sync_leader WHERE holder_pid IS NOT NULL OR epoch <> 0`))
 }
+
+// A database-wide idle_session_timeout does not end the presence session, which is idle by
+// design: an idle connection with the same defaults is ended by the server, the term goes on.
+func TestLeaderPresenceOutlivesIdleSessionTimeout(t *testing.T) {
+	t.Parallel()
+	e := newLeaderEnv(t)
+	cc, err := pgx.ParseConfig(e.url)
+	require.NoError(t, err)
+	pgtest.Exec(t, e.url, `ALTER DATABASE `+pgx.Identifier{cc.Database}.Sanitize()+` SET idle_session_timeout = '300ms'`)
+	a, _ := e.leader("relay-a", "", 30*time.Second, 0)
+	ta := e.acquire(a)
+	idle, err := pgx.Connect(context.Background(), e.url)
+	require.NoError(t, err)
+	defer idle.Close(context.Background())
+	require.Eventually(t, func() bool {
+		return idle.PgConn().WaitForNotification(context.Background()) != nil // the server's FATAL
+	}, 30*time.Second, time.Millisecond)
+	require.NoError(t, ta.Err(), "the presence session was ended by idle_session_timeout")
+	require.True(t, ta.Valid(time.Now()))
+	_, err = queues[0].move(context.Background(), e.db, 10, true, false, ta.fence())
+	require.NoError(t, err)
+}
