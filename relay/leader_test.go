@@ -372,3 +372,61 @@ func TestLeaderPresenceOutlivesIdleSessionTimeout(t *testing.T) {
 	_, err = queues[0].move(context.Background(), e.db, 10, true, false, ta.fence())
 	require.NoError(t, err)
 }
+
+// blockingPoster holds its first request until its context ends, as a receiver that never
+// answers; later requests are answered 200.
+type blockingPoster struct {
+	started   chan struct{}
+	cancelled chan struct{}
+	calls     atomic.Int64
+}
+
+func (p *blockingPoster) Post(ctx context.Context, _ []byte) (Response, error) {
+	if p.calls.Add(1) > 1 {
+		return Response{Status: 200}, nil
+	}
+	select {
+	case p.started <- struct{}{}:
+	default:
+	}
+	<-ctx.Done()
+	select {
+	case p.cancelled <- struct{}{}:
+	default:
+	}
+	return Response{}, ctx.Err()
+}
+
+// A relay whose presence session ends cancels its requests in flight at once, not after
+// ShutdownTimeout (five minutes here): a successor may be about to send the same keys.
+func TestRelayLosingLeadershipCancelsRequestsInFlight(t *testing.T) {
+	t.Parallel()
+	e := newLeaderEnv(t)
+	pgtest.Exec(t, e.url, `UPDATE data_sync_config SET value = 'true' WHERE name = 'DataSyncEnabled';
+		UPDATE data_sync_config SET value = 'https://127.0.0.1:1/datasync' WHERE name = 'DataSyncApiUrl';
+		UPDATE data_sync_config SET value = 'https://127.0.0.1:1/token' WHERE name = 'DataSyncTokenUrl';`)
+	e.queueCust("42")
+	p := &blockingPoster{started: make(chan struct{}, 1), cancelled: make(chan struct{}, 1)}
+	r, err := New(Config{SweepInterval: time.Hour, ShutdownTimeout: 5 * time.Minute, Logger: zaptest.NewLogger(t)}, e.db,
+		func(context.Context, Settings) (Poster, func(), error) { return p, func() {}, nil }, nil)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("relay: %v", err)
+			}
+		case <-time.After(6 * time.Minute):
+			t.Errorf("the relay did not stop")
+		}
+	})
+
+	recv(t, p.started, "a request in flight")
+	_, err = e.db.Exec(context.Background(), `SELECT pg_terminate_backend(holder_pid) FROM data_sync_leader`)
+	require.NoError(t, err)
+	recv(t, p.cancelled, "the request in flight cancelled")
+}
