@@ -63,6 +63,16 @@ type Config struct {
 	Coalesce bool
 	// ShutdownTimeout bounds how long a stop waits for requests in flight. Default 10s.
 	ShutdownTimeout time.Duration
+	// LeaderLease is how long the leading relay counts as leader without renewing its lease in
+	// data_sync_leader: what a standby waits when the leader's host is cut off from the
+	// database (a leader whose session ends is replaced at once). The renewal rides on the moves
+	// of each sweep, so it needs to be longer than SweepInterval. Default 2 × SweepInterval,
+	// at least 2s (docs/leadership.md).
+	LeaderLease time.Duration
+	// LeaderGrace is how long a relay that took the leadership over waits before sending, when
+	// the previous leader's process may live on, so that it has seen its session end and
+	// cancelled its requests. Default 250ms.
+	LeaderGrace time.Duration
 	// Logger receives structured logs; default zap.NewNop().
 	Logger *zap.Logger
 }
@@ -114,6 +124,12 @@ func (c Config) WithDefaults() Config {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 10 * time.Second
 	}
+	if c.LeaderLease == 0 {
+		c.LeaderLease = max(2*c.SweepInterval, 2*time.Second)
+	}
+	if c.LeaderGrace == 0 {
+		c.LeaderGrace = 250 * time.Millisecond
+	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
@@ -141,6 +157,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: --max-attempts must be >= 0 and --permanent-attempts >= 1", ErrConfig)
 	case c.BackoffMin <= 0 || c.BackoffMax < c.BackoffMin:
 		return fmt.Errorf("%w: backoff bounds %s..%s: need 0 < --backoff-min <= --backoff-max", ErrConfig, c.BackoffMin, c.BackoffMax)
+	case checkLeaderTimes(c.LeaderLease, c.LeaderGrace) != nil:
+		return checkLeaderTimes(c.LeaderLease, c.LeaderGrace)
 	case c.RateLimit < 0:
 		return fmt.Errorf("%w: --rate-limit %g: use 0 (none) or a positive rate", ErrConfig, c.RateLimit)
 	}

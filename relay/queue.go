@@ -35,11 +35,17 @@ func newQueue(idx int, name, pending, progress, failed, jsonFn, keyCheck string)
 	// A row inserted by hand without JSON is not built: it is a bad row. A row whose customer or
 	// transaction no longer exists is dropped: it was deleted after the row was queued, and its
 	// DELETE (queued by the delete, which purged the rows it could see) says the rest.
+	// The leadership fence ($3 epoch, $4 lease renewal or NULL; see leader.go) gates the DELETE
+	// (a sub-select without columns of the query is a one-time filter, evaluated before any row
+	// and also when pending is empty): the move commits before a takeover or fails and moves
+	// nothing.
 	q.moveSQL = fmt.Sprintf(`
-WITH ids AS MATERIALIZED (
+WITH fence AS MATERIALIZED (
+    SELECT data_sync_leader_fence($3, $4) AS ok
+), ids AS MATERIALIZED (
     SELECT id FROM %[1]s ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
 ), moved AS (
-    DELETE FROM %[1]s p USING ids WHERE p.id = ids.id
+    DELETE FROM %[1]s p USING ids WHERE (SELECT ok FROM fence) AND p.id = ids.id
     RETURNING p.id, p.obj_name, p.unique_id, p.action, p.json_object, p.created_at, p.captured
 ), blocked AS MATERIALIZED (
     SELECT m.id, (SELECT min(f.id) FROM %[3]s f WHERE f.unique_id = m.unique_id) AS behind
@@ -66,14 +72,16 @@ FROM %s WHERE id > $1 ORDER BY id LIMIT $2`, progress)
 	q.failSQL = fmt.Sprintf(`UPDATE %s SET attempts = attempts + 1, last_status = $2, last_error = $3,
     last_attempt_at = now(), next_attempt_at = $4 WHERE id = ANY($1)`, progress)
 	// Dead-letter rows by id ($1), counting this attempt ($2 = 1) or not (0, rows found bad
-	// before sending).
-	q.deadSQL = fmt.Sprintf(`WITH d AS (DELETE FROM %[1]s WHERE id = ANY($1) RETURNING *)
+	// before sending). $6, $7: the leadership fence, as in the move.
+	q.deadSQL = fmt.Sprintf(`WITH f AS MATERIALIZED (SELECT data_sync_leader_fence($6, $7) AS ok),
+d AS (DELETE FROM %[1]s WHERE (SELECT ok FROM f) AND id = ANY($1) RETURNING *)
 INSERT INTO %[2]s (id, obj_name, unique_id, action, json_object, created_at, reason, attempts,
     last_status, last_error, response_excerpt)
 SELECT id, obj_name, unique_id, action, json_object, created_at, 'failed', attempts + $2, $3, $4, $5 FROM d`,
 		progress, failed)
-	// Hold every later progress row of a dead-lettered key behind it.
-	q.holdSQL = fmt.Sprintf(`WITH d AS (DELETE FROM %[1]s WHERE unique_id = $1 AND id > $2 RETURNING *)
+	// Hold every later progress row of a dead-lettered key behind it. $3, $4: the fence.
+	q.holdSQL = fmt.Sprintf(`WITH f AS MATERIALIZED (SELECT data_sync_leader_fence($3, $4) AS ok),
+d AS (DELETE FROM %[1]s WHERE (SELECT ok FROM f) AND unique_id = $1 AND id > $2 RETURNING *)
 INSERT INTO %[2]s (id, obj_name, unique_id, action, json_object, created_at, reason, attempts,
     last_status, last_error)
 SELECT id, obj_name, unique_id, action, json_object, created_at, 'held', attempts, last_status,
@@ -108,7 +116,8 @@ func Queues() []QueueTables {
 }
 
 // CustomerMoveAckSQL returns the relay's own statements for the customer queue: the move
-// (parameters: batch size, keep order; it returns the moved rows) and the
+// (parameters: batch size, keep order, the current data_sync_leader epoch, NULL; it returns
+// the moved rows) and the
 // acknowledgement (parameter: id array). The benchmark's SQL-only baseline runs exactly these.
 func CustomerMoveAckSQL() (move, ack string) { return queues[0].moveSQL, queues[0].ackSQL }
 
@@ -163,18 +172,18 @@ func scanRows(q *queue, rows pgx.Rows) ([]*row, error) {
 // move moves up to n pending rows to progress and returns them. With expand, sets of customers
 // are first turned into pending rows, in a transaction of their own (a crash between the two
 // leaves them in pending, where the next move finds them).
-func (q *queue) move(ctx context.Context, db *pgxpool.Pool, n int, keepOrder, expand bool) ([]*row, error) {
+func (q *queue) move(ctx context.Context, db *pgxpool.Pool, n int, keepOrder, expand bool, f fence) ([]*row, error) {
 	if expand && q.expandSQL != "" {
 		if _, err := db.Exec(ctx, q.expandSQL, expandSetsPerMove); err != nil {
 			return nil, fmt.Errorf("expanding %s pending sets: %w", q.name, err)
 		}
 	}
-	rows, err := db.Query(ctx, q.moveSQL, n, keepOrder)
-	if err != nil {
-		return nil, fmt.Errorf("moving %s pending rows to progress: %w", q.name, err)
+	rows, err := db.Query(ctx, q.moveSQL, n, keepOrder, f.epoch, f.renew)
+	var out []*row
+	if err == nil {
+		out, err = scanRows(q, rows)
 	}
-	out, err := scanRows(q, rows)
-	if err != nil {
+	if err = f.done(err); err != nil {
 		return nil, fmt.Errorf("moving %s pending rows to progress: %w", q.name, err)
 	}
 	return out, nil

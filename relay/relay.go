@@ -37,10 +37,6 @@ const maxAwait = 4096
 // (the same window; settings change rarely, so a second read is simpler than a wait).
 const configRecheck = 20 * time.Millisecond
 
-// leaderLockKey is the advisory lock one relay holds while it delivers: a second relay on the
-// same database waits as a hot standby instead of breaking per-key order.
-const leaderLockKey = 7_240_113_002
-
 // Poster sends one request body to the receiver. err is non-nil only when no usable response
 // arrived (network, TLS, token endpoint) or for a redirect.
 type Poster interface {
@@ -68,6 +64,7 @@ type Relay struct {
 	posters  PosterFactory
 	doorbell Doorbell
 	log      *zap.Logger
+	leader   *Leader // one relay delivers at a time; the others wait as standby (leader.go)
 
 	state   atomic.Value // string, for Status
 	healthy atomic.Bool  // the current session delivered something or led for healthyAfter
@@ -84,6 +81,20 @@ func New(cfg Config, db *pgxpool.Pool, posters PosterFactory, doorbell Doorbell)
 	}
 	r := &Relay{cfg: cfg, db: db, posters: posters, doorbell: doorbell, log: cfg.Logger}
 	r.state.Store("starting")
+	if db != nil {
+		l, err := NewLeader(LeaderConfig{Lease: cfg.LeaderLease, Grace: cfg.LeaderGrace, Logger: cfg.Logger,
+			OnStandby: func(holder string, since time.Time) {
+				if holder == "" {
+					r.state.Store("standby: another relay is taking over")
+					return
+				}
+				r.state.Store(fmt.Sprintf("standby: relay %s leads since %s", holder, since.Format(time.RFC3339)))
+			}}, db.Config().ConnConfig)
+		if err != nil {
+			return nil, err
+		}
+		r.leader = l
+	}
 	return r, nil
 }
 
@@ -168,32 +179,21 @@ func (r *Relay) session(ctx context.Context, first bool) error {
 			return err
 		}
 	}
-	for announced := false; ; {
-		var ok bool
-		if err := lock.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", int64(leaderLockKey)).Scan(&ok); err != nil {
-			return fmt.Errorf("taking the relay leader lock: %w", err)
-		}
-		if ok {
-			break
-		}
-		if !announced {
-			r.log.Info("another cdc-relay is delivering from this database; waiting as standby")
-			r.state.Store("standby: another relay holds the leader lock")
-			announced = true
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(r.cfg.SweepInterval / 10):
-		}
+	term, err := r.leader.Acquire(ctx)
+	if err != nil {
+		return err
 	}
-	defer lock.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", int64(leaderLockKey))
+	defer term.Release(context.WithoutCancel(ctx)) // after d.run: no request of the term is left
 	r.log.Info("relay delivering", zap.Bool("enabled", settings.Enabled), zap.Int("concurrency", r.cfg.Concurrency), zap.Int("max_in_flight", r.cfg.MaxInFlight()),
 		zap.Int("messages_per_request", r.cfg.MessagesPerRequest), zap.String("on_failure", r.cfg.OnFailure))
-	d := &dispatcher{r: r, ctx: ctx, lock: lock, settings: settings}
+	d := &dispatcher{r: r, ctx: term.Context(), lock: lock, settings: settings, term: term}
 	healthy := time.AfterFunc(healthyAfter, func() { r.healthy.Store(true) })
 	defer healthy.Stop()
-	return d.run()
+	err = d.run()
+	if lost := term.Err(); lost != nil {
+		return lost
+	}
+	return err
 }
 
 // buildPoster checks settings and builds a Poster for them.
@@ -209,9 +209,10 @@ func (r *Relay) buildPoster(ctx context.Context, s Settings) (Poster, func(), er
 // requests, the mover and the acknowledger report back over channels.
 type dispatcher struct {
 	r        *Relay
-	ctx      context.Context
+	ctx      context.Context // ends when the relay stops or the term is lost
 	lock     *pgxpool.Conn
 	settings Settings
+	term     *Term
 	poster   Poster
 	closeP   func()
 	posterOK bool
@@ -262,6 +263,8 @@ func (d *dispatcher) run() error {
 	// Requests run under their own context: a stop lets them finish within ShutdownTimeout.
 	postCtx, cancelPosts := context.WithCancel(context.WithoutCancel(d.ctx))
 	defer cancelPosts()
+	// A lost leadership cancels every request at once: a successor may be about to send.
+	defer context.AfterFunc(d.term.Lost(), cancelPosts)()
 	var wg sync.WaitGroup
 	moverCtx, stopMover := context.WithCancel(d.ctx)
 	wg.Add(2)
@@ -498,7 +501,7 @@ func (d *dispatcher) mover(ctx context.Context) {
 					m.more = true // pending still to be moved after progress
 				}
 			} else {
-				rows, err = q.move(opCtx, d.r.db, n, d.r.cfg.SkipDeadLetters == false, expand)
+				rows, err = q.move(opCtx, d.r.db, n, d.r.cfg.SkipDeadLetters == false, expand, d.term.fence())
 				if err == nil && q.expandSQL != "" {
 					expand = false
 				}
@@ -620,7 +623,7 @@ func checkRow(r *row) error {
 
 // dispatch starts requests while the concurrency limit, the pause and the rate allow.
 func (d *dispatcher) dispatch(ctx context.Context, now time.Time) {
-	if !d.posterOK || d.paused.After(now) || d.ctx.Err() != nil {
+	if !d.posterOK || d.paused.After(now) || d.ctx.Err() != nil || !d.term.Valid(now) {
 		return
 	}
 	metrics.Concurrency.Set(float64(d.lim.limit))
@@ -717,7 +720,9 @@ func (d *dispatcher) deadLetter(ctx context.Context, rows []*row, counted, statu
 			continue
 		}
 		q := queues[i]
-		if _, err := d.r.db.Exec(ctx, q.deadSQL, ids, counted, nullStatus(status), msg, nullIfEmpty(excerpt)); err != nil {
+		f := d.term.fence()
+		_, err := d.r.db.Exec(ctx, q.deadSQL, ids, counted, nullStatus(status), msg, nullIfEmpty(excerpt), f.epoch, f.renew)
+		if err = f.done(err); err != nil {
 			return fmt.Errorf("moving rows to %s: %w", q.failed, err)
 		}
 	}
@@ -729,8 +734,9 @@ func (d *dispatcher) deadLetter(ctx context.Context, rows []*row, counted, statu
 		if r.keyNull {
 			continue
 		}
-		tag, err := d.r.db.Exec(ctx, r.q.holdSQL, r.key, r.id)
-		if err != nil {
+		f := d.term.fence()
+		tag, err := d.r.db.Exec(ctx, r.q.holdSQL, r.key, r.id, f.epoch, f.renew)
+		if err = f.done(err); err != nil {
 			return fmt.Errorf("holding later rows behind dead letter %d: %w", r.id, err)
 		}
 		metrics.DeadLetters.WithLabelValues("held").Add(float64(tag.RowsAffected()))

@@ -28,10 +28,10 @@ type Moved struct {
 	Captured  bool
 }
 
-// Move moves up to n customer pending rows to progress with MoveSQL (order kept) and returns
-// them.
-func Move(ctx context.Context, db *pgxpool.Pool, n int) ([]Moved, error) {
-	rows, err := db.Query(ctx, MoveSQL, n, true)
+// Move moves up to n customer pending rows to progress with MoveSQL (order kept, fenced with
+// the leadership epoch given) and returns them.
+func Move(ctx context.Context, db *pgxpool.Pool, epoch int64, n int) ([]Moved, error) {
+	rows, err := db.Query(ctx, MoveSQL, n, true, epoch, nil)
 	if err != nil {
 		return nil, fmt.Errorf("moving pending rows to progress: %w", err)
 	}
@@ -65,13 +65,18 @@ func Ack(ctx context.Context, db *pgxpool.Pool, ids []int64) error {
 func DrainSQL(ctx context.Context, db *pgxpool.Pool, batch, window int) (int, time.Duration, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// No relay runs: the baseline's moves pass the fence with the current epoch.
+	var epoch int64
+	if err := db.QueryRow(ctx, `SELECT epoch FROM data_sync_leader WHERE id = 1`).Scan(&epoch); err != nil {
+		return 0, 0, fmt.Errorf("reading the leadership epoch: %w", err)
+	}
 	ch := make(chan []int64, max(1, window/batch))
 	moveErr := make(chan error, 1)
 	start := time.Now()
 	go func() {
 		defer close(ch)
 		for {
-			rows, err := Move(ctx, db, batch)
+			rows, err := Move(ctx, db, epoch, batch)
 			if err != nil {
 				moveErr <- err
 				return
