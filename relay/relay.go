@@ -139,6 +139,7 @@ type result struct {
 type moved struct {
 	rows []*row
 	more bool
+	wake time.Time // a rate-limited resync asks for a move then (resync.go)
 	err  error
 }
 
@@ -326,6 +327,7 @@ loop:
 				d.admit(row, now)
 			}
 			d.pending = d.pending || m.more
+			d.resyncWake(m.wake)
 		case <-queued: // the doorbell counts its own wake-ups
 			d.pending = true
 			if d.recheck.IsZero() || d.recheckStep > 0 {
@@ -460,6 +462,7 @@ func (d *dispatcher) mover(ctx context.Context) {
 	cursor := map[*queue]int64{}
 	loaded := map[*queue]bool{}
 	expand := false // sets asked for and not yet expanded (progress is loaded first)
+	resync := newResyncer(d.r.cfg)
 	for {
 		var req moveReq
 		select {
@@ -507,6 +510,9 @@ func (d *dispatcher) mover(ctx context.Context) {
 			prepare(rows)
 			m.rows = append(m.rows, rows...)
 			room -= len(rows)
+		}
+		if m.err == nil && !m.more { // pending drained: room for a page of a resync request
+			m.err = resync.step(ctx, d.r.db, &m, room)
 		}
 		select {
 		case d.moveResp <- m:

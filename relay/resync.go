@@ -1,0 +1,145 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+	"golang.org/x/time/rate"
+
+	"github.com/cdc-relay/cdc-relay/internal/metrics"
+)
+
+// A resync request (a row of data_sync_resync, written by `cdc-relay resync` or an INSERT) asks
+// for existing customers or transactions to be sent again. The mover expands it a page at a time
+// with data_sync_resync_step, and only when a move found pending drained: live changes keep
+// priority, and the rows it queues are key-only pending rows that the next move snapshots and
+// delivers like any other (same order per key, retries, dead letters, metrics). The window
+// bounds how many are in flight, so memory does not depend on the size of the resync.
+
+// resyncIdleRecheck is how long after finding no active request the mover looks again. It is
+// below RecheckSpan, so the rechecks that follow the doorbell ring of a new request (inserts into
+// data_sync_resync are published) always include one that looks.
+const resyncIdleRecheck = RecheckSpan / 2
+
+// resyncLiveRows bounds a page queued right after a move that carried live rows: those rows
+// reach the dispatcher only when the page is written, so it is kept to about a millisecond.
+const resyncLiveRows = 100
+
+// resyncMinWait is the smallest pause worth scheduling under a request's rate limit (pages of
+// at least this much time's worth of rows).
+const resyncMinWait = 50 * time.Millisecond
+
+const (
+	resyncActiveSQL = `SELECT id, coalesce(rate, 0) FROM data_sync_resync
+WHERE state IN ('pending', 'running') ORDER BY id LIMIT 1`
+	resyncStepSQL = `SELECT request_id, queued_now, selected_total, coalesce(estimated, 0),
+    coalesce(rows_per_second, 0), request_state FROM data_sync_resync_step($1)`
+)
+
+// resyncer is the mover's view of the active resync request. Only the mover's goroutine uses it.
+type resyncer struct {
+	batch     int
+	log       *zap.Logger
+	nextCheck time.Time     // no active request was found: do not look before this
+	id        int64         // the active request (0: look it up)
+	rate      int           // its rows-per-second cap (0: none)
+	lim       *rate.Limiter // enforces rate
+}
+
+func newResyncer(cfg Config) *resyncer {
+	return &resyncer{batch: cfg.MoveBatch, log: cfg.Logger}
+}
+
+// step queues the next page of the active request, up to room rows, when the move that just ran
+// found pending drained. It sets m.more when it queued rows (or the request has more to read)
+// and m.wake when the request's rate limit says to come back later.
+func (s *resyncer) step(ctx context.Context, db *pgxpool.Pool, m *moved, room int) error {
+	now := time.Now()
+	if room <= 0 || now.Before(s.nextCheck) {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if s.id == 0 {
+		var id int64
+		var r int
+		err := db.QueryRow(ctx, resyncActiveSQL).Scan(&id, &r)
+		if errors.Is(err, pgx.ErrNoRows) {
+			s.nextCheck = now.Add(resyncIdleRecheck)
+			metrics.ResyncRemaining.Set(0)
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("looking for resync requests: %w", err)
+		}
+		s.adopt(id, r)
+	}
+	n := min(room, s.batch)
+	if len(m.rows) > 0 {
+		n = min(n, resyncLiveRows)
+	}
+	if s.lim != nil {
+		avail := int(s.lim.TokensAt(now))
+		want := min(n, max(1, int(float64(s.rate)*resyncMinWait.Seconds())))
+		if avail < want {
+			m.wake = now.Add(time.Duration(float64(want-avail) / float64(s.rate) * float64(time.Second)))
+			return nil
+		}
+		n = min(n, avail)
+	}
+	var id int64
+	var queued, r int
+	var selected, estimated int64
+	var state string
+	err := db.QueryRow(ctx, resyncStepSQL, n).Scan(&id, &queued, &selected, &estimated, &r, &state)
+	if errors.Is(err, pgx.ErrNoRows) {
+		s.id = 0 // cancelled or finished elsewhere: look again at once
+		m.more = true
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("queueing the next page of resync request %d: %w", s.id, err)
+	}
+	if id != s.id || r != s.rate {
+		s.adopt(id, r)
+	}
+	if s.lim != nil {
+		s.lim.ReserveN(now, queued) // never beyond the tokens there were: n <= avail
+	}
+	metrics.ResyncQueued.Add(float64(queued))
+	metrics.ResyncRemaining.Set(float64(max(0, estimated-selected)))
+	switch state {
+	case "done":
+		s.log.Info("resync request done", zap.Int64("request", id), zap.Int64("keys", selected))
+		s.id = 0
+	case "failed", "cancelled":
+		s.log.Warn("resync request stopped", zap.Int64("request", id), zap.String("state", state))
+		s.id = 0
+	}
+	m.more = true // the page just queued, or the next request
+	return nil
+}
+
+// adopt makes request id, capped at r rows per second (0: no cap), the active one.
+func (s *resyncer) adopt(id int64, r int) {
+	if id != s.id {
+		s.log.Info("resync request running", zap.Int64("request", id), zap.Int("rate", r))
+	}
+	s.id, s.rate, s.lim = id, r, nil
+	if r > 0 {
+		s.lim = rate.NewLimiter(rate.Limit(r), max(1, min(r, s.batch)))
+	}
+}
+
+// resyncWake makes the dispatcher ask for a move at the time a rate-limited resync may queue
+// its next page, unless a recheck is already due (its move will look then).
+func (d *dispatcher) resyncWake(at time.Time) {
+	if !at.IsZero() && d.recheck.IsZero() {
+		d.recheck, d.recheckStep = at, len(recheckDelays)-1
+	}
+}
