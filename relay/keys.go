@@ -20,8 +20,8 @@ type keyState struct {
 
 func (k *keyState) head() *row { return k.rows[0] }
 
-// keyHeap orders keys either by head id (ready: oldest record first) or by the head's next
-// attempt time (waiting for a retry).
+// keyHeap orders keys either by head id (ready: oldest record first, live changes before rows
+// of a resync request) or by the head's next attempt time (waiting for a retry).
 type keyHeap struct {
 	keys   []*keyState
 	byTime bool
@@ -32,6 +32,9 @@ func (h *keyHeap) Less(i, j int) bool {
 	a, b := h.keys[i].head(), h.keys[j].head()
 	if h.byTime && !a.next.Equal(b.next) {
 		return a.next.Before(b.next)
+	}
+	if !h.byTime && a.resync != b.resync {
+		return b.resync // live changes before resync rows
 	}
 	return a.id < b.id
 }

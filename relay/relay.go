@@ -495,6 +495,7 @@ func (d *dispatcher) mover(ctx context.Context) {
 				}
 			} else {
 				rows, err = q.move(opCtx, d.r.db, n, d.r.cfg.SkipDeadLetters == false, expand)
+				resync.tag(rows)
 				if err == nil && q.expandSQL != "" {
 					expand = false
 				}
@@ -512,7 +513,7 @@ func (d *dispatcher) mover(ctx context.Context) {
 			room -= len(rows)
 		}
 		if m.err == nil && !m.more { // pending drained: room for a page of a resync request
-			m.err = resync.step(ctx, d.r.db, &m, room)
+			m.err = resync.step(ctx, d.r.db, &m, room-min(d.r.cfg.MoveBatch, d.r.cfg.Window/2))
 		}
 		select {
 		case d.moveResp <- m:

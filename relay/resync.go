@@ -38,7 +38,7 @@ const (
 	resyncActiveSQL = `SELECT id, coalesce(rate, 0) FROM data_sync_resync
 WHERE state IN ('pending', 'running') ORDER BY id LIMIT 1`
 	resyncStepSQL = `SELECT request_id, queued_now, selected_total, coalesce(estimated, 0),
-    coalesce(rows_per_second, 0), request_state FROM data_sync_resync_step($1)`
+    coalesce(rows_per_second, 0), request_state, coalesce(queued_ids, '{}') FROM data_sync_resync_step($1)`
 )
 
 // resyncer is the mover's view of the active resync request. Only the mover's goroutine uses it.
@@ -49,14 +49,33 @@ type resyncer struct {
 	id        int64         // the active request (0: look it up)
 	rate      int           // its rows-per-second cap (0: none)
 	lim       *rate.Limiter // enforces rate
+	// queued holds the queue ids of rows this resync queued and no move has taken yet; a move
+	// marks them, so the dispatcher sends them after live changes. A hint only: rows purged
+	// before their move stay here until the set is reset, and after a restart the rows left
+	// in pending or progress go as live ones.
+	queued map[int64]struct{}
 }
 
 func newResyncer(cfg Config) *resyncer {
-	return &resyncer{batch: cfg.MoveBatch, log: cfg.Logger}
+	return &resyncer{batch: cfg.MoveBatch, log: cfg.Logger, queued: map[int64]struct{}{}}
+}
+
+// tag marks the moved rows a resync queued.
+func (s *resyncer) tag(rows []*row) {
+	if len(s.queued) == 0 {
+		return
+	}
+	for _, r := range rows {
+		if _, ok := s.queued[r.id]; ok {
+			r.resync = true
+			delete(s.queued, r.id)
+		}
+	}
 }
 
 // step queues the next page of the active request, up to room rows, when the move that just ran
-// found pending drained. It sets m.more when it queued rows (or the request has more to read)
+// found pending drained. The caller keeps room below the window's free space by what a move of
+// live changes needs, so resync rows never keep live ones out of the window. It sets m.more when it queued rows (or the request has more to read)
 // and m.wake when the request's rate limit says to come back later.
 func (s *resyncer) step(ctx context.Context, db *pgxpool.Pool, m *moved, room int) error {
 	now := time.Now()
@@ -96,7 +115,8 @@ func (s *resyncer) step(ctx context.Context, db *pgxpool.Pool, m *moved, room in
 	var queued, r int
 	var selected, estimated int64
 	var state string
-	err := db.QueryRow(ctx, resyncStepSQL, n).Scan(&id, &queued, &selected, &estimated, &r, &state)
+	var ids []int64
+	err := db.QueryRow(ctx, resyncStepSQL, n).Scan(&id, &queued, &selected, &estimated, &r, &state, &ids)
 	if errors.Is(err, pgx.ErrNoRows) {
 		s.id = 0 // cancelled or finished elsewhere: look again at once
 		m.more = true
@@ -110,6 +130,12 @@ func (s *resyncer) step(ctx context.Context, db *pgxpool.Pool, m *moved, room in
 	}
 	if s.lim != nil {
 		s.lim.ReserveN(now, queued) // never beyond the tokens there were: n <= avail
+	}
+	if len(s.queued) > 4*s.batch {
+		clear(s.queued) // rows purged before their move (customers deleted): forget them
+	}
+	for _, q := range ids {
+		s.queued[q] = struct{}{}
 	}
 	metrics.ResyncQueued.Add(float64(queued))
 	metrics.ResyncRemaining.Set(float64(max(0, estimated-selected)))

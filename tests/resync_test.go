@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -380,4 +381,41 @@ func TestResyncDeliveredByTheRelay(t *testing.T) {
 			require.Contains(t, out, "40/40 (100.0%)")
 		})
 	}
+}
+
+// Live changes keep priority over a resync: a change committed while the window is full of
+// resync rows is sent before them (after the requests in flight), not behind them.
+func TestResyncLiveChangesGoFirst(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, receiver.Config{})
+	s.exec(`INSERT INTO customer (customer_id, first_name) SELECT g, 'C' || g FROM generate_series(1, 600) g`)
+	s.exec(`DELETE FROM data_sync_cust_pending_queue`)
+	s.recv.SetFaults(receiver.Faults{Delay: 20 * time.Millisecond}) // a slow receiver: the resync takes seconds
+	cfg := s.config()
+	cfg.Relay.Concurrency = 2
+	s.run(cfg)
+	code, out := resyncCLI(t, s.url, "customers", "--all")
+	require.Zero(t, code, out)
+	got := s.waitReceived(50)
+	var first struct {
+		CustomerID string `json:"customerID"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(got[0].Message.Payload), &first))
+	require.Greater(t, s.count(`SELECT count(*) FROM data_sync_cust_progress_queue`), 300, "the window holds the resync")
+
+	before := len(s.received())
+	s.exec(`UPDATE customer SET first_name = 'LIVE' WHERE customer_id = $1::bigint`, first.CustomerID)
+	var at int
+	require.Eventually(t, func() bool {
+		for i, r := range s.received() {
+			if strings.Contains(r.Message.Payload, `"LIVE"`) {
+				at = i
+				return true
+			}
+		}
+		return false
+	}, 60*time.Second, 5*time.Millisecond)
+	t.Logf("the live change arrived %d messages after its commit (resync rows waiting then: about %d)", at-before, 600-before)
+	require.Less(t, at-before, 100, "the live change waited behind the resync")
+	s.waitReceived(601)
 }

@@ -357,3 +357,46 @@ func resyncCancel(ctx context.Context, env Env, dbURL string, id int64) error {
 	fmt.Fprintf(env.Stdout, "resync %d cancelled; rows it already queued are still delivered\n", id)
 	return nil
 }
+
+// demoResyncAfter is when (in progress lines) `demo` starts a resync of every customer.
+const demoResyncAfter = 5
+
+// demoResync shows a resync in the demo: the first call starts one for every customer, each
+// call prints the progress of the demo's resync requests.
+func demoResync(ctx context.Context, w io.Writer, db interface {
+	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}, start bool) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if start {
+		if _, err := db.Exec(ctx, `INSERT INTO data_sync_resync (object, select_all) VALUES ('customer', true)`); err != nil {
+			fmt.Fprintf(w, "resync: %v\n", resyncDBError("starting a resync of every customer", err))
+			return
+		}
+		fmt.Fprintln(w, "started a resync of every customer (cdc-relay resync customers --all): live changes keep priority")
+	}
+	rows, err := db.Query(ctx, `SELECT id, object, action, selection, state, selected, queued, estimated_total,
+		percent::float8, rate_limit, rows_per_second::float8, seconds_left::float8, last_error
+		FROM data_sync_resync_status WHERE state IN ('pending', 'running') OR finished_at > now() - interval '1 second' ORDER BY id`)
+	if err != nil {
+		return
+	}
+	list, err := pgx.CollectRows(rows, pgx.RowToStructByPos[resyncStatusRow])
+	if err != nil {
+		return
+	}
+	for _, r := range list {
+		line := fmt.Sprintf("resync %d (%ss, %s): %s %d", r.ID, r.Object, safetext.Clean(trimSelection(r.Selection)), r.State, r.Selected)
+		if r.Estimate != nil {
+			line += fmt.Sprintf("/%d", *r.Estimate)
+		}
+		if r.RowsPerSec != nil {
+			line += fmt.Sprintf(" | %.0f rows/s", *r.RowsPerSec)
+		}
+		if r.SecondsLeft != nil {
+			line += fmt.Sprintf(" | %s left", time.Duration(*r.SecondsLeft*float64(time.Second)).Round(time.Second))
+		}
+		fmt.Fprintln(w, line)
+	}
+}

@@ -165,13 +165,15 @@ CREATE TRIGGER data_sync_resync_validate BEFORE INSERT ON data_sync_resync
 -- request where its last committed page left it (a page queued twice is harmless: at least
 -- once). A selection scanned by range (changed_since, since_date) reads at most 10 x max_rows
 -- keys per call, so no call runs long however sparse the matches. It returns the request it
--- worked on (no row: none is active) with what it queued now, its counts, rate and state.
+-- worked on (no row: none is active) with what it queued now (and the queue ids, so the relay
+-- can send those rows after live ones), its counts, rate and state.
 --
 -- SECURITY DEFINER: the relay's role runs it without any access to the CE tables, and it takes
 -- no argument that names customers: only the owner's requests say what is read.
-CREATE OR REPLACE FUNCTION data_sync_resync_step(max_rows integer)
+DROP FUNCTION IF EXISTS data_sync_resync_step(integer); -- its result columns may change
+CREATE FUNCTION data_sync_resync_step(max_rows integer)
 RETURNS TABLE (request_id bigint, queued_now integer, selected_total bigint, queued_total bigint,
-               estimated bigint, rows_per_second integer, request_state text)
+               estimated bigint, rows_per_second integer, request_state text, queued_ids bigint[])
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $fn$
 DECLARE
     r public.data_sync_resync;
@@ -183,6 +185,7 @@ DECLARE
     got integer;
     n integer := 0;
     done boolean;
+    qids bigint[];
 BEGIN
     max_rows := least(greatest(coalesce(max_rows, 0), 0), 10000);
     SELECT * INTO r FROM public.data_sync_resync x
@@ -201,14 +204,16 @@ BEGIN
                 END IF;
                 ckeys := ARRAY(SELECT k FROM public.data_sync_resync_customer_keys(r, r.cursor_customer, cupto, max_rows) k);
                 got := cardinality(ckeys);
-                INSERT INTO public.data_sync_cust_pending_queue (obj_name, unique_id, action, json_object, captured)
-                SELECT 'Customer', u.k::text, r.action, NULL, true
-                FROM unnest(ckeys) WITH ORDINALITY AS u (k, o)
-                WHERE NOT EXISTS (SELECT 1 FROM public.data_sync_cust_pending_queue q
-                                  WHERE q.unique_id = u.k::text AND q.json_object IS NULL
-                                    AND (q.action = r.action OR (r.action = 'UPDATE' AND q.action = 'CREATE')))
-                ORDER BY u.o;
-                GET DIAGNOSTICS n = ROW_COUNT;
+                WITH ins AS (
+                    INSERT INTO public.data_sync_cust_pending_queue (obj_name, unique_id, action, json_object, captured)
+                    SELECT 'Customer', u.k::text, r.action, NULL, true
+                    FROM unnest(ckeys) WITH ORDINALITY AS u (k, o)
+                    WHERE NOT EXISTS (SELECT 1 FROM public.data_sync_cust_pending_queue q
+                                      WHERE q.unique_id = u.k::text AND q.json_object IS NULL
+                                        AND (q.action = r.action OR (r.action = 'UPDATE' AND q.action = 'CREATE')))
+                    ORDER BY u.o
+                    RETURNING id)
+                SELECT array_agg(ins.id), count(*) INTO qids, n FROM ins;
                 done := got < max_rows AND cupto IS NULL;
                 r.cursor_customer := CASE WHEN got = max_rows THEN ckeys[got]
                                           WHEN cupto IS NOT NULL THEN cupto
@@ -221,13 +226,15 @@ BEGIN
                 END IF;
                 tkeys := ARRAY(SELECT k FROM public.data_sync_resync_transaction_keys(r, r.cursor_transaction, tupto, max_rows) k);
                 got := cardinality(tkeys);
-                INSERT INTO public.data_sync_trn_pending_queue (obj_name, unique_id, action, json_object, captured)
-                SELECT 'Transaction', u.k, 'CREATE', NULL, true
-                FROM unnest(tkeys) WITH ORDINALITY AS u (k, o)
-                WHERE NOT EXISTS (SELECT 1 FROM public.data_sync_trn_pending_queue q
-                                  WHERE q.unique_id = u.k AND q.json_object IS NULL AND q.action = 'CREATE')
-                ORDER BY u.o;
-                GET DIAGNOSTICS n = ROW_COUNT;
+                WITH ins AS (
+                    INSERT INTO public.data_sync_trn_pending_queue (obj_name, unique_id, action, json_object, captured)
+                    SELECT 'Transaction', u.k, 'CREATE', NULL, true
+                    FROM unnest(tkeys) WITH ORDINALITY AS u (k, o)
+                    WHERE NOT EXISTS (SELECT 1 FROM public.data_sync_trn_pending_queue q
+                                      WHERE q.unique_id = u.k AND q.json_object IS NULL AND q.action = 'CREATE')
+                    ORDER BY u.o
+                    RETURNING id)
+                SELECT array_agg(ins.id), count(*) INTO qids, n FROM ins;
                 done := got < max_rows AND tupto IS NULL;
                 r.cursor_transaction := CASE WHEN got = max_rows THEN tkeys[got]
                                              WHEN tupto IS NOT NULL THEN tupto
@@ -242,7 +249,7 @@ BEGIN
                 -- not stop live deliveries: it fails, with the reason, and the relay goes on.
                 UPDATE public.data_sync_resync x SET state = 'failed', finished_at = now(), last_error = SQLERRM
                 WHERE x.id = r.id;
-                RETURN QUERY SELECT r.id, 0, r.selected, r.queued, r.estimated_total, r.rate, 'failed'::text;
+                RETURN QUERY SELECT r.id, 0, r.selected, r.queued, r.estimated_total, r.rate, 'failed'::text, NULL::bigint[];
                 RETURN;
         END;
         r.selected := r.selected + got;
@@ -256,7 +263,7 @@ BEGIN
         WHERE x.id = r.id
         RETURNING x.state INTO r.state;
     END IF;
-    RETURN QUERY SELECT r.id, n, r.selected, r.queued, r.estimated_total, r.rate, r.state;
+    RETURN QUERY SELECT r.id, n, r.selected, r.queued, r.estimated_total, r.rate, r.state, qids;
 END
 $fn$;
 REVOKE ALL ON FUNCTION data_sync_resync_step(integer) FROM PUBLIC;
