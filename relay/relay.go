@@ -733,7 +733,9 @@ func (d *dispatcher) apply(res result) error {
 		for _, r := range res.req.rows {
 			typ, _, _ := mapping.Lookup(r.objName, r.action)
 			metrics.MessagesDelivered.WithLabelValues(typ).Inc()
-			metrics.CommitToDelivery.Observe(now.Sub(r.createdAt).Seconds())
+			if !r.resync { // not a commit: a resync row waits behind live ones by design
+				metrics.CommitToDelivery.Observe(now.Sub(r.createdAt).Seconds())
+			}
 		}
 		d.acks <- idsByQueue(res.req.rows)
 		d.r.healthy.Store(true)
