@@ -494,8 +494,9 @@ func (d *dispatcher) mover(ctx context.Context) {
 					m.more = true // pending still to be moved after progress
 				}
 			} else {
+				began := time.Now()
 				rows, err = q.move(opCtx, d.r.db, n, d.r.cfg.SkipDeadLetters == false, expand)
-				resync.tag(rows)
+				resync.tag(rows, time.Since(began))
 				if err == nil && q.expandSQL != "" {
 					expand = false
 				}

@@ -26,9 +26,23 @@ import (
 // data_sync_resync are published) always include one that looks.
 const resyncIdleRecheck = RecheckSpan / 2
 
-// resyncLiveRows bounds a page queued right after a move that carried live rows: those rows
-// reach the dispatcher only when the page is written, so it is kept to about a millisecond.
-const resyncLiveRows = 100
+// resyncMoveBudget is how long the move of one resync page should take. The snapshot of each
+// row is built in the move (about half a millisecond a customer on a loaded 2-core machine),
+// and a live change committed meanwhile waits for that move to end, so pages are sized from
+// the cost per row measured on the previous ones to keep that wait this short.
+const resyncMoveBudget = 10 * time.Millisecond
+
+// resyncLivePace is the least time between two pages while live changes flow (the move
+// before the page carried some): each page costs the database a few statements besides its
+// rows, which live changes should not have to share more often than this.
+const resyncLivePace = 50 * time.Millisecond
+
+// resyncFirstPage is the first page of a session, before any cost was measured; pages are
+// never smaller than resyncMinPage (each costs a few statements besides its rows).
+const (
+	resyncFirstPage = 32
+	resyncMinPage   = 8
+)
 
 // resyncMinWait is the smallest pause worth scheduling under a request's rate limit (pages of
 // at least this much time's worth of rows).
@@ -49,6 +63,8 @@ type resyncer struct {
 	id        int64         // the active request (0: look it up)
 	rate      int           // its rows-per-second cap (0: none)
 	lim       *rate.Limiter // enforces rate
+	perRow    time.Duration // what moving a resync row cost lately (0: not measured yet)
+	lastPage  time.Time     // when the last page was queued
 	// queued holds the queue ids of rows this resync queued and no move has taken yet; a move
 	// marks them, so the dispatcher sends them after live changes. A hint only: rows purged
 	// before their move stay here until the set is reset, and after a restart the rows left
@@ -60,17 +76,37 @@ func newResyncer(cfg Config) *resyncer {
 	return &resyncer{batch: cfg.MoveBatch, log: cfg.Logger, queued: map[int64]struct{}{}}
 }
 
-// tag marks the moved rows a resync queued.
-func (s *resyncer) tag(rows []*row) {
+// tag marks the moved rows a resync queued, and learns from the move's duration what a row
+// costs.
+func (s *resyncer) tag(rows []*row, took time.Duration) {
 	if len(s.queued) == 0 {
 		return
 	}
+	n := 0
 	for _, r := range rows {
 		if _, ok := s.queued[r.id]; ok {
 			r.resync = true
 			delete(s.queued, r.id)
+			n++
 		}
 	}
+	if n > 0 {
+		c := took / time.Duration(len(rows))
+		if s.perRow > 0 {
+			c = (s.perRow + c) / 2
+		}
+		s.perRow = c
+	}
+}
+
+// pageSize is how many rows the next page may hold: what the move budget allows at the cost
+// measured, within room and the move batch.
+func (s *resyncer) pageSize(room int) int {
+	n := resyncFirstPage
+	if s.perRow > 0 {
+		n = max(resyncMinPage, int(resyncMoveBudget/s.perRow))
+	}
+	return min(n, room, s.batch)
 }
 
 // step queues the next page of the active request, up to room rows, when the move that just ran
@@ -80,6 +116,10 @@ func (s *resyncer) tag(rows []*row) {
 func (s *resyncer) step(ctx context.Context, db *pgxpool.Pool, m *moved, room int) error {
 	now := time.Now()
 	if room <= 0 || now.Before(s.nextCheck) {
+		return nil
+	}
+	if len(m.rows) > 0 && now.Sub(s.lastPage) < resyncLivePace {
+		m.wake = s.lastPage.Add(resyncLivePace) // live changes flow: come back then
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
@@ -98,10 +138,7 @@ func (s *resyncer) step(ctx context.Context, db *pgxpool.Pool, m *moved, room in
 		}
 		s.adopt(id, r)
 	}
-	n := min(room, s.batch)
-	if len(m.rows) > 0 {
-		n = min(n, resyncLiveRows)
-	}
+	n := s.pageSize(room)
 	if s.lim != nil {
 		avail := int(s.lim.TokensAt(now))
 		want := min(n, max(1, int(float64(s.rate)*resyncMinWait.Seconds())))
@@ -125,6 +162,7 @@ func (s *resyncer) step(ctx context.Context, db *pgxpool.Pool, m *moved, room in
 	if err != nil {
 		return fmt.Errorf("queueing the next page of resync request %d: %w", s.id, err)
 	}
+	s.lastPage = now
 	if id != s.id || r != s.rate {
 		s.adopt(id, r)
 	}

@@ -383,8 +383,9 @@ func TestResyncDeliveredByTheRelay(t *testing.T) {
 	}
 }
 
-// Live changes keep priority over a resync: a change committed while the window is full of
-// resync rows is sent before them (after the requests in flight), not behind them.
+// Live changes keep priority over a resync: a change committed while hundreds of customers are
+// still to be resynced is sent after a few messages (the requests in flight, the page being
+// moved), not behind the resync.
 func TestResyncLiveChangesGoFirst(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, receiver.Config{})
@@ -401,7 +402,6 @@ func TestResyncLiveChangesGoFirst(t *testing.T) {
 		CustomerID string `json:"customerID"`
 	}
 	require.NoError(t, json.Unmarshal([]byte(got[0].Message.Payload), &first))
-	require.Greater(t, s.count(`SELECT count(*) FROM data_sync_cust_progress_queue`), 300, "the window holds the resync")
 
 	before := len(s.received())
 	s.exec(`UPDATE customer SET first_name = 'LIVE' WHERE customer_id = $1::bigint`, first.CustomerID)
