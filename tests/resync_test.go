@@ -23,6 +23,12 @@ import (
 // output.
 func resyncCLI(t *testing.T, url string, args ...string) (int, string) {
 	t.Helper()
+	return cliRun(t, url, append([]string{"resync"}, args...)...)
+}
+
+// cliRun runs `cdc-relay ARGS` in-process with DATABASE_URL=url.
+func cliRun(t *testing.T, url string, args ...string) (int, string) {
+	t.Helper()
 	var out, errOut bytes.Buffer
 	env := cli.Env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errOut,
 		Getenv: func(k string) string {
@@ -31,7 +37,7 @@ func resyncCLI(t *testing.T, url string, args ...string) (int, string) {
 			}
 			return ""
 		}}
-	code := cli.Main(append([]string{"resync"}, args...), env)
+	code := cli.Main(args, env)
 	return code, out.String() + errOut.String()
 }
 
@@ -275,6 +281,10 @@ func TestResyncCLIFlags(t *testing.T) {
 	require.Zero(t, code, out)
 	require.Contains(t, out, "changed since 1999-12-31T22:00:00Z")
 	require.Contains(t, out, "0/5 (0.0%)")
+	code, out = cliRun(t, s.url, "status")
+	require.Zero(t, code, out)
+	require.Contains(t, out, "Resync requests:")
+	require.Contains(t, out, "business date since 2024-02-15")
 	code, out = resyncCLI(t, s.url, "--cancel", "1")
 	require.Zero(t, code, out)
 	require.Contains(t, out, "resync 1 cancelled")

@@ -255,21 +255,51 @@ func resyncDBError(op string, err error) error {
 	return fmt.Errorf("%s: %w", op, err)
 }
 
+// querier is what reading resync requests needs of a connection or pool.
+type querier interface {
+	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}
+
+// readResyncs returns the requests of data_sync_resync_status matching where (a fixed SQL
+// condition), in id order.
+func readResyncs(ctx context.Context, db querier, where string) ([]resyncStatusRow, error) {
+	rows, err := db.Query(ctx, `SELECT id, object, action, selection, state, selected, queued, estimated_total,
+		percent::float8, rate_limit, rows_per_second::float8, seconds_left::float8, last_error
+		FROM data_sync_resync_status WHERE `+where+` ORDER BY id`)
+	if err != nil {
+		return nil, resyncDBError("reading resync requests", err)
+	}
+	list, err := pgx.CollectRows(rows, pgx.RowToStructByPos[resyncStatusRow])
+	if err != nil {
+		return nil, resyncDBError("reading resync requests", err)
+	}
+	return list, nil
+}
+
+// printActiveResyncs adds the running and pending resync requests to `cdc-relay status`.
+func printActiveResyncs(ctx context.Context, w io.Writer, db querier) {
+	list, err := readResyncs(ctx, db, `state IN ('pending', 'running')`)
+	switch {
+	case err != nil:
+		fmt.Fprintf(w, "\nResync requests: %v\n", err)
+	case len(list) == 0:
+		fmt.Fprintln(w, "\nResync requests: none active")
+	default:
+		fmt.Fprintln(w, "\nResync requests:")
+		printResyncStatus(w, list)
+	}
+}
+
 func resyncStatus(ctx context.Context, env Env, dbURL string) error {
 	conn, err := connectDB(ctx, dbURL)
 	if err != nil {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	rows, err := conn.Query(ctx, `SELECT id, object, action, selection, state, selected, queued, estimated_total,
-		percent::float8, rate_limit, rows_per_second::float8, seconds_left::float8, last_error
-		FROM data_sync_resync_status ORDER BY id`)
+	list, err := readResyncs(ctx, conn, "true")
 	if err != nil {
-		return resyncDBError("reading resync requests", err)
-	}
-	list, err := pgx.CollectRows(rows, pgx.RowToStructByPos[resyncStatusRow])
-	if err != nil {
-		return resyncDBError("reading resync requests", err)
+		return err
 	}
 	if len(list) == 0 {
 		fmt.Fprintln(env.Stdout, "no resync requests (start one with cdc-relay resync customers --all)")
@@ -363,10 +393,7 @@ const demoResyncAfter = 5
 
 // demoResync shows a resync in the demo: the first call starts one for every customer, each
 // call prints the progress of the demo's resync requests.
-func demoResync(ctx context.Context, w io.Writer, db interface {
-	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
-	Query(context.Context, string, ...any) (pgx.Rows, error)
-}, start bool) {
+func demoResync(ctx context.Context, w io.Writer, db querier, start bool) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if start {
@@ -376,13 +403,7 @@ func demoResync(ctx context.Context, w io.Writer, db interface {
 		}
 		fmt.Fprintln(w, "started a resync of every customer (cdc-relay resync customers --all): live changes keep priority")
 	}
-	rows, err := db.Query(ctx, `SELECT id, object, action, selection, state, selected, queued, estimated_total,
-		percent::float8, rate_limit, rows_per_second::float8, seconds_left::float8, last_error
-		FROM data_sync_resync_status WHERE state IN ('pending', 'running') OR finished_at > now() - interval '1 second' ORDER BY id`)
-	if err != nil {
-		return
-	}
-	list, err := pgx.CollectRows(rows, pgx.RowToStructByPos[resyncStatusRow])
+	list, err := readResyncs(ctx, db, `state IN ('pending', 'running') OR finished_at > now() - interval '1 second'`)
 	if err != nil {
 		return
 	}
