@@ -193,7 +193,7 @@ func TestResyncUnderWritesAndKills(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, 2, n)
 	unique, dups := e.rec.stats()
-	t.Logf("resync: %d customers and %d transactions resynced (%d checked byte-exact), %d live changes, %d deleted mid-way, %d kills, %d messages (%d duplicates), max RSS %d KiB",
+	t.Logf("resync: %d customers and %d transactions resynced (%d unchanged ones checked equal to the database JSON), %d live changes, %d deleted mid-way, %d kills, %d messages (%d duplicates), max RSS %d KiB",
 		len(customers)-len(doomed), nTrn, exact, v.Committed, len(doomed), kills, unique+dups, dups, maxRSS)
 	report(t, summaryRow{ChangesCommitted: v.Committed + resynced, Delivered: v.Delivered + resynced, Lost: v.Lost,
 		Duplicates: dups, KillsSurvived: kills, FaultsInjected: kills, MaxRSSKiB: maxRSS,
