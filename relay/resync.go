@@ -37,6 +37,9 @@ const resyncMoveBudget = 10 * time.Millisecond
 // rows, which live changes should not have to share more often than this.
 const resyncLivePace = 50 * time.Millisecond
 
+// resyncFullWait is when to look again after the window had no room for a page.
+const resyncFullWait = RecheckSpan / 4
+
 // resyncFirstPage is the first page of a session, before any cost was measured; pages are
 // never smaller than resyncMinPage (each costs a few statements besides its rows).
 const (
@@ -115,7 +118,15 @@ func (s *resyncer) pageSize(room int) int {
 // and m.wake when the request's rate limit says to come back later.
 func (s *resyncer) step(ctx context.Context, db *pgxpool.Pool, m *moved, room int) error {
 	now := time.Now()
-	if room <= 0 || now.Before(s.nextCheck) {
+	if now.Before(s.nextCheck) {
+		return nil
+	}
+	if room <= 0 {
+		// The window is nearly full: no move is due until it drains, so a running request
+		// comes back later rather than stall until the next sweep.
+		if s.id != 0 {
+			m.wake = now.Add(resyncFullWait)
+		}
 		return nil
 	}
 	if len(m.rows) > 0 && now.Sub(s.lastPage) < resyncLivePace {
