@@ -429,3 +429,25 @@ func TestResyncLiveChangesGoFirst(t *testing.T) {
 	require.Less(t, at-before, 100, "the live change waited behind the resync")
 	s.waitReceived(601)
 }
+
+// A request the step cannot read fails with the reason instead of failing the relay's move
+// (which would stop live deliveries), and the next request runs.
+func TestResyncUnreadableRequestFailsAlone(t *testing.T) {
+	t.Parallel()
+	db := captureDB(t, "move")
+	exec(t, db, `INSERT INTO customer (customer_id) SELECT g FROM generate_series(1, 3) g`)
+	exec(t, db, `INSERT INTO segment (segment_id) VALUES (7)`)
+	exec(t, db, `INSERT INTO customer_segment (customer_id, segment_id) VALUES (1, 7)`)
+	pending(t, db)
+	exec(t, db, `INSERT INTO data_sync_resync (object, segment_id) VALUES ('customer', 7)`)
+	exec(t, db, `INSERT INTO data_sync_resync (object, select_all) VALUES ('customer', true)`)
+	exec(t, db, `ALTER TABLE customer_segment RENAME TO customer_segment_moved`)
+	var state string
+	require.NoError(t, db.QueryRow(context.Background(), `SELECT request_state FROM data_sync_resync_step(100)`).Scan(&state))
+	require.Equal(t, "failed", state)
+	var lastErr string
+	require.NoError(t, db.QueryRow(context.Background(), `SELECT last_error FROM data_sync_resync WHERE id = 1`).Scan(&lastErr))
+	require.Contains(t, lastErr, "customer_segment")
+	drainResync(t, db, 100)
+	require.Equal(t, ids(1, 3), keyOnly(t, db, "cust", "UPDATE"))
+}
