@@ -93,6 +93,7 @@ func (w *window) add(r *row, now time.Time) {
 		if last.id < r.id && !last.sent && (last.action == "CREATE" || last.action == "UPDATE") && last.objName == r.objName {
 			last.absorbed = append(last.absorbed, last.id)
 			last.id, last.payload, last.createdAt = r.id, r.payload, minTime(last.createdAt, r.createdAt)
+			last.resync = last.resync && r.resync // a live change absorbed keeps its priority
 			w.saved++
 			w.reschedule(k, now)
 			return

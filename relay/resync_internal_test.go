@@ -52,3 +52,16 @@ func TestResyncPageSize(t *testing.T) {
 	s.tag([]*row{{id: 2}}, 10*time.Second)
 	require.Equal(t, resyncMinPage, s.pageSize(5000))
 }
+
+// With coalescing, a live UPDATE absorbed into a resync row of its key keeps live priority.
+func TestCoalescedLiveChangeKeepsPriority(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	w := newWindow(true)
+	w.add(&row{q: queues[0], id: 1, key: "1", action: "UPDATE", resync: true}, now)
+	w.add(&row{q: queues[0], id: 2, key: "2", action: "UPDATE", resync: true}, now)
+	w.add(&row{q: queues[0], id: 3, key: "2", action: "UPDATE"}, now) // live, absorbed into row 2
+	req := w.take(1, now)
+	require.Equal(t, int64(3), req.rows[0].id)
+	require.False(t, req.rows[0].resync)
+}
