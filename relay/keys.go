@@ -20,8 +20,8 @@ type keyState struct {
 
 func (k *keyState) head() *row { return k.rows[0] }
 
-// keyHeap orders keys either by head id (ready: oldest record first) or by the head's next
-// attempt time (waiting for a retry).
+// keyHeap orders keys either by head id (ready: oldest record first, live changes before rows
+// of a resync request) or by the head's next attempt time (waiting for a retry).
 type keyHeap struct {
 	keys   []*keyState
 	byTime bool
@@ -32,6 +32,9 @@ func (h *keyHeap) Less(i, j int) bool {
 	a, b := h.keys[i].head(), h.keys[j].head()
 	if h.byTime && !a.next.Equal(b.next) {
 		return a.next.Before(b.next)
+	}
+	if !h.byTime && a.resync != b.resync {
+		return b.resync // live changes before resync rows
 	}
 	return a.id < b.id
 }
@@ -90,6 +93,7 @@ func (w *window) add(r *row, now time.Time) {
 		if last.id < r.id && !last.sent && (last.action == "CREATE" || last.action == "UPDATE") && last.objName == r.objName {
 			last.absorbed = append(last.absorbed, last.id)
 			last.id, last.payload, last.createdAt = r.id, r.payload, minTime(last.createdAt, r.createdAt)
+			last.resync = last.resync && r.resync // a live change absorbed keeps its priority
 			w.saved++
 			w.reschedule(k, now)
 			return

@@ -144,6 +144,7 @@ type row struct {
 	sent      bool      // part of the request in flight for its key
 	bad       error     // why the row can never be sent as it is (set by prepare)
 	captured  bool      // written by our capture triggers (or built at move): schema-checked by tests, not per row
+	resync    bool      // queued by a resync request: sent after live rows (resync.go)
 }
 
 func scanRows(q *queue, rows pgx.Rows) ([]*row, error) {

@@ -160,6 +160,7 @@ type moved struct {
 	rows  []*row
 	more  bool
 	await []uint32
+	wake  time.Time // a rate-limited resync asks for a move then (resync.go)
 	err   error
 }
 
@@ -237,6 +238,8 @@ type dispatcher struct {
 	await []uint32
 	// recheckConfig is when to read data_sync_config once more after a change rang.
 	recheckConfig time.Time
+	// wakeAt is when to ask the mover again although nothing rang (a rate-limited resync).
+	wakeAt time.Time
 	acks          chan ackBatch
 	ackDone       chan error
 }
@@ -292,6 +295,14 @@ loop:
 		if d.paused.After(now) && (next.IsZero() || d.paused.Before(next)) {
 			next = d.paused
 		}
+		if !d.wakeAt.IsZero() {
+			if !d.wakeAt.After(now) {
+				d.wakeAt, d.pending = time.Time{}, true
+				d.fill()
+			} else if next.IsZero() || d.wakeAt.Before(next) {
+				next = d.wakeAt
+			}
+		}
 		if !d.recheckConfig.IsZero() {
 			if !d.recheckConfig.After(now) {
 				d.recheckConfig = time.Time{}
@@ -327,6 +338,7 @@ loop:
 			}
 			d.pending = d.pending || m.more || len(m.await) > 0
 			d.await = append(d.await, m.await...)
+			d.resyncWake(m.wake)
 		case <-queued: // the doorbell counts its own wake-ups
 			d.pending = true
 			d.await = append(d.await, d.r.doorbell.TakeQueued()...)
@@ -464,6 +476,7 @@ func (d *dispatcher) mover(ctx context.Context) {
 	cursor := map[*queue]int64{}
 	loaded := map[*queue]bool{}
 	expand := false // sets asked for and not yet expanded (progress is loaded first)
+	resync := newResyncer(d.r.cfg)
 	for {
 		var req moveReq
 		select {
@@ -501,7 +514,9 @@ func (d *dispatcher) mover(ctx context.Context) {
 					m.more = true // pending still to be moved after progress
 				}
 			} else {
+				began := time.Now()
 				rows, err = q.move(opCtx, d.r.db, n, d.r.cfg.SkipDeadLetters == false, expand, d.term.fence())
+				resync.tag(rows, time.Since(began))
 				if err == nil && q.expandSQL != "" {
 					expand = false
 				}
@@ -517,6 +532,9 @@ func (d *dispatcher) mover(ctx context.Context) {
 			prepare(rows)
 			m.rows = append(m.rows, rows...)
 			room -= len(rows)
+		}
+		if m.err == nil && !m.more { // pending drained: room for a page of a resync request
+			m.err = resync.step(ctx, d.r.db, &m, room-min(d.r.cfg.MoveBatch, d.r.cfg.Window/2))
 		}
 		select {
 		case d.moveResp <- m:
@@ -766,7 +784,9 @@ func (d *dispatcher) apply(res result) error {
 		for _, r := range res.req.rows {
 			typ, _, _ := mapping.Lookup(r.objName, r.action)
 			metrics.MessagesDelivered.WithLabelValues(typ).Inc()
-			metrics.CommitToDelivery.Observe(now.Sub(r.createdAt).Seconds())
+			if !r.resync { // not a commit: a resync row waits behind live ones by design
+				metrics.CommitToDelivery.Observe(now.Sub(r.createdAt).Seconds())
+			}
 		}
 		d.acks <- idsByQueue(res.req.rows)
 		d.r.healthy.Store(true)

@@ -12,7 +12,9 @@
 //     receiver, no database), and the rate they predict together, 1 / (1/sql + 1/http);
 //   - idle: the relay's CPU time, the transactions it commits and the replication slot's lag
 //     over a quiet period;
-//   - trigger cost: internal/triggerbench's table of capture-trigger overhead.
+//   - trigger cost: internal/triggerbench's table of capture-trigger overhead;
+//   - resync: a resync of every customer, its rate and the relay's memory, and the CE workload's
+//     TPS during it (resync.go).
 //
 // Every scenario runs in its own database cloned from a template, so one scenario's queue bloat
 // never slows another.
@@ -40,10 +42,11 @@ const (
 	ScenarioIdle     = "idle"
 	ScenarioRemote   = "remote" // a receiver across the internet: 100 ms a request
 	ScenarioTriggers = "triggers"
+	ScenarioResync   = "resync"
 )
 
 // Scenarios lists every scenario in run order.
-var Scenarios = []string{ScenarioLatency, ScenarioSingle, ScenarioBatched, ScenarioRemote, ScenarioIdle, ScenarioTriggers}
+var Scenarios = []string{ScenarioLatency, ScenarioSingle, ScenarioBatched, ScenarioRemote, ScenarioIdle, ScenarioTriggers, ScenarioResync}
 
 // ErrBench marks a bench run that could not produce its figures (not a missed target).
 var ErrBench = errors.New("bench failed")
@@ -71,6 +74,10 @@ type Sizes struct {
 	TriggerDuration time.Duration
 	// TriggerRounds repeats each trigger variant, interleaved (median reported).
 	TriggerRounds int
+	// ResyncCustomers are resynced (0 skips the scenario), with the relay's RSS read after
+	// ResyncMark deliveries; ResyncTPSDuration is each pgbench run beside it.
+	ResyncCustomers, ResyncMark int
+	ResyncTPSDuration           time.Duration
 }
 
 // FullSizes are the sizes of a full run (under 10 minutes on a 2-core machine).
@@ -79,6 +86,7 @@ func FullSizes() Sizes {
 		LatencyRates: []int{500, 50}, LatencyDuration: 20 * time.Second, Customers: 2000,
 		SingleBacklog: 100_000, BatchedBacklog: 1_000_000, RSSMark: 100_000, RemoteBacklog: 20_000,
 		IdleDuration: 30 * time.Second, TriggerDuration: 3 * time.Second, TriggerRounds: 3,
+		ResyncCustomers: 1_000_000, ResyncMark: 100_000, ResyncTPSDuration: 10 * time.Second,
 	}
 }
 
@@ -88,6 +96,7 @@ func QuickSizes() Sizes {
 		LatencyRates: []int{500, 50}, LatencyDuration: 3 * time.Second, Customers: 2000,
 		SingleBacklog: 5_000, BatchedBacklog: 20_000, RSSMark: 100_000, RemoteBacklog: 4_000,
 		IdleDuration: 3 * time.Second, TriggerQuick: true, TriggerDuration: time.Second,
+		ResyncCustomers: 20_000, ResyncMark: 2_000, ResyncTPSDuration: 2 * time.Second,
 	}
 }
 
@@ -265,6 +274,14 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		}
 		rep.Triggers = &TriggerReport{Table: tr.String(), Results: tr.Results,
 			Customers: tr.Customers, BulkRows: tr.BulkRows, Seconds: tr.Duration.Seconds(), Clients: tr.Clients}
+	}
+	if want(ScenarioResync) && o.Sizes.ResyncCustomers > 0 {
+		o.logf("resync: %d customers", o.Sizes.ResyncCustomers)
+		res, err := env.resync(ctx, o.Sizes.ResyncCustomers, min(o.Sizes.ResyncMark, o.Sizes.ResyncCustomers/2), o.Sizes.ResyncTPSDuration)
+		if err != nil {
+			return finish(err)
+		}
+		rep.Resync = &res
 	}
 	return finish(nil)
 }

@@ -27,6 +27,7 @@ type Report struct {
 	Remote     []RemoteResult     `json:"remote,omitempty"`
 	Idle       *IdleResult        `json:"idle,omitempty"`
 	Triggers   *TriggerReport     `json:"triggers,omitempty"`
+	Resync     *ResyncResult      `json:"resync,omitempty"`
 	Targets    []Target           `json:"targets"`
 }
 
@@ -68,8 +69,9 @@ type ThroughputResult struct {
 }
 
 // idleQueriesPerSweep is what one sweep of a quiet relay sends: it re-reads the settings,
-// expands sets of customers and looks at both pending queues (one statement each).
-const idleQueriesPerSweep = 4
+// expands sets of customers, looks at both pending queues and for a resync request (one
+// statement each).
+const idleQueriesPerSweep = 5
 
 // IdleResult is a quiet relay watched for a while.
 type IdleResult struct {
@@ -198,6 +200,7 @@ func targets(r *Report) []Target {
 			atLeast("triggers: "+wl+" move mode / absent", ratio(wl, triggerbench.VariantMove), 0.8)
 		}
 	}
+	resyncTargets(r, atLeast, atMost)
 	return out
 }
 
@@ -285,6 +288,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 		fmt.Fprintln(&b, "\nTrigger cost: pgbench TPS (ratio to triggers absent)")
 		b.WriteString(r.Triggers.Table)
 	}
+	writeResync(&b, r)
 	if len(r.Targets) > 0 {
 		fmt.Fprintln(&b, "\nTargets")
 		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)

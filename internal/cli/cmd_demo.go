@@ -135,7 +135,7 @@ func runDemo(ctx context.Context, env Env, args []string) error {
 	g.Go(func() error {
 		tick := time.NewTicker(time.Second)
 		defer tick.Stop()
-		var last int64
+		var last, ticks int64
 		for {
 			select {
 			case <-gctx.Done():
@@ -147,6 +147,9 @@ func runDemo(ctx context.Context, env Env, args []string) error {
 			}
 			progress(out, pool, gen, received.Load(), received.Load()-last)
 			last = received.Load()
+			if ticks++; ticks >= demoResyncAfter {
+				demoResync(gctx, out, pool, ticks == demoResyncAfter) // cmd_resync.go
+			}
 		}
 	})
 	loadErr := g.Wait()

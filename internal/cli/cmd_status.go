@@ -78,6 +78,7 @@ func runStatus(ctx context.Context, env Env, args []string) error {
 		}
 		tw.Flush()
 	}
+	printActiveResyncs(ctx, w, pool) // cmd_resync.go
 	fmt.Fprintln(w, "\nReplication slots:")
 	if len(rep.Slots) == 0 {
 		fmt.Fprintln(w, "  none (no relay connected; its slot is temporary, so nothing retains WAL)")

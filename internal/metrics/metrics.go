@@ -86,6 +86,15 @@ var (
 	ReplicationMessages = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "cdc_relay_replication_messages_total", Help: "Messages received on the replication doorbell, by kind (keepalive, data).",
 	}, []string{"kind"})
+	// ResyncRemaining is what the active resync request has still to queue: its estimate minus
+	// the keys handled so far (0 when no request is active).
+	ResyncRemaining = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "cdc_relay_resync_remaining_rows", Help: "Keys the active resync request has still to queue (estimate).",
+	})
+	// ResyncQueued counts the rows resync requests queued (delivered like any other row).
+	ResyncQueued = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cdc_relay_resync_rows_queued_total", Help: "Pending rows queued by resync requests.",
+	})
 	// ReplicationConnected is 1 while the replication doorbell is streaming.
 	ReplicationConnected = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "cdc_relay_replication_connected", Help: "1 while the replication wake-up stream is connected.",
@@ -95,7 +104,7 @@ var (
 func init() {
 	Registry.MustRegister(QueueRows, OldestUndeliveredSeconds, Deliveries, MessagesDelivered,
 		RequestDuration, CommitToDelivery, Retries, DeadLetters, Coalesced, TokenFetches, WakeUps,
-		SlotLagBytes, Concurrency, DBQueries, ReplicationMessages, ReplicationConnected,
+		SlotLagBytes, Concurrency, DBQueries, ReplicationMessages, ReplicationConnected, ResyncRemaining, ResyncQueued,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 }
 

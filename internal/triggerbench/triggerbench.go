@@ -305,15 +305,19 @@ func runOne(ctx context.Context, admin, pgbench, dir, wl, variant string, custom
 	if err := os.WriteFile(script, []byte(Script(wl, variant == VariantFloor, customers, bulk, opts.Clients)), 0o644); err != nil {
 		return 0, fmt.Errorf("writing pgbench script: %w", err)
 	}
-	jobs := opts.Clients
-	if jobs > 2 {
-		jobs = 2
-	}
-	secs := int(opts.Duration.Round(time.Second) / time.Second)
-	if secs < 1 {
-		secs = 1
-	}
-	cmd := exec.CommandContext(ctx, pgbench, "-n", "-f", script, "-c", strconv.Itoa(opts.Clients),
+	return RunPgbench(ctx, pgbench, url, script, opts.Clients, opts.Duration)
+}
+
+// FindPgbench returns the pgbench binary: p when set, else from PATH, /usr/bin or beside the
+// server binaries (ErrNoPgbench when there is none).
+func FindPgbench(p string) (string, error) { return findPgbench(p) }
+
+// RunPgbench runs the pgbench script file against url with clients clients for d (whole
+// seconds, at least one) and returns its TPS.
+func RunPgbench(ctx context.Context, pgbench, url, script string, clients int, d time.Duration) (float64, error) {
+	jobs := min(clients, 2)
+	secs := max(1, int(d.Round(time.Second)/time.Second))
+	cmd := exec.CommandContext(ctx, pgbench, "-n", "-f", script, "-c", strconv.Itoa(clients),
 		"-j", strconv.Itoa(jobs), "-T", strconv.Itoa(secs), url)
 	out, err := cmd.CombinedOutput()
 	if err != nil {

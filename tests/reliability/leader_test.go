@@ -28,15 +28,15 @@ type arrival struct {
 	id  string
 }
 
-// history keeps every arrival with its sender, for the one-deliverer checks.
-type history struct {
+// senderLog keeps every arrival with its sender, for the one-deliverer checks.
+type senderLog struct {
 	mu  sync.Mutex
 	all []arrival
 }
 
 var uaPID = regexp.MustCompile(`; pid (\d+)\)`)
 
-func (h *history) add(m receiver.Received) {
+func (h *senderLog) add(m receiver.Received) {
 	if m.Sample {
 		return
 	}
@@ -50,7 +50,7 @@ func (h *history) add(m receiver.Received) {
 }
 
 // byPID counts the arrivals sent by pid.
-func (h *history) byPID(pid int) int {
+func (h *senderLog) byPID(pid int) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	n := 0
@@ -63,7 +63,7 @@ func (h *history) byPID(pid int) int {
 }
 
 // sorted returns the arrivals in arrival order.
-func (h *history) sorted() []arrival {
+func (h *senderLog) sorted() []arrival {
 	h.mu.Lock()
 	out := append([]arrival(nil), h.all...)
 	h.mu.Unlock()
@@ -73,7 +73,7 @@ func (h *history) sorted() []arrival {
 
 // overlap checks that old stopped sending before successor started: it returns the arrivals
 // from old at or after successor's first one, and the pids seen that are neither.
-func (h *history) overlap(old, successor int) (late []arrival, first time.Time, strangers []int) {
+func (h *senderLog) overlap(old, successor int) (late []arrival, first time.Time, strangers []int) {
 	seen := map[int]bool{}
 	for _, a := range h.sorted() {
 		switch {
@@ -96,8 +96,8 @@ func (h *history) overlap(old, successor int) (late []arrival, first time.Time, 
 }
 
 // newLeaderEnv is newEnv with every arrival's sender recorded.
-func newLeaderEnv(t *testing.T) (*env, *history) {
-	h := &history{}
+func newLeaderEnv(t *testing.T) (*env, *senderLog) {
+	h := &senderLog{}
 	e := newEnv(t, envOptions{receiverConfig: func(c *receiver.Config) {
 		prev := c.OnMessage
 		c.OnMessage = func(m receiver.Received) {
@@ -159,7 +159,7 @@ func (e *env) checkDelivered(w *writer) verdict {
 }
 
 // The leader's presence session is ended by the server while its process lives on, under load.
-// The receiver's history, grouped by the sending process, shows the old leader stopped before
+// The receiver's senderLog, grouped by the sending process, shows the old leader stopped before
 // the new one started: never two relays sending at once. Nothing is lost, order per key holds.
 func TestLeaderSessionTerminatedOneSenderAtATime(t *testing.T) {
 	t.Parallel()

@@ -1,0 +1,220 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+	"golang.org/x/time/rate"
+
+	"github.com/cdc-relay/cdc-relay/internal/metrics"
+)
+
+// A resync request (a row of data_sync_resync, written by `cdc-relay resync` or an INSERT) asks
+// for existing customers or transactions to be sent again. The mover expands it a page at a time
+// with data_sync_resync_step, and only when a move found pending drained: live changes keep
+// priority, and the rows it queues are key-only pending rows that the next move snapshots and
+// delivers like any other (same order per key, retries, dead letters, metrics). The window
+// bounds how many are in flight, so memory does not depend on the size of the resync.
+
+// resyncIdleRecheck is how long after finding no active request the mover looks again. It is
+// below RecheckSpan, so the rechecks that follow the doorbell ring of a new request (inserts into
+// data_sync_resync are published) always include one that looks.
+const resyncIdleRecheck = RecheckSpan / 2
+
+// resyncMoveBudget is how long the move of one resync page should take. The snapshot of each
+// row is built in the move (about half a millisecond a customer on a loaded 2-core machine),
+// and a live change committed meanwhile waits for that move to end, so pages are sized from
+// the cost per row measured on the previous ones to keep that wait this short.
+const resyncMoveBudget = 10 * time.Millisecond
+
+// resyncLivePace is the least time between two pages while live changes flow (the move
+// before the page carried some): each page costs the database a few statements besides its
+// rows, which live changes should not have to share more often than this.
+const resyncLivePace = 50 * time.Millisecond
+
+// resyncFullWait is when to look again after the window had no room for a page.
+const resyncFullWait = RecheckSpan / 4
+
+// resyncFirstPage is the first page of a session, before any cost was measured; pages are
+// never smaller than resyncMinPage (each costs a few statements besides its rows).
+const (
+	resyncFirstPage = 32
+	resyncMinPage   = 8
+)
+
+// resyncMinWait is the smallest pause worth scheduling under a request's rate limit (pages of
+// at least this much time's worth of rows).
+const resyncMinWait = 50 * time.Millisecond
+
+const (
+	resyncActiveSQL = `SELECT id, coalesce(rate, 0) FROM data_sync_resync
+WHERE state IN ('pending', 'running') ORDER BY id LIMIT 1`
+	resyncStepSQL = `SELECT request_id, queued_now, selected_total, coalesce(estimated, 0),
+    coalesce(rows_per_second, 0), request_state, coalesce(queued_ids, '{}') FROM data_sync_resync_step($1)`
+)
+
+// resyncer is the mover's view of the active resync request. Only the mover's goroutine uses it.
+type resyncer struct {
+	batch     int
+	log       *zap.Logger
+	nextCheck time.Time     // no active request was found: do not look before this
+	id        int64         // the active request (0: look it up)
+	rate      int           // its rows-per-second cap (0: none)
+	lim       *rate.Limiter // enforces rate
+	perRow    time.Duration // what moving a resync row cost lately (0: not measured yet)
+	lastPage  time.Time     // when the last page was queued
+	// queued holds the queue ids of rows this resync queued and no move has taken yet; a move
+	// marks them, so the dispatcher sends them after live changes. A hint only: rows purged
+	// before their move stay here until the set is reset, and after a restart the rows left
+	// in pending or progress go as live ones.
+	queued map[int64]struct{}
+}
+
+func newResyncer(cfg Config) *resyncer {
+	return &resyncer{batch: cfg.MoveBatch, log: cfg.Logger, queued: map[int64]struct{}{}}
+}
+
+// tag marks the moved rows a resync queued, and learns from the move's duration what a row
+// costs.
+func (s *resyncer) tag(rows []*row, took time.Duration) {
+	if len(s.queued) == 0 {
+		return
+	}
+	n := 0
+	for _, r := range rows {
+		if _, ok := s.queued[r.id]; ok {
+			r.resync = true
+			delete(s.queued, r.id)
+			n++
+		}
+	}
+	if n > 0 {
+		c := took / time.Duration(len(rows))
+		if s.perRow > 0 {
+			c = (s.perRow + c) / 2
+		}
+		s.perRow = c
+	}
+}
+
+// pageSize is how many rows the next page may hold: what the move budget allows at the cost
+// measured, within room and the move batch.
+func (s *resyncer) pageSize(room int) int {
+	n := resyncFirstPage
+	if s.perRow > 0 {
+		n = max(resyncMinPage, int(resyncMoveBudget/s.perRow))
+	}
+	return min(n, room, s.batch)
+}
+
+// step queues the next page of the active request, up to room rows, when the move that just ran
+// found pending drained. The caller keeps room below the window's free space by what a move of
+// live changes needs, so resync rows never keep live ones out of the window. It sets m.more when it queued rows (or the request has more to read)
+// and m.wake when the request's rate limit says to come back later.
+func (s *resyncer) step(ctx context.Context, db *pgxpool.Pool, m *moved, room int) error {
+	now := time.Now()
+	if now.Before(s.nextCheck) {
+		return nil
+	}
+	if room <= 0 {
+		// The window is nearly full: no move is due until it drains, so a running request
+		// comes back later rather than stall until the next sweep.
+		if s.id != 0 {
+			m.wake = now.Add(resyncFullWait)
+		}
+		return nil
+	}
+	if len(m.rows) > 0 && now.Sub(s.lastPage) < resyncLivePace {
+		m.wake = s.lastPage.Add(resyncLivePace) // live changes flow: come back then
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if s.id == 0 {
+		var id int64
+		var r int
+		err := db.QueryRow(ctx, resyncActiveSQL).Scan(&id, &r)
+		if errors.Is(err, pgx.ErrNoRows) {
+			s.nextCheck = now.Add(resyncIdleRecheck)
+			metrics.ResyncRemaining.Set(0)
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("looking for resync requests: %w", err)
+		}
+		s.adopt(id, r)
+	}
+	n := s.pageSize(room)
+	if s.lim != nil {
+		avail := int(s.lim.TokensAt(now))
+		want := min(n, max(1, int(float64(s.rate)*resyncMinWait.Seconds())))
+		if avail < want {
+			m.wake = now.Add(time.Duration(float64(want-avail) / float64(s.rate) * float64(time.Second)))
+			return nil
+		}
+		n = min(n, avail)
+	}
+	var id int64
+	var queued, r int
+	var selected, estimated int64
+	var state string
+	var ids []int64
+	err := db.QueryRow(ctx, resyncStepSQL, n).Scan(&id, &queued, &selected, &estimated, &r, &state, &ids)
+	if errors.Is(err, pgx.ErrNoRows) {
+		s.id = 0 // cancelled or finished elsewhere: look again at once
+		m.more = true
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("queueing the next page of resync request %d: %w", s.id, err)
+	}
+	s.lastPage = now
+	if id != s.id || r != s.rate {
+		s.adopt(id, r)
+	}
+	if s.lim != nil {
+		s.lim.ReserveN(now, queued) // never beyond the tokens there were: n <= avail
+	}
+	if len(s.queued) > 4*s.batch {
+		clear(s.queued) // rows purged before their move (customers deleted): forget them
+	}
+	for _, q := range ids {
+		s.queued[q] = struct{}{}
+	}
+	metrics.ResyncQueued.Add(float64(queued))
+	metrics.ResyncRemaining.Set(float64(max(0, estimated-selected)))
+	switch state {
+	case "done":
+		s.log.Info("resync request done", zap.Int64("request", id), zap.Int64("keys", selected))
+		s.id = 0
+	case "failed", "cancelled":
+		s.log.Warn("resync request stopped", zap.Int64("request", id), zap.String("state", state))
+		s.id = 0
+	}
+	m.more = true // the page just queued, or the next request
+	return nil
+}
+
+// adopt makes request id, capped at r rows per second (0: no cap), the active one.
+func (s *resyncer) adopt(id int64, r int) {
+	if id != s.id {
+		s.log.Info("resync request running", zap.Int64("request", id), zap.Int("rate", r))
+	}
+	s.id, s.rate, s.lim = id, r, nil
+	if r > 0 {
+		s.lim = rate.NewLimiter(rate.Limit(r), max(1, min(r, s.batch)))
+	}
+}
+
+// resyncWake makes the dispatcher ask for a move at the time a rate-limited resync may queue
+// its next page (or sooner, when another wake-up is due first).
+func (d *dispatcher) resyncWake(at time.Time) {
+	if !at.IsZero() && (d.wakeAt.IsZero() || at.Before(d.wakeAt)) {
+		d.wakeAt = at
+	}
+}
