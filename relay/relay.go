@@ -239,9 +239,9 @@ type dispatcher struct {
 	// recheckConfig is when to read data_sync_config once more after a change rang.
 	recheckConfig time.Time
 	// wakeAt is when to ask the mover again although nothing rang (a rate-limited resync).
-	wakeAt time.Time
-	acks          chan ackBatch
-	ackDone       chan error
+	wakeAt  time.Time
+	acks    chan ackBatch
+	ackDone chan error
 }
 
 func (d *dispatcher) run() error {
