@@ -228,8 +228,11 @@ type dispatcher struct {
 	recheckStep int
 	// recheckConfig is the same for data_sync_config changes.
 	recheckConfig time.Time
-	acks          chan ackBatch
+	acks          *ackQueue
 	ackDone       chan error
+	// gone is closed when the dispatcher stops listening: a request goroutine reporting after
+	// that (the stop deadline passed) drops its result instead of waiting for a reader.
+	gone chan struct{}
 }
 
 func (d *dispatcher) run() error {
@@ -242,8 +245,10 @@ func (d *dispatcher) run() error {
 	d.results = make(chan result, cfg.Concurrency)
 	d.moveReq = make(chan moveReq, 1)
 	d.moveResp = make(chan moved, 1)
-	d.acks = make(chan ackBatch, 4*cfg.Concurrency)
+	d.acks = newAckQueue()
 	d.ackDone = make(chan error, 1)
+	d.gone = make(chan struct{})
+	defer close(d.gone)
 	d.applySettings(d.settings, true)
 	defer func() {
 		if d.closeP != nil {
@@ -258,7 +263,7 @@ func (d *dispatcher) run() error {
 	moverCtx, stopMover := context.WithCancel(d.ctx)
 	wg.Add(2)
 	go func() { defer wg.Done(); d.mover(moverCtx) }()
-	go func() { defer wg.Done(); d.ackDone <- d.acknowledger(postCtx) }()
+	go func() { defer wg.Done(); d.ackDone <- d.acknowledger(postCtx) }() // ackDone has room for it
 
 	sweep := time.NewTicker(cfg.SweepInterval)
 	defer sweep.Stop()
@@ -348,36 +353,52 @@ loop:
 			}
 		case <-timer.C:
 			metrics.WakeUps.WithLabelValues("retry").Inc()
-		case err := <-d.ackDone:
+		case err := <-d.ackDone: // only on a cancelled context: the acknowledger retries for ever
 			sessionErr = fmt.Errorf("acknowledging delivered rows: %w", err)
 			d.ackDone <- err
 			break loop
 		}
 	}
 	stopMover()
-	// Let requests in flight finish (bounded), then flush acknowledgements.
+	return d.stop(sessionErr, cancelPosts, &wg)
+}
+
+// stop ends a session within ShutdownTimeout whatever the database and the receiver do: it lets
+// requests in flight finish and flushes acknowledgements until the deadline, then cancels them
+// (the rows stay in progress and are sent again by the next session: at least once).
+func (d *dispatcher) stop(sessionErr error, cancelPosts context.CancelFunc, wg *sync.WaitGroup) error {
 	d.r.state.Store("stopping")
 	deadline := time.NewTimer(d.r.cfg.ShutdownTimeout)
 	defer deadline.Stop()
-	for d.inflight > 0 {
+	expired := false
+	for d.inflight > 0 && !expired {
 		select {
 		case res := <-d.results:
-			if sessionErr != nil {
-				d.inflight--
-				continue
-			}
-			if err := d.apply(res); err != nil {
+			// Applied even after a failure: a delivered row is still acknowledged.
+			if err := d.apply(res); err != nil && sessionErr == nil {
 				sessionErr = err
 			}
 		case <-deadline.C:
-			cancelPosts()
-			deadline.Reset(time.Hour)
+			d.r.log.Warn("requests still in flight at the shutdown deadline; cancelling them (their rows stay in progress)",
+				zap.Int("requests", d.inflight), zap.Duration("shutdown_timeout", d.r.cfg.ShutdownTimeout))
+			expired = true
 		}
 	}
-	close(d.acks)
+	d.acks.close()
+	if expired {
+		cancelPosts()
+	}
+	var ackErr error
+	select {
+	case ackErr = <-d.ackDone:
+	case <-deadline.C:
+		cancelPosts()
+		ackErr = <-d.ackDone // the acknowledger returns at once when cancelled
+	}
+	cancelPosts()
 	wg.Wait()
-	if err := <-d.ackDone; err != nil && sessionErr == nil && d.ctx.Err() == nil {
-		sessionErr = fmt.Errorf("acknowledging delivered rows: %w", err)
+	if ackErr != nil && sessionErr == nil && d.ctx.Err() == nil {
+		sessionErr = fmt.Errorf("acknowledging delivered rows: %w", ackErr)
 	}
 	if sessionErr == nil {
 		sessionErr = d.ctx.Err()
@@ -615,7 +636,7 @@ func (d *dispatcher) send(ctx context.Context, p Poster, req *request) {
 	body := mapping.AppendEnvelope(make([]byte, 0, 256+len(msgs)*512), msgs)
 	if d.rate != nil {
 		if err := d.rate.WaitN(ctx, len(req.rows)); err != nil {
-			d.results <- result{req: req, outcome: retryable, err: err, next: time.Now()}
+			d.report(result{req: req, outcome: retryable, err: err, next: time.Now()})
 			return
 		}
 	}
@@ -627,7 +648,17 @@ func (d *dispatcher) send(ctx context.Context, p Poster, req *request) {
 	if res.outcome != delivered {
 		res.dbErr = d.recordFailure(ctx, &res)
 	}
-	d.results <- res
+	d.report(res)
+}
+
+// report hands a finished request to the dispatcher. results has room for every request in
+// flight, so this never waits while the dispatcher runs; once it has stopped listening (the
+// stop deadline passed) the result is dropped: its rows stay in progress for the next session.
+func (d *dispatcher) report(res result) {
+	select {
+	case d.results <- res:
+	case <-d.gone:
+	}
 }
 
 // recordFailure writes the attempt onto the rows: a retry time, or a move to the dead-letter
@@ -651,7 +682,9 @@ func (d *dispatcher) recordFailure(ctx context.Context, res *result) error {
 		res.outcome == permanent && !stop && attempts >= cfg.PermanentAttempts:
 		res.dead = true
 	}
-	dbCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	// ctx outlives a stop request until the shutdown deadline, so a failure seen while stopping
+	// is still recorded, and a database that does not answer cannot hold the stop.
+	dbCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if res.dead {
 		return d.deadLetter(dbCtx, res.req.rows, 1, res.resp.Status, msg, excerpt)
@@ -728,7 +761,7 @@ func (d *dispatcher) apply(res result) error {
 			metrics.MessagesDelivered.WithLabelValues(typ).Inc()
 			metrics.CommitToDelivery.Observe(now.Sub(r.createdAt).Seconds())
 		}
-		d.acks <- idsByQueue(res.req.rows)
+		d.acks.add(idsByQueue(res.req.rows))
 		d.r.healthy.Store(true)
 		d.lim.success()
 		d.win.release(res.req, true, now)
@@ -788,48 +821,94 @@ func idsByQueue(rows []*row) ackBatch {
 	return b
 }
 
+// ackQueue collects the ids of delivered rows for the acknowledger. add never waits: the
+// dispatcher must keep serving results, the doorbell and a stop while the database is away.
+// What waits is bounded by the window (delivered rows leave it only here or in progress).
+type ackQueue struct {
+	mu     sync.Mutex
+	batch  ackBatch
+	closed bool
+	wake   chan struct{} // capacity 1: "something was added or the queue was closed"
+}
+
+func newAckQueue() *ackQueue { return &ackQueue{wake: make(chan struct{}, 1)} }
+
+func (q *ackQueue) add(b ackBatch) {
+	q.mu.Lock()
+	for i := range b {
+		q.batch[i] = append(q.batch[i], b[i]...)
+	}
+	q.mu.Unlock()
+	q.signal()
+}
+
+func (q *ackQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	q.signal()
+}
+
+func (q *ackQueue) signal() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// takeInto moves everything queued into b and tells whether the queue is closed.
+func (q *ackQueue) takeInto(b *ackBatch) (closed bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for i := range q.batch {
+		b[i] = append(b[i], q.batch[i]...)
+		q.batch[i] = q.batch[i][:0]
+	}
+	return q.closed
+}
+
 // acknowledger deletes delivered rows from progress in batches: whatever arrived while the
-// previous DELETE ran goes in the next one.
+// previous DELETE ran goes in the next one. A failed DELETE is retried with backoff for as long
+// as ctx lives (the session's stop deadline), so a database outage of any length only delays
+// acknowledgements; it returns nil once the queue is closed and empty, or ctx's error with the
+// rows it could not acknowledge (they stay in progress and are sent again: at least once).
 func (d *dispatcher) acknowledger(ctx context.Context) error {
 	var batch ackBatch
-	flush := func() error {
-		var err error
-		for attempt := 0; attempt < 5; attempt++ {
-			if err = ackAll(ctx, d.r.db, &batch); err == nil {
-				return nil
+	failures := 0
+	for {
+		closed := d.acks.takeInto(&batch)
+		if len(batch[0])+len(batch[1]) > 0 {
+			err := ackAll(ctx, d.r.db, &batch)
+			if err == nil {
+				if failures > 0 {
+					d.r.log.Info("acknowledging delivered rows works again", zap.Int("failed_attempts", failures))
+				}
+				failures = 0
+				continue
+			}
+			if ctx.Err() != nil {
+				return fmt.Errorf("%d delivered rows left unacknowledged in progress (they will be sent again): %w",
+					len(batch[0])+len(batch[1]), err)
+			}
+			failures++
+			delay := backoff(failures, 100*time.Millisecond, 5*time.Second, 0)
+			if failures == 1 || failures%20 == 0 {
+				d.r.log.Warn("acknowledging delivered rows failed; retrying", zap.Error(err), zap.Int("attempt", failures),
+					zap.Int("rows", len(batch[0])+len(batch[1])), zap.Duration("delay", delay))
 			}
 			select {
 			case <-ctx.Done():
-				return err
-			case <-time.After(time.Duration(attempt+1) * 100 * time.Millisecond):
+			case <-time.After(delay):
 			}
+			continue
 		}
-		return err
-	}
-	for {
-		b, ok := <-d.acks
-		if !ok {
-			return flush()
+		if closed {
+			return nil
 		}
-		for i := range b {
-			batch[i] = append(batch[i], b[i]...)
-		}
-	drain:
-		for len(batch[0])+len(batch[1]) < 5000 {
-			select {
-			case more, ok := <-d.acks:
-				if !ok {
-					return flush()
-				}
-				for i := range more {
-					batch[i] = append(batch[i], more[i]...)
-				}
-			default:
-				break drain
-			}
-		}
-		if err := flush(); err != nil {
-			return err
+		select {
+		case <-ctx.Done():
+			return nil // nothing left to acknowledge
+		case <-d.acks.wake:
 		}
 	}
 }
