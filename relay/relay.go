@@ -526,6 +526,12 @@ func (d *dispatcher) mover(ctx context.Context) {
 				break
 			}
 			prepare(rows)
+			// A retry time stored by an earlier run (a Retry-After, or a backoff under other
+			// settings) waits at most BackoffMax from now.
+			limit := time.Now().Add(d.r.cfg.BackoffMax)
+			for _, r := range rows {
+				r.next = minTime(r.next, limit)
+			}
 			m.rows = append(m.rows, rows...)
 			room -= len(rows)
 		}
@@ -791,7 +797,7 @@ func (d *dispatcher) apply(res result) error {
 		if res.pressure {
 			d.lim.pressure(now)
 			if res.resp.RetryAfter > 0 {
-				d.paused = maxTime(d.paused, now.Add(res.resp.RetryAfter))
+				d.paused = maxTime(d.paused, now.Add(capWait(res.resp.RetryAfter, d.r.cfg.BackoffMax)))
 			}
 		}
 		if d.r.cfg.OnFailure == OnFailureStop {
