@@ -1,6 +1,7 @@
 package relay_test
 
 import (
+	"context"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -42,4 +43,72 @@ func TestStoredRetryTimeIsCappedAtStart(t *testing.T) {
 	e.start(relay.Config{BackoffMin: 10 * time.Millisecond, BackoffMax: 200 * time.Millisecond})
 	got := e.waitDelivered(1)
 	require.Equal(t, strconv.FormatInt(id, 10), got[0].msg.UniqueID)
+}
+
+// TestRowsBehindABadRowInTheSameMoveAreHeld: a row that can never be sent is dead-lettered when
+// it is moved; the later rows of its key moved in the same batch are held behind it (reason
+// held), never sent, while other keys flow.
+func TestRowsBehindABadRowInTheSameMoveAreHeld(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var bad int64
+	require.NoError(t, e.db.QueryRow(context.Background(), `INSERT INTO data_sync_cust_pending_queue (unique_id, action, json_object)
+		VALUES ('13', 'UPDATE', '{"customerID": 13}') RETURNING id`).Scan(&bad))
+	later1 := e.queueCust("13", "UPDATE")
+	other := e.queueCust("14", "UPDATE")
+	later2 := e.queueCust("13", "DELETE")
+	e.start(relay.Config{})
+	got := e.waitDelivered(1)
+	require.Len(t, got, 1)
+	require.Equal(t, strconv.FormatInt(other, 10), got[0].msg.UniqueID)
+	require.Equal(t, 1, e.count(`SELECT count(*) FROM data_sync_cust_failed WHERE id = $1 AND reason = 'failed'`, bad))
+	require.Equal(t, 2, e.count(`SELECT count(*) FROM data_sync_cust_failed WHERE id = ANY($1) AND reason = 'held'
+		AND last_error = 'held behind dead letter ' || $2::bigint`, []int64{later1, later2}, bad))
+}
+
+// TestRowsBehindADeadLetterHeldInMemoryAreNeverSent: the receiver refuses the head of a key
+// while the key's later rows wait in memory: they leave memory unsent and end in the failed
+// table with reason held.
+func TestRowsBehindADeadLetterHeldInMemoryAreNeverSent(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	poison := e.queueCust("13", "UPDATE")
+	var later []int64
+	for range 5 {
+		later = append(later, e.queueCust("13", "UPDATE"))
+	}
+	other := e.queueCust("14", "UPDATE")
+	e.poster.setAnswer(func(msgs []mapping.Message, n int) (relay.Response, error) {
+		if msgs[0].UniqueID == strconv.FormatInt(poison, 10) {
+			return relay.Response{Status: 400}, nil
+		}
+		return relay.Response{Status: 200}, nil
+	})
+	e.start(relay.Config{PermanentAttempts: 1})
+	got := e.waitDelivered(1)
+	require.Len(t, got, 1)
+	require.Equal(t, strconv.FormatInt(other, 10), got[0].msg.UniqueID)
+	require.Equal(t, 5, e.count(`SELECT count(*) FROM data_sync_cust_failed WHERE id = ANY($1) AND reason = 'held'`, later))
+	require.Equal(t, 1, e.count(`SELECT count(*) FROM data_sync_cust_failed WHERE id = $1 AND reason = 'failed'`, poison))
+}
+
+// TestProgressRowsBehindADeadLetterAreHeldAtStart: a crash left a row in progress behind a dead
+// letter of its key (the state a crash between parking and holding left before they were one
+// statement): the next start holds it instead of sending it past the dead letter.
+func TestProgressRowsBehindADeadLetterAreHeldAtStart(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	dead := e.queueCust("13", "UPDATE")
+	left := e.queueCust("13", "UPDATE")
+	other := e.queueCust("14", "UPDATE")
+	e.exec(`WITH m AS (DELETE FROM data_sync_cust_pending_queue WHERE id = $1 RETURNING id, obj_name, unique_id, action, json_object, created_at)
+		INSERT INTO data_sync_cust_failed (id, obj_name, unique_id, action, json_object, created_at, reason)
+		SELECT *, 'failed' FROM m`, dead)
+	e.exec(`WITH m AS (DELETE FROM data_sync_cust_pending_queue WHERE id = $1 RETURNING id, obj_name, unique_id, action, json_object, created_at)
+		INSERT INTO data_sync_cust_progress_queue (id, obj_name, unique_id, action, json_object, created_at) SELECT * FROM m`, left)
+	e.start(relay.Config{})
+	got := e.waitDelivered(1)
+	require.Len(t, got, 1)
+	require.Equal(t, strconv.FormatInt(other, 10), got[0].msg.UniqueID)
+	require.Equal(t, 1, e.count(`SELECT count(*) FROM data_sync_cust_failed WHERE id = $1 AND reason = 'held'`, left))
 }

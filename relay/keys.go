@@ -2,6 +2,7 @@ package relay
 
 import (
 	"container/heap"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -202,19 +203,37 @@ func (w *window) release(req *request, drop bool, now time.Time) {
 	}
 }
 
-// dropAfter removes every row of the key with id > id (they were held in the dead-letter
-// table behind it) and returns how many.
-func (w *window) dropAfter(k *keyState, id int64) int {
+// dropAfter removes every row of the key with id > id that is not in flight (they are held in
+// the dead-letter table behind it) and returns them.
+func (w *window) dropAfter(k *keyState, id int64) []*row {
 	kept := k.rows[:0]
-	n := 0
+	var dropped []*row
 	for _, r := range k.rows {
-		if r.id > id {
-			n++
+		if r.id > id && !r.sent {
+			dropped = append(dropped, r)
 			continue
 		}
 		kept = append(kept, r)
 	}
+	clear(k.rows[len(kept):])
 	k.rows = kept
-	w.rows -= n
-	return n
+	w.rows -= len(dropped)
+	return dropped
+}
+
+// forget removes one row of a key in flight from the window (the row is gone from progress)
+// and reports whether it was there; release files the key again.
+func (w *window) forget(r *row) bool {
+	k := w.keys[keyName(r)]
+	if k == nil {
+		return false
+	}
+	i := slices.Index(k.rows, r)
+	if i < 0 {
+		return false
+	}
+	k.rows = slices.Delete(k.rows, i, i+1)
+	r.sent = false
+	w.rows--
+	return true
 }

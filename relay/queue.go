@@ -7,6 +7,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/cdc-relay/cdc-relay/internal/metrics"
 )
 
 // queue names one Data Sync queue family (pending, progress, failed) and its statements. All
@@ -23,6 +25,7 @@ type queue struct {
 	expandSQL string
 
 	moveSQL, loadSQL, ackSQL, failSQL, deadSQL, holdSQL string
+	checkSQL, holdBehindSQL                             string
 }
 
 func newQueue(idx int, name, pending, progress, failed, jsonFn, keyCheck string) *queue {
@@ -63,21 +66,59 @@ RETURNING id, obj_name, unique_id, action, json_object, created_at, attempts, ne
 	q.loadSQL = fmt.Sprintf(`SELECT id, obj_name, unique_id, action, json_object, created_at, attempts, next_attempt_at, captured
 FROM %s WHERE id > $1 ORDER BY id LIMIT $2`, progress)
 	q.ackSQL = fmt.Sprintf(`DELETE FROM %s WHERE id = ANY($1)`, progress)
-	q.failSQL = fmt.Sprintf(`UPDATE %s SET attempts = attempts + 1, last_status = $2, last_error = $3,
-    last_attempt_at = now(), next_attempt_at = $4 WHERE id = ANY($1)`, progress)
+	// Record a failed attempt ($5 = 1 counts it, 0 while the endpoint fails as a whole). Rows
+	// not returned are gone: purged by a customer's delete while the relay held them.
+	q.failSQL = fmt.Sprintf(`UPDATE %s SET attempts = attempts + $5, last_status = $2, last_error = $3,
+    last_attempt_at = now(), next_attempt_at = $4 WHERE id = ANY($1) RETURNING id`, progress)
+	// Re-check rows before a retry: the rows not returned were purged (their customer was
+	// deleted) and must not be sent.
+	q.checkSQL = fmt.Sprintf(`UPDATE %s SET last_attempt_at = now() WHERE id = ANY($1) RETURNING id`, progress)
 	// Dead-letter rows by id ($1), counting this attempt ($2 = 1) or not (0, rows found bad
-	// before sending).
-	q.deadSQL = fmt.Sprintf(`WITH d AS (DELETE FROM %[1]s WHERE id = ANY($1) RETURNING *)
-INSERT INTO %[2]s (id, obj_name, unique_id, action, json_object, created_at, reason, attempts,
-    last_status, last_error, response_excerpt)
-SELECT id, obj_name, unique_id, action, json_object, created_at, 'failed', attempts + $2, $3, $4, $5 FROM d`,
-		progress, failed)
-	// Hold every later progress row of a dead-lettered key behind it.
-	q.holdSQL = fmt.Sprintf(`WITH d AS (DELETE FROM %[1]s WHERE unique_id = $1 AND id > $2 RETURNING *)
+	// before sending), and, with $6 (keep order), hold every later progress row of their keys
+	// behind them: one statement, so no crash can leave a dead letter whose later rows are
+	// still sendable. It returns how many rows were parked and how many held.
+	q.deadSQL = fmt.Sprintf(`WITH d AS (DELETE FROM %[1]s WHERE id = ANY($1) RETURNING *
+), parked AS (
+    INSERT INTO %[2]s (id, obj_name, unique_id, action, json_object, created_at, reason, attempts,
+        last_status, last_error, response_excerpt)
+    SELECT id, obj_name, unique_id, action, json_object, created_at, 'failed', attempts + $2, $3, $4, $5 FROM d
+    RETURNING id
+), h AS (
+    DELETE FROM %[1]s p
+    USING (SELECT unique_id, min(id) AS behind FROM d WHERE unique_id IS NOT NULL GROUP BY unique_id) k
+    WHERE $6 AND p.unique_id = k.unique_id AND p.id > k.behind AND p.id <> ALL ($1)
+    RETURNING p.*, k.behind
+), held AS (
+    INSERT INTO %[2]s (id, obj_name, unique_id, action, json_object, created_at, reason, attempts,
+        last_status, last_error)
+    SELECT id, obj_name, unique_id, action, json_object, created_at, 'held', attempts, last_status,
+        'held behind dead letter ' || behind FROM h
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM parked), (SELECT count(*) FROM held)`, progress, failed)
+	// Hold the given progress rows ($1) behind the dead letters given for each ($2): rows the
+	// relay held in memory, or moved, after their key was dead-lettered.
+	q.holdSQL = fmt.Sprintf(`WITH h AS (SELECT * FROM unnest($1::bigint[], $2::bigint[]) AS h(id, behind)
+), d AS (
+    DELETE FROM %[1]s p USING h WHERE p.id = h.id RETURNING p.*, h.behind
+)
 INSERT INTO %[2]s (id, obj_name, unique_id, action, json_object, created_at, reason, attempts,
     last_status, last_error)
 SELECT id, obj_name, unique_id, action, json_object, created_at, 'held', attempts, last_status,
-    'held behind dead letter ' || $2::bigint FROM d`, progress, failed)
+    'held behind dead letter ' || behind FROM d`, progress, failed)
+	// At the start of a session, before progress is loaded: hold progress rows whose key has a
+	// dead letter (as the move does for pending rows), so a row a crash left in progress
+	// behind a dead letter is never sent past it.
+	q.holdBehindSQL = fmt.Sprintf(`WITH d AS (
+    DELETE FROM %[1]s p
+    USING (SELECT unique_id, min(id) AS behind FROM %[2]s WHERE unique_id IS NOT NULL GROUP BY unique_id) f
+    WHERE p.unique_id = f.unique_id
+    RETURNING p.*, f.behind
+)
+INSERT INTO %[2]s (id, obj_name, unique_id, action, json_object, created_at, reason, attempts,
+    last_status, last_error)
+SELECT id, obj_name, unique_id, action, json_object, created_at, 'held', attempts, last_status,
+    'held behind dead letter ' || behind FROM d`, progress, failed)
 	return q
 }
 
@@ -133,6 +174,7 @@ type row struct {
 	absorbed  []int64   // ids coalesced into this row (acknowledged with it)
 	solo      bool      // send alone: it failed permanently inside a multi-message request
 	sent      bool      // part of the request in flight for its key
+	recheck   bool      // held in memory across a failure of its key: re-checked before it is sent
 	bad       error     // why the row can never be sent as it is (set by prepare)
 	captured  bool      // written by our capture triggers (or built at move): schema-checked by tests, not per row
 }
@@ -178,6 +220,18 @@ func (q *queue) move(ctx context.Context, db *pgxpool.Pool, n int, keepOrder, ex
 		return nil, fmt.Errorf("moving %s pending rows to progress: %w", q.name, err)
 	}
 	return out, nil
+}
+
+// holdBehind holds progress rows whose key has a dead letter (see holdBehindSQL).
+func (q *queue) holdBehind(ctx context.Context, db *pgxpool.Pool) error {
+	tag, err := db.Exec(ctx, q.holdBehindSQL)
+	if err != nil {
+		return fmt.Errorf("holding %s progress rows behind dead letters: %w", q.name, err)
+	}
+	if n := tag.RowsAffected(); n > 0 {
+		metrics.DeadLetters.WithLabelValues("held").Add(float64(n))
+	}
+	return nil
 }
 
 // load reads up to n progress rows with id > after, in id order.

@@ -10,11 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
@@ -132,6 +134,7 @@ type result struct {
 	dead     bool      // rows were moved to the dead-letter table
 	next     time.Time // retry time when not dead
 	dbErr    error     // recording the failure failed: the session must end
+	gone     []*row    // rows found purged from progress (their customer was deleted): dropped unsent
 	took     time.Duration
 }
 
@@ -140,6 +143,7 @@ type moved struct {
 	rows []*row
 	more bool
 	err  error
+	seq  uint64 // the moveReq's seq
 }
 
 // session runs one leadership term on one set of connections.
@@ -229,7 +233,11 @@ type dispatcher struct {
 	// recheckConfig is the same for data_sync_config changes.
 	recheckConfig time.Time
 	acks          *ackQueue
-	ackDone       chan error
+	// held maps keys dead-lettered in this session to their dead letter: later rows of the key
+	// that a move running meanwhile brought in are held behind it instead of being sent.
+	held    map[string]heldKey
+	moveSeq uint64 // seq of the last moveReq sent
+	ackDone chan error
 	// gone is closed when the dispatcher stops listening: a request goroutine reporting after
 	// that (the stop deadline passed) drops its result instead of waiting for a reader.
 	gone chan struct{}
@@ -238,6 +246,7 @@ type dispatcher struct {
 func (d *dispatcher) run() error {
 	cfg := d.r.cfg
 	d.win = newWindow(cfg.Coalesce)
+	d.held = map[string]heldKey{}
 	d.lim = newLimiter(cfg.Concurrency)
 	if cfg.RateLimit > 0 {
 		d.rate = rate.NewLimiter(rate.Limit(cfg.RateLimit), max(1, cfg.MessagesPerRequest))
@@ -326,9 +335,9 @@ loop:
 				sessionErr = m.err
 				break loop
 			}
-			now := time.Now()
-			for _, row := range m.rows {
-				d.admit(row, now)
+			if err := d.admitAll(m, time.Now()); err != nil {
+				sessionErr = err
+				break loop
 			}
 			d.pending = d.pending || m.more
 		case <-queued: // the doorbell counts its own wake-ups
@@ -463,7 +472,8 @@ func (d *dispatcher) fill() {
 		return
 	}
 	select {
-	case d.moveReq <- moveReq{room: room, expand: d.expandDue || d.settings.expandSets()}:
+	case d.moveReq <- moveReq{room: room, expand: d.expandDue || d.settings.expandSets(), seq: d.moveSeq + 1}:
+		d.moveSeq++
 		d.moving = true
 		d.pending, d.expandDue = false, false
 	default:
@@ -474,12 +484,14 @@ func (d *dispatcher) fill() {
 type moveReq struct {
 	room   int
 	expand bool
+	seq    uint64 // numbers the requests, for heldKey
 }
 
 // mover loads progress first (rows left by an earlier run), then moves pending rows to progress.
 func (d *dispatcher) mover(ctx context.Context) {
 	cursor := map[*queue]int64{}
 	loaded := map[*queue]bool{}
+	keepOrder := !d.r.cfg.SkipDeadLetters
 	expand := false // sets asked for and not yet expanded (progress is loaded first)
 	for {
 		var req moveReq
@@ -490,7 +502,7 @@ func (d *dispatcher) mover(ctx context.Context) {
 		}
 		room := req.room
 		expand = expand || req.expand
-		var m moved
+		m := moved{seq: req.seq}
 		for _, q := range queues {
 			if room <= 0 {
 				m.more = true
@@ -501,7 +513,12 @@ func (d *dispatcher) mover(ctx context.Context) {
 			var rows []*row
 			var err error
 			if !loaded[q] {
-				rows, err = q.load(opCtx, d.r.db, cursor[q], n)
+				if cursor[q] == 0 && keepOrder {
+					err = q.holdBehind(opCtx, d.r.db)
+				}
+				if err == nil {
+					rows, err = q.load(opCtx, d.r.db, cursor[q], n)
+				}
 				if err == nil {
 					if len(rows) < n {
 						loaded[q] = true
@@ -512,7 +529,7 @@ func (d *dispatcher) mover(ctx context.Context) {
 					m.more = true // pending still to be moved after progress
 				}
 			} else {
-				rows, err = q.move(opCtx, d.r.db, n, d.r.cfg.SkipDeadLetters == false, expand)
+				rows, err = q.move(opCtx, d.r.db, n, keepOrder, expand)
 				if err == nil && q.expandSQL != "" {
 					expand = false
 				}
@@ -543,8 +560,37 @@ func (d *dispatcher) mover(ctx context.Context) {
 	}
 }
 
-// admit checks a row and puts it in the window; a row that can never be sent is dead-lettered.
-func (d *dispatcher) admit(r *row, now time.Time) {
+// heldKey is a key dead-lettered in this session: behind is its dead letter, and seq the last
+// move that may have run before the dead letter committed. A later move finds the dead letter
+// in the table itself (and does not hold rows a requeue brought back after it).
+type heldKey struct {
+	behind int64
+	seq    uint64
+}
+
+// admitAll puts moved or loaded rows into the window: a row that can never be sent is
+// dead-lettered, and a row of a key dead-lettered meanwhile is held behind it.
+func (d *dispatcher) admitAll(m moved, now time.Time) error {
+	var hold []*row
+	for _, r := range m.rows {
+		if h, ok := d.held[keyName(r)]; ok && m.seq <= h.seq && r.id > h.behind {
+			hold = append(hold, r)
+			continue
+		}
+		hold = append(hold, d.admit(r, m.seq, now)...)
+	}
+	err := d.hold(hold)
+	for name, h := range d.held {
+		if h.seq <= m.seq {
+			delete(d.held, name) // later moves see the dead letter themselves
+		}
+	}
+	return err
+}
+
+// admit checks a row and puts it in the window; a row that can never be sent is dead-lettered
+// (it returns rows of its key then dropped from memory, to hold behind it).
+func (d *dispatcher) admit(r *row, seq uint64, now time.Time) []*row {
 	if err := r.bad; err != nil {
 		d.r.log.Warn("queue row cannot be sent; moved to the dead-letter table", zap.String("queue", r.q.name),
 			zap.Int64("id", r.id), zap.Error(err))
@@ -552,14 +598,71 @@ func (d *dispatcher) admit(r *row, now time.Time) {
 		defer cancel()
 		if dbErr := d.deadLetter(ctx, []*row{r}, 0, 0, err.Error(), ""); dbErr != nil {
 			d.r.log.Error("dead-lettering a bad row failed; it stays in progress", zap.Int64("id", r.id), zap.Error(dbErr))
+			return nil
 		}
-		return
+		return d.parked([]*row{r}, seq)
 	}
 	d.win.add(r, now)
 	if d.win.saved > 0 {
 		metrics.Coalesced.Add(float64(d.win.saved))
 		d.win.saved = 0
 	}
+	return nil
+}
+
+// parked notes rows just dead-lettered: unless SkipDeadLetters, the later rows of their keys
+// held in memory leave the window unsent, and so will those that moves up to seq bring in. It
+// returns the rows it dropped: the dead-letter statement held them if they were in progress
+// when it ran, and hold moves any that arrived there since (a move that committed meanwhile).
+func (d *dispatcher) parked(rows []*row, seq uint64) []*row {
+	if d.r.cfg.SkipDeadLetters {
+		return nil
+	}
+	var later []*row
+	for _, r := range rows {
+		if r.keyNull {
+			continue
+		}
+		name := keyName(r)
+		h, ok := d.held[name]
+		if !ok || r.id < h.behind {
+			h.behind = r.id
+		}
+		h.seq = max(h.seq, seq)
+		d.held[name] = h
+		if k := d.win.keys[name]; k != nil {
+			later = append(later, d.win.dropAfter(k, h.behind)...)
+		}
+	}
+	return later
+}
+
+// hold moves rows of keys dead-lettered in this session from progress to the dead-letter table
+// (reason held), never sending them. Rows already held are skipped by the statement.
+func (d *dispatcher) hold(rows []*row) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(d.ctx, 30*time.Second)
+	defer cancel()
+	var ids, behind [2][]int64
+	for _, r := range rows {
+		ids[r.q.idx] = append(append(ids[r.q.idx], r.id), r.absorbed...)
+		for range 1 + len(r.absorbed) {
+			behind[r.q.idx] = append(behind[r.q.idx], d.held[keyName(r)].behind)
+		}
+	}
+	for i, q := range queues {
+		if len(ids[i]) == 0 {
+			continue
+		}
+		tag, err := d.r.db.Exec(ctx, q.holdSQL, ids[i], behind[i])
+		if err != nil {
+			return fmt.Errorf("holding %s rows behind a dead letter: %w", q.name, err)
+		}
+		metrics.DeadLetters.WithLabelValues("held").Add(float64(tag.RowsAffected()))
+	}
+	return nil
 }
 
 // prepare checks each row (checkRow) and compacts its JSON, in parallel, off the dispatcher's
@@ -630,6 +733,11 @@ func (d *dispatcher) dispatch(ctx context.Context, now time.Time) {
 
 // send performs one request and records a failure on its rows before reporting.
 func (d *dispatcher) send(ctx context.Context, p Poster, req *request) {
+	gone, err := d.checkRetry(ctx, req)
+	if err != nil || len(req.rows) == 0 {
+		d.report(result{req: req, outcome: retryable, gone: gone, dbErr: err})
+		return
+	}
 	msgs := make([]mapping.Message, len(req.rows))
 	for i, r := range req.rows {
 		typ, act, _ := mapping.Lookup(r.objName, r.action)
@@ -648,13 +756,75 @@ func (d *dispatcher) send(ctx context.Context, p Poster, req *request) {
 	}
 	start := time.Now()
 	resp, err := p.Post(ctx, body)
-	res := result{req: req, resp: resp, err: err, took: time.Since(start)}
+	res := result{req: req, resp: resp, err: err, took: time.Since(start), gone: gone}
 	metrics.RequestDuration.Observe(res.took.Seconds())
 	res.outcome, res.pressure = classify(resp, err, d.r.cfg.Delivered)
 	if res.outcome != delivered {
 		res.dbErr = d.recordFailure(ctx, &res)
 	}
 	d.report(res)
+}
+
+// checkRetry makes sure the rows of a retry still exist before they are sent again: a customer's
+// delete purges its queued rows (progress included) and queues a DELETE, and a row the relay
+// held in memory across a failure must not carry the deleted customer's data to the receiver
+// afterwards. One statement per queue family (it also stamps last_attempt_at); the rows it
+// does not find leave the request and are returned, never sent nor acknowledged.
+//
+// A first send right after the move is not re-checked: the move read the row an instant
+// earlier, so the residual window is a delete committing between the move (or this check) and
+// the POST. Closing it would need a row lock held across the HTTP request, which would make
+// the CE application's deletes wait on the receiver.
+func (d *dispatcher) checkRetry(ctx context.Context, req *request) (gone []*row, err error) {
+	if !slices.ContainsFunc(req.rows, func(r *row) bool { return r.attempts > 0 || r.recheck }) {
+		return nil, nil
+	}
+	dbCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	found := map[int64]bool{}
+	for i, q := range queues {
+		var ids []int64
+		for _, r := range req.rows {
+			if r.q.idx == i {
+				ids = append(ids, r.id)
+			}
+		}
+		if len(ids) == 0 {
+			continue
+		}
+		if err := collectIDs(dbCtx, d.r.db, found, q.checkSQL, ids); err != nil {
+			return nil, fmt.Errorf("re-checking %s rows before a retry: %w", q.name, err)
+		}
+	}
+	return req.splitGone(found), nil
+}
+
+// collectIDs runs a statement returning ids and adds them to found.
+func collectIDs(ctx context.Context, db *pgxpool.Pool, found map[int64]bool, sql string, args ...any) error {
+	rows, err := db.Query(ctx, sql, args...)
+	if err != nil {
+		return err
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	for _, id := range ids {
+		found[id] = true
+	}
+	return err
+}
+
+// splitGone removes from the request the rows whose id is not in found and returns them.
+func (req *request) splitGone(found map[int64]bool) (gone []*row) {
+	kept := req.rows[:0]
+	for _, r := range req.rows {
+		if found[r.id] {
+			kept = append(kept, r)
+		} else {
+			gone = append(gone, r)
+		}
+	}
+	clear(req.rows[len(kept):])
+	req.rows = kept
+	return gone
 }
 
 // report hands a finished request to the dispatcher. results has room for every request in
@@ -696,14 +866,16 @@ func (d *dispatcher) recordFailure(ctx context.Context, res *result) error {
 		return d.deadLetter(dbCtx, res.req.rows, 1, res.resp.Status, msg, excerpt)
 	}
 	res.next = time.Now().Add(backoff(attempts, cfg.BackoffMin, cfg.BackoffMax, res.resp.RetryAfter))
+	found := map[int64]bool{}
 	for i, ids := range idsByQueue(res.req.rows) {
 		if len(ids) == 0 {
 			continue
 		}
-		if _, err := d.r.db.Exec(dbCtx, queues[i].failSQL, ids, nullStatus(res.resp.Status), msg, res.next); err != nil {
+		if err := collectIDs(dbCtx, d.r.db, found, queues[i].failSQL, ids, nullStatus(res.resp.Status), msg, res.next, 1); err != nil {
 			return fmt.Errorf("recording a failed delivery: %w", err)
 		}
 	}
+	res.gone = append(res.gone, res.req.splitGone(found)...)
 	return nil
 }
 
@@ -715,31 +887,29 @@ func nullStatus(s int) *int {
 }
 
 // deadLetter moves rows to their dead-letter table and, unless SkipDeadLetters, holds the later
-// progress rows of each key behind them.
+// progress rows of each key behind them, in one transaction.
 func (d *dispatcher) deadLetter(ctx context.Context, rows []*row, counted, status int, msg, excerpt string) error {
-	for i, ids := range idsByQueue(rows) {
-		if len(ids) == 0 {
-			continue
+	var parked, held int64
+	err := pgx.BeginFunc(ctx, d.r.db, func(tx pgx.Tx) error {
+		for i, ids := range idsByQueue(rows) {
+			if len(ids) == 0 {
+				continue
+			}
+			q := queues[i]
+			var p, h int64
+			if err := tx.QueryRow(ctx, q.deadSQL, ids, counted, nullStatus(status), msg, nullIfEmpty(excerpt),
+				!d.r.cfg.SkipDeadLetters).Scan(&p, &h); err != nil {
+				return fmt.Errorf("moving rows to %s: %w", q.failed, err)
+			}
+			parked, held = parked+p, held+h
 		}
-		q := queues[i]
-		if _, err := d.r.db.Exec(ctx, q.deadSQL, ids, counted, nullStatus(status), msg, nullIfEmpty(excerpt)); err != nil {
-			return fmt.Errorf("moving rows to %s: %w", q.failed, err)
-		}
-	}
-	metrics.DeadLetters.WithLabelValues("failed").Add(float64(len(rows)))
-	if d.r.cfg.SkipDeadLetters {
 		return nil
+	})
+	if err != nil {
+		return err
 	}
-	for _, r := range rows {
-		if r.keyNull {
-			continue
-		}
-		tag, err := d.r.db.Exec(ctx, r.q.holdSQL, r.key, r.id)
-		if err != nil {
-			return fmt.Errorf("holding later rows behind dead letter %d: %w", r.id, err)
-		}
-		metrics.DeadLetters.WithLabelValues("held").Add(float64(tag.RowsAffected()))
-	}
+	metrics.DeadLetters.WithLabelValues("failed").Add(float64(parked))
+	metrics.DeadLetters.WithLabelValues("held").Add(float64(held))
 	return nil
 }
 
@@ -754,9 +924,20 @@ func nullIfEmpty(s string) *string {
 func (d *dispatcher) apply(res result) error {
 	d.inflight--
 	now := time.Now()
+	if len(res.gone) > 0 {
+		for _, r := range res.gone {
+			d.win.forget(r)
+		}
+		d.r.log.Info("rows purged from progress while held for a retry (their customer was deleted); not sent",
+			zap.Int64("first_id", res.gone[0].id), zap.Int("rows", len(res.gone)))
+	}
 	if res.dbErr != nil {
 		d.win.release(res.req, false, now)
 		return res.dbErr
+	}
+	if len(res.req.rows) == 0 { // every row was gone: nothing was sent
+		d.win.release(res.req, false, now)
+		return nil
 	}
 	status := strconv.Itoa(res.resp.Status)
 	switch {
@@ -775,14 +956,11 @@ func (d *dispatcher) apply(res result) error {
 		metrics.Deliveries.WithLabelValues("dead_letter", status).Inc()
 		d.r.log.Warn("delivery failed permanently; rows moved to the dead-letter table",
 			zap.Int64("first_id", res.req.rows[0].id), zap.Int("rows", len(res.req.rows)), zap.String("error", describe(res.resp, res.err)))
-		if !d.r.cfg.SkipDeadLetters {
-			for _, r := range res.req.rows {
-				if k := d.win.keys[keyName(r)]; k != nil {
-					d.win.dropAfter(k, r.id)
-				}
-			}
-		}
+		later := d.parked(res.req.rows, d.moveSeq)
 		d.win.release(res.req, true, now)
+		if err := d.hold(later); err != nil {
+			return err
+		}
 	default:
 		metrics.Deliveries.WithLabelValues("retry", status).Inc()
 		metrics.Retries.Add(float64(len(res.req.rows)))
@@ -790,6 +968,11 @@ func (d *dispatcher) apply(res result) error {
 			r.attempts++
 			if !r.solo || res.outcome != permanent {
 				r.next = res.next
+			}
+		}
+		for _, k := range res.req.keys {
+			for _, r := range k.rows {
+				r.recheck = true // held in memory across a failure: re-checked before it is sent
 			}
 		}
 		d.r.log.Info("delivery failed; will retry", zap.Int64("first_id", res.req.rows[0].id), zap.Int("rows", len(res.req.rows)),

@@ -238,12 +238,12 @@ func TestRecordRefusedWhileOthersDeliverIsDeadLettered(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{receiverConfig: func(c *receiver.Config) { c.Strict = true }})
 	customers := e.createCustomers(30)
-	// A row our triggers would never write (a payload missing required fields), marked captured
+	// A row our triggers would never write (customerID a number), marked captured
 	// so the relay sends it unchecked and the receiver is the one to refuse it.
 	var bad int64
 	c := e.conn()
-	require.NoError(t, c.QueryRow(context.Background(), `INSERT INTO data_sync_cust_progress_queue (obj_name, unique_id, action, json_object, captured)
-		VALUES ('Customer', $1, 'UPDATE', '{"customerID": "1"}', true) RETURNING id`, strconv.FormatInt(customers[0], 10)).Scan(&bad))
+	require.NoError(t, c.QueryRow(context.Background(), `INSERT INTO data_sync_cust_progress_queue (id, obj_name, unique_id, action, json_object, captured)
+		VALUES (nextval('data_sync_queue_id_seq'), 'Customer', $1, 'UPDATE', '{"customerID": 1}', true) RETURNING id`, strconv.FormatInt(customers[0], 10)).Scan(&bad))
 	e.updateRounds(customers[1:], 3)
 	ids := e.queuedIDs()
 	p := e.startRelay("--permanent-attempts", "2", "--concurrency", "4")
