@@ -58,7 +58,16 @@ type Config struct {
 	RateLimit float64
 	// Coalesce collapses queued UPDATEs of one customer into the latest snapshot before sending.
 	Coalesce bool
-	// ShutdownTimeout bounds how long a stop waits for requests in flight. Default 10s.
+	// EndpointFailureKeys is how many distinct keys in a row, with nothing delivered in
+	// between, must fail the same endpoint-wide way (404, 403, 405, 3xx, 401 after a fresh
+	// token, 5xx, 408, 429, no response: TLS, DNS, network, timeout) for the endpoint to count
+	// as failing as a whole: delivery then pauses and probes one request at a time with
+	// backoff, resumes by itself once a request is delivered, and counts no attempt against
+	// MaxAttempts or PermanentAttempts meanwhile. With fewer keys in play the per-record policy
+	// applies. Default 5.
+	EndpointFailureKeys int
+	// ShutdownTimeout bounds how long a stop waits for requests in flight and the last
+	// acknowledgements; a stop always ends within it. Default 10s.
 	ShutdownTimeout time.Duration
 	// Logger receives structured logs; default zap.NewNop().
 	Logger *zap.Logger
@@ -99,6 +108,9 @@ func (c Config) WithDefaults() Config {
 	if len(c.Delivered) == 0 {
 		c.Delivered = []int{200}
 	}
+	if c.EndpointFailureKeys == 0 {
+		c.EndpointFailureKeys = 5
+	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 10 * time.Second
 	}
@@ -127,6 +139,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: --max-attempts must be >= 0 and --permanent-attempts >= 1", ErrConfig)
 	case c.BackoffMin <= 0 || c.BackoffMax < c.BackoffMin:
 		return fmt.Errorf("%w: backoff bounds %s..%s: need 0 < --backoff-min <= --backoff-max", ErrConfig, c.BackoffMin, c.BackoffMax)
+	case c.EndpointFailureKeys < 2:
+		return fmt.Errorf("%w: EndpointFailureKeys %d: use at least 2 (one key failing alone is a record failure)", ErrConfig, c.EndpointFailureKeys)
 	case c.RateLimit < 0:
 		return fmt.Errorf("%w: --rate-limit %g: use 0 (none) or a positive rate", ErrConfig, c.RateLimit)
 	}

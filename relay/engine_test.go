@@ -3,12 +3,15 @@ package relay_test
 import (
 	"context"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cdc-relay/cdc-relay/internal/metrics"
 	"github.com/cdc-relay/cdc-relay/mapping"
 	"github.com/cdc-relay/cdc-relay/relay"
 )
@@ -111,4 +114,71 @@ func TestProgressRowsBehindADeadLetterAreHeldAtStart(t *testing.T) {
 	require.Len(t, got, 1)
 	require.Equal(t, strconv.FormatInt(other, 10), got[0].msg.UniqueID)
 	require.Equal(t, 1, e.count(`SELECT count(*) FROM data_sync_cust_failed WHERE id = $1 AND reason = 'held'`, left))
+}
+
+// TestEndpointFailingPausesAndDeadLettersNothing: every POST is answered 404 for a while. The
+// relay calls it an endpoint failure (State, metric, data_sync_leader), probes one request at a
+// time, dead-letters nothing although every record has failed more than --permanent-attempts
+// and --max-attempts times over, and delivers everything by itself once the endpoint answers 200.
+func TestEndpointFailingPausesAndDeadLettersNothing(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var storm atomic.Bool
+	storm.Store(true)
+	var inflight, maxDuringStorm, stormAnswers atomic.Int64
+	e.poster.setAnswer(func(msgs []mapping.Message, n int) (relay.Response, error) {
+		cur := inflight.Add(1)
+		defer inflight.Add(-1)
+		if storm.Load() {
+			if stormAnswers.Add(1) > 40 && cur > maxDuringStorm.Load() {
+				maxDuringStorm.Store(cur) // long after the storm was recognised
+			}
+			return relay.Response{Status: 404}, nil
+		}
+		return relay.Response{Status: 200}, nil
+	})
+	for i := range 60 {
+		e.queueCust(strconv.Itoa(i), "UPDATE")
+	}
+	r := e.start(relay.Config{Concurrency: 8, PermanentAttempts: 1, MaxAttempts: 2,
+		BackoffMin: 2 * time.Millisecond, BackoffMax: 20 * time.Millisecond})
+	require.Eventually(t, func() bool { return strings.HasPrefix(r.State(), "endpoint failing: HTTP 404 since ") },
+		30*time.Second, 2*time.Millisecond)
+	require.Eventually(t, func() bool {
+		return e.count(`SELECT count(*) FROM data_sync_leader WHERE endpoint_failing_since IS NOT NULL AND endpoint_error = 'HTTP 404'`) == 1
+	}, 30*time.Second, 5*time.Millisecond)
+	require.Equal(t, 1.0, testutil.ToFloat64(metrics.EndpointFailing))
+	require.Eventually(t, func() bool { return stormAnswers.Load() > 100 }, 30*time.Second, 2*time.Millisecond)
+	require.Zero(t, e.count(`SELECT count(*) FROM data_sync_cust_failed`), "nothing is dead-lettered while the endpoint fails")
+	require.LessOrEqual(t, maxDuringStorm.Load(), int64(1), "one probe at a time once the endpoint fails")
+
+	storm.Store(false)
+	e.waitDelivered(60)
+	require.Zero(t, e.count(`SELECT count(*) FROM data_sync_cust_failed`))
+	require.Eventually(t, func() bool { return r.State() == "delivering" }, 30*time.Second, 2*time.Millisecond)
+	require.Eventually(t, func() bool {
+		return e.count(`SELECT count(*) FROM data_sync_leader WHERE endpoint_failing_since IS NULL AND endpoint_error IS NULL`) == 1
+	}, 30*time.Second, 5*time.Millisecond)
+}
+
+// TestRecordRefusedWhileOthersAreDeliveredIsARecordFailure: one record is answered 404 while
+// every other is delivered: that is the record's failure (today's per-key policy), dead-lettered
+// after --permanent-attempts; the endpoint never counts as failing.
+func TestRecordRefusedWhileOthersAreDeliveredIsARecordFailure(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	refused := e.queueCust("13", "UPDATE")
+	for i := range 30 {
+		e.queueCust(strconv.Itoa(100+i), "UPDATE")
+	}
+	e.poster.setAnswer(func(msgs []mapping.Message, n int) (relay.Response, error) {
+		if msgs[0].UniqueID == strconv.FormatInt(refused, 10) {
+			return relay.Response{Status: 404}, nil
+		}
+		return relay.Response{Status: 200}, nil
+	})
+	r := e.start(relay.Config{PermanentAttempts: 3, Concurrency: 4})
+	e.waitDelivered(30)
+	require.Equal(t, 1, e.count(`SELECT count(*) FROM data_sync_cust_failed WHERE id = $1 AND reason = 'failed' AND attempts = 3 AND last_status = 404`, refused))
+	require.Equal(t, "delivering", r.State())
 }

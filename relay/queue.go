@@ -175,8 +175,12 @@ type row struct {
 	solo      bool      // send alone: it failed permanently inside a multi-message request
 	sent      bool      // part of the request in flight for its key
 	recheck   bool      // held in memory across a failure of its key: re-checked before it is sent
-	bad       error     // why the row can never be sent as it is (set by prepare)
-	captured  bool      // written by our capture triggers (or built at move): schema-checked by tests, not per row
+	// epFailed: the row failed an endpoint-wide way; epDelivered: requests delivered then (see
+	// endpointHealth.blame).
+	epFailed    bool
+	epDelivered uint64
+	bad         error // why the row can never be sent as it is (set by prepare)
+	captured    bool  // written by our capture triggers (or built at move): schema-checked by tests, not per row
 }
 
 func scanRows(q *queue, rows pgx.Rows) ([]*row, error) {

@@ -120,8 +120,9 @@ func (r *Relay) Run(ctx context.Context) error {
 
 // request is one POST: rows of one or more keys.
 type request struct {
-	rows []*row
-	keys []*keyState
+	rows  []*row
+	keys  []*keyState
+	probe bool // sent while the endpoint failed as a whole
 }
 
 // result is a finished request, reported by its goroutine to the dispatcher.
@@ -135,7 +136,10 @@ type result struct {
 	next     time.Time // retry time when not dead
 	dbErr    error     // recording the failure failed: the session must end
 	gone     []*row    // rows found purged from progress (their customer was deleted): dropped unsent
-	took     time.Duration
+	// endpointWide: the endpoint failed as a whole when this failure came in; it is not
+	// counted against the records. epChanged: the endpoint state changed with this outcome.
+	endpointWide, epChanged bool
+	took                    time.Duration
 }
 
 // moved is what the mover reports: rows now in progress and whether more may wait.
@@ -241,12 +245,23 @@ type dispatcher struct {
 	// gone is closed when the dispatcher stops listening: a request goroutine reporting after
 	// that (the stop deadline passed) drops its result instead of waiting for a reader.
 	gone chan struct{}
+
+	// ep tells endpoint-wide failures from record failures (request goroutines report to it);
+	// failing is the dispatcher's view of it: one probe at a time, paced by probes failed.
+	ep      *endpointHealth
+	epRow   *endpointRow
+	failing endpointState
+	probes  int
 }
 
 func (d *dispatcher) run() error {
 	cfg := d.r.cfg
 	d.win = newWindow(cfg.Coalesce)
 	d.held = map[string]heldKey{}
+	d.ep = newEndpointHealth(cfg.EndpointFailureKeys)
+	d.epRow = newEndpointRow()
+	d.epRow.set(endpointState{}) // a new session starts with the endpoint presumed healthy
+	setEndpointGauge(endpointState{})
 	d.lim = newLimiter(cfg.Concurrency)
 	if cfg.RateLimit > 0 {
 		d.rate = rate.NewLimiter(rate.Limit(cfg.RateLimit), max(1, cfg.MessagesPerRequest))
@@ -270,8 +285,9 @@ func (d *dispatcher) run() error {
 	defer cancelPosts()
 	var wg sync.WaitGroup
 	moverCtx, stopMover := context.WithCancel(d.ctx)
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); d.mover(moverCtx) }()
+	go func() { defer wg.Done(); d.epRow.run(postCtx, d.r.db, d.r.log) }()
 	go func() { defer wg.Done(); d.ackDone <- d.acknowledger(postCtx) }() // ackDone has room for it
 
 	sweep := time.NewTicker(cfg.SweepInterval)
@@ -441,6 +457,9 @@ func (d *dispatcher) applySettings(s Settings, force bool) {
 	}
 	d.poster, d.closeP, d.posterOK = p, closeFn, true
 	d.pending = true
+	if d.ep.reset() || d.failing.failing {
+		d.endpointChanged("the Data Sync settings changed")
+	}
 	d.r.state.Store("delivering")
 }
 
@@ -721,11 +740,16 @@ func (d *dispatcher) dispatch(ctx context.Context, now time.Time) {
 		return
 	}
 	metrics.Concurrency.Set(float64(d.lim.limit))
-	for d.inflight < d.lim.limit {
+	limit := d.lim.limit
+	if d.failing.failing {
+		limit = 1 // the endpoint fails as a whole: one probe at a time
+	}
+	for d.inflight < limit {
 		req := d.win.take(d.r.cfg.MessagesPerRequest, now)
 		if req == nil {
 			return
 		}
+		req.probe = d.failing.failing
 		d.inflight++
 		go d.send(ctx, d.poster, req)
 	}
@@ -759,7 +783,10 @@ func (d *dispatcher) send(ctx context.Context, p Poster, req *request) {
 	res := result{req: req, resp: resp, err: err, took: time.Since(start), gone: gone}
 	metrics.RequestDuration.Observe(res.took.Seconds())
 	res.outcome, res.pressure = classify(resp, err, d.r.cfg.Delivered)
-	if res.outcome != delivered {
+	if res.outcome == delivered {
+		res.epChanged = d.ep.delivered()
+	} else {
+		res.endpointWide, res.epChanged = d.ep.failed(req.keys[0].name, endpointSignature(resp, err), describe(resp, err), start)
 		res.dbErr = d.recordFailure(ctx, &res)
 	}
 	d.report(res)
@@ -848,14 +875,20 @@ func (d *dispatcher) recordFailure(ctx context.Context, res *result) error {
 	msg := describe(res.resp, res.err)
 	excerpt := res.resp.Excerpt
 	stop := cfg.OnFailure == OnFailureStop
+	counted := 1
+	blame := d.ep.blame(res.req.rows, endpointSignature(res.resp, res.err))
 	switch {
+	case res.endpointWide:
+		// The endpoint fails as a whole: the attempt is recorded on the rows but not counted
+		// against them (no dead letter, no solo isolation); the dispatcher paces the probes.
+		counted, attempts = 0, attempts-1
 	case res.outcome == permanent && len(res.req.rows) > 1:
 		// Find the refused record: send each alone before dead-lettering anything.
 		for _, r := range res.req.rows {
 			r.solo = true
 		}
-	case cfg.MaxAttempts > 0 && attempts >= cfg.MaxAttempts,
-		res.outcome == permanent && !stop && attempts >= cfg.PermanentAttempts:
+	case (cfg.MaxAttempts > 0 && attempts >= cfg.MaxAttempts ||
+		res.outcome == permanent && !stop && attempts >= cfg.PermanentAttempts) && blame:
 		res.dead = true
 	}
 	// ctx outlives a stop request until the shutdown deadline, so a failure seen while stopping
@@ -865,13 +898,16 @@ func (d *dispatcher) recordFailure(ctx context.Context, res *result) error {
 	if res.dead {
 		return d.deadLetter(dbCtx, res.req.rows, 1, res.resp.Status, msg, excerpt)
 	}
-	res.next = time.Now().Add(backoff(attempts, cfg.BackoffMin, cfg.BackoffMax, res.resp.RetryAfter))
+	res.next = time.Now().Add(backoff(max(attempts, 1), cfg.BackoffMin, cfg.BackoffMax, res.resp.RetryAfter))
+	if res.endpointWide {
+		res.next = time.Now() // ready as soon as the endpoint is: the probes pace the pause
+	}
 	found := map[int64]bool{}
 	for i, ids := range idsByQueue(res.req.rows) {
 		if len(ids) == 0 {
 			continue
 		}
-		if err := collectIDs(dbCtx, d.r.db, found, queues[i].failSQL, ids, nullStatus(res.resp.Status), msg, res.next, 1); err != nil {
+		if err := collectIDs(dbCtx, d.r.db, found, queues[i].failSQL, ids, nullStatus(res.resp.Status), msg, res.next, counted); err != nil {
 			return fmt.Errorf("recording a failed delivery: %w", err)
 		}
 	}
@@ -931,6 +967,9 @@ func (d *dispatcher) apply(res result) error {
 		d.r.log.Info("rows purged from progress while held for a retry (their customer was deleted); not sent",
 			zap.Int64("first_id", res.gone[0].id), zap.Int("rows", len(res.gone)))
 	}
+	if res.epChanged {
+		d.endpointChanged("")
+	}
 	if res.dbErr != nil {
 		d.win.release(res.req, false, now)
 		return res.dbErr
@@ -965,18 +1004,30 @@ func (d *dispatcher) apply(res result) error {
 		metrics.Deliveries.WithLabelValues("retry", status).Inc()
 		metrics.Retries.Add(float64(len(res.req.rows)))
 		for _, r := range res.req.rows {
-			r.attempts++
+			if !res.endpointWide {
+				r.attempts++
+			}
 			if !r.solo || res.outcome != permanent {
 				r.next = res.next
 			}
+		}
+		if d.failing.failing && (res.req.probe || res.endpointWide) {
+			// Pause everything; the next probe comes after a backoff that grows with each
+			// probe failed (bounded by BackoffMax, Retry-After included).
+			if res.req.probe {
+				d.probes++
+			}
+			d.paused = maxTime(d.paused, now.Add(backoff(max(d.probes, 1), d.r.cfg.BackoffMin, d.r.cfg.BackoffMax, res.resp.RetryAfter)))
 		}
 		for _, k := range res.req.keys {
 			for _, r := range k.rows {
 				r.recheck = true // held in memory across a failure: re-checked before it is sent
 			}
 		}
-		d.r.log.Info("delivery failed; will retry", zap.Int64("first_id", res.req.rows[0].id), zap.Int("rows", len(res.req.rows)),
-			zap.String("error", describe(res.resp, res.err)), zap.Time("next_attempt", res.next))
+		if !res.endpointWide {
+			d.r.log.Info("delivery failed; will retry", zap.Int64("first_id", res.req.rows[0].id), zap.Int("rows", len(res.req.rows)),
+				zap.String("error", describe(res.resp, res.err)), zap.Time("next_attempt", res.next))
+		}
 		if res.pressure {
 			d.lim.pressure(now)
 			if res.resp.RetryAfter > 0 {
@@ -989,6 +1040,35 @@ func (d *dispatcher) apply(res result) error {
 		d.win.release(res.req, false, now)
 	}
 	return nil
+}
+
+// endpointChanged adopts the endpoint state (failing or recovered) in the dispatcher, the
+// relay's state line, the log, the metric and data_sync_leader. why, when set, says why a
+// failing state ended without a delivery.
+func (d *dispatcher) endpointChanged(why string) {
+	s := d.ep.state()
+	was := d.failing
+	if s.failing == was.failing {
+		return
+	}
+	d.failing = s
+	setEndpointGauge(s)
+	d.epRow.set(s)
+	if s.failing {
+		d.probes = 0
+		d.r.state.Store(s.String())
+		d.r.log.Warn(s.String()+"; delivery paused, probing one request at a time, nothing dead-lettered meanwhile",
+			zap.String("error", s.desc), zap.Int("distinct_keys", d.r.cfg.EndpointFailureKeys))
+		return
+	}
+	if why == "" {
+		why = "a request was delivered"
+	}
+	d.probes = 0
+	d.paused = time.Time{}
+	d.r.state.Store("delivering")
+	d.r.log.Info("endpoint recovered: "+why, zap.Duration("failing_for", time.Since(was.since).Round(time.Millisecond)),
+		zap.String("was", was.desc))
 }
 
 func maxTime(a, b time.Time) time.Time {
