@@ -34,6 +34,15 @@ type Config struct {
 	// Window bounds the rows held in memory (and so in progress); the mover waits while it is
 	// full, which keeps memory independent of the backlog. Default 4 × MoveBatch.
 	Window int
+	// WindowBytes bounds the memory of the rows held (payloads and a per-row overhead), besides
+	// Window's count of rows: a few huge rows cannot exhaust memory. A move asks for as many
+	// rows as fit at the size of the largest row of the previous move, so the window exceeds
+	// it by at most what one move brings beyond that estimate. Default 64 MiB.
+	WindowBytes int64
+	// MaxPayloadBytes is the largest JSON payload (compacted) the relay sends; a row over it is
+	// dead-lettered with a reason naming its size and this setting (--max-payload-bytes).
+	// Default 4 MiB.
+	MaxPayloadBytes int
 	// SweepInterval wakes the relay even without a replication doorbell: the safety net.
 	// Default 30s.
 	SweepInterval time.Duration
@@ -90,6 +99,12 @@ func (c Config) WithDefaults() Config {
 			c.Window = min
 		}
 	}
+	if c.WindowBytes == 0 {
+		c.WindowBytes = 64 << 20
+	}
+	if c.MaxPayloadBytes == 0 {
+		c.MaxPayloadBytes = 4 << 20
+	}
 	if c.SweepInterval == 0 {
 		c.SweepInterval = 30 * time.Second
 	}
@@ -131,6 +146,11 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: --move-batch %d: use 1 to 100000", ErrConfig, c.MoveBatch)
 	case c.Window < c.MoveBatch:
 		return fmt.Errorf("%w: --window %d is smaller than --move-batch %d", ErrConfig, c.Window, c.MoveBatch)
+	case c.MaxPayloadBytes < 1024:
+		return fmt.Errorf("%w: --max-payload-bytes %d: use at least 1024", ErrConfig, c.MaxPayloadBytes)
+	case c.WindowBytes < int64(c.MaxPayloadBytes)+rowOverhead:
+		return fmt.Errorf("%w: --window-bytes %d is smaller than one row of --max-payload-bytes %d: raise it or lower --max-payload-bytes",
+			ErrConfig, c.WindowBytes, c.MaxPayloadBytes)
 	case c.SweepInterval < 10*time.Millisecond:
 		return fmt.Errorf("%w: --sweep-interval %s: use at least 10ms", ErrConfig, c.SweepInterval)
 	case c.OnFailure != OnFailureKey && c.OnFailure != OnFailureStop:

@@ -182,3 +182,60 @@ func TestRecordRefusedWhileOthersAreDeliveredIsARecordFailure(t *testing.T) {
 	require.Equal(t, 1, e.count(`SELECT count(*) FROM data_sync_cust_failed WHERE id = $1 AND reason = 'failed' AND attempts = 3 AND last_status = 404`, refused))
 	require.Equal(t, "delivering", r.State())
 }
+
+// TestWindowIsBoundedInBytes: with the receiver stalled, the relay holds no more rows than
+// --window-bytes allows (one row of slack), however many its row window would take.
+func TestWindowIsBoundedInBytes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	release := make(chan struct{})
+	e.poster.setAnswer(func(msgs []mapping.Message, n int) (relay.Response, error) {
+		<-release
+		return relay.Response{Status: 200}, nil
+	})
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	const rows = 200
+	for i := range rows {
+		e.queueCust(strconv.Itoa(i), "UPDATE")
+	}
+	smallest := e.count(`SELECT min(length(json_object::text)) FROM data_sync_cust_pending_queue`)
+	largest := e.count(`SELECT max(length(json_object::text)) FROM data_sync_cust_pending_queue`)
+	const windowBytes = 64 << 10
+	e.start(relay.Config{Concurrency: 1, WindowBytes: windowBytes, MaxPayloadBytes: 16 << 10})
+	// Compacted payloads are a little smaller than their text in the table: the bound below
+	// uses the table's sizes plus the per-row overhead as an upper estimate of each row.
+	bound := windowBytes/(smallest/2) + 1
+	progress := func() int { return e.count(`SELECT count(*) FROM data_sync_cust_progress_queue`) }
+	require.Eventually(t, func() bool { return progress() >= windowBytes/(largest+512)-1 }, 30*time.Second, 5*time.Millisecond)
+	require.Never(t, func() bool { return progress() > bound }, 300*time.Millisecond, 5*time.Millisecond,
+		"more rows in memory than --window-bytes allows (%d rows of %d..%d bytes)", progress(), smallest, largest)
+	require.Less(t, bound, rows/2, "the test needs a backlog well beyond the byte bound")
+	close(release)
+	e.waitDelivered(rows)
+}
+
+// TestOversizedPayloadIsDeadLettered: a payload over --max-payload-bytes is dead-lettered with a
+// reason naming its size and the flag; the rest flows.
+func TestOversizedPayloadIsDeadLettered(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var big int64
+	require.NoError(t, e.db.QueryRow(context.Background(), `INSERT INTO data_sync_cust_pending_queue (unique_id, action, json_object)
+		VALUES ('7', 'UPDATE', jsonb_build_object('customerID', '7', 'pad', repeat('x', 20000))) RETURNING id`).Scan(&big))
+	ok := e.queueCust("8", "UPDATE")
+	e.start(relay.Config{MaxPayloadBytes: 8 << 10})
+	got := e.waitDelivered(1)
+	require.Len(t, got, 1)
+	require.Equal(t, strconv.FormatInt(ok, 10), got[0].msg.UniqueID)
+	var reason string
+	require.NoError(t, e.db.QueryRow(context.Background(), `SELECT last_error FROM data_sync_cust_failed WHERE id = $1`, big).Scan(&reason))
+	require.Contains(t, reason, "--max-payload-bytes")
+	require.Contains(t, reason, "8192")
+	require.Regexp(t, `JSON_OBJECT is 2\d{4} bytes`, reason)
+}

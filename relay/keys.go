@@ -61,7 +61,8 @@ type window struct {
 	keys     map[string]*keyState
 	ready    keyHeap
 	waiting  keyHeap
-	rows     int // rows held (coalesced rows count once)
+	rows     int   // rows held (coalesced rows count once)
+	bytes    int64 // memory those rows hold, as rowBytes counts it
 	coalesce bool
 	saved    int // messages saved by coalescing
 }
@@ -90,6 +91,7 @@ func (w *window) add(r *row, now time.Time) {
 		last := k.rows[len(k.rows)-1]
 		if last.id < r.id && !last.sent && (last.action == "CREATE" || last.action == "UPDATE") && last.objName == r.objName {
 			last.absorbed = append(last.absorbed, last.id)
+			w.bytes += int64(len(r.payload) - len(last.payload))
 			last.id, last.payload, last.createdAt = r.id, r.payload, minTime(last.createdAt, r.createdAt)
 			w.saved++
 			w.reschedule(k, now)
@@ -101,7 +103,16 @@ func (w *window) add(r *row, now time.Time) {
 	copy(k.rows[i+1:], k.rows[i:])
 	k.rows[i] = r
 	w.rows++
+	w.bytes += rowBytes(r)
 	w.reschedule(k, now)
+}
+
+// rowOverhead is what a row costs in memory besides its payload and key (struct, slices, maps).
+const rowOverhead = 256
+
+// rowBytes is what a row counts against Config.WindowBytes.
+func rowBytes(r *row) int64 {
+	return int64(len(r.payload) + len(r.key) + 8*len(r.absorbed) + rowOverhead)
 }
 
 func minTime(a, b time.Time) time.Time {
@@ -192,6 +203,7 @@ func (w *window) release(req *request, drop bool, now time.Time) {
 				r.sent = false
 				if drop {
 					w.rows--
+					w.bytes -= rowBytes(r)
 					continue
 				}
 			}
@@ -218,6 +230,9 @@ func (w *window) dropAfter(k *keyState, id int64) []*row {
 	clear(k.rows[len(kept):])
 	k.rows = kept
 	w.rows -= len(dropped)
+	for _, r := range dropped {
+		w.bytes -= rowBytes(r)
+	}
 	return dropped
 }
 
@@ -235,5 +250,6 @@ func (w *window) forget(r *row) bool {
 	k.rows = slices.Delete(k.rows, i, i+1)
 	r.sent = false
 	w.rows--
+	w.bytes -= rowBytes(r)
 	return true
 }

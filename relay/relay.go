@@ -241,7 +241,9 @@ type dispatcher struct {
 	// that a move running meanwhile brought in are held behind it instead of being sent.
 	held    map[string]heldKey
 	moveSeq uint64 // seq of the last moveReq sent
-	ackDone chan error
+	// rowEstimate is the memory a moved row is assumed to take (see fill).
+	rowEstimate int64
+	ackDone     chan error
 	// gone is closed when the dispatcher stops listening: a request goroutine reporting after
 	// that (the stop deadline passed) drops its result instead of waiting for a reader.
 	gone chan struct{}
@@ -258,6 +260,7 @@ func (d *dispatcher) run() error {
 	cfg := d.r.cfg
 	d.win = newWindow(cfg.Coalesce)
 	d.held = map[string]heldKey{}
+	d.rowEstimate = int64(cfg.MaxPayloadBytes) + rowOverhead
 	d.ep = newEndpointHealth(cfg.EndpointFailureKeys)
 	d.epRow = newEndpointRow()
 	d.epRow.set(endpointState{}) // a new session starts with the endpoint presumed healthy
@@ -350,6 +353,13 @@ loop:
 			if m.err != nil {
 				sessionErr = m.err
 				break loop
+			}
+			if len(m.rows) > 0 {
+				var largest int64
+				for _, r := range m.rows {
+					largest = max(largest, rowBytes(r))
+				}
+				d.rowEstimate = largest
 			}
 			if err := d.admitAll(m, time.Now()); err != nil {
 				sessionErr = err
@@ -490,6 +500,14 @@ func (d *dispatcher) fill() {
 	if room < min(d.r.cfg.MoveBatch, d.r.cfg.Window/2) {
 		return
 	}
+	// The window is bounded in bytes too: a move asks for as many rows as the room left
+	// holds at the size of the largest row of the last move (MaxPayloadBytes before the
+	// first one), at least one.
+	free := d.r.cfg.WindowBytes - d.win.bytes
+	if free <= 0 {
+		return
+	}
+	room = int(min(int64(room), max(1, free/d.rowEstimate)))
 	select {
 	case d.moveReq <- moveReq{room: room, expand: d.expandDue || d.settings.expandSets(), seq: d.moveSeq + 1}:
 		d.moveSeq++
@@ -561,7 +579,7 @@ func (d *dispatcher) mover(ctx context.Context) {
 				m.err = err
 				break
 			}
-			prepare(rows)
+			prepare(rows, d.r.cfg.MaxPayloadBytes)
 			// A retry time stored by an earlier run (a Retry-After, or a backoff under other
 			// settings) waits at most BackoffMax from now.
 			limit := time.Now().Add(d.r.cfg.BackoffMax)
@@ -684,11 +702,12 @@ func (d *dispatcher) hold(rows []*row) error {
 	return nil
 }
 
-// prepare checks each row (checkRow) and compacts its JSON, in parallel, off the dispatcher's
+// prepare compacts each row's JSON and checks the row (checkRow), in parallel, off the dispatcher's
 // goroutine: the strict payload check is the relay's largest CPU cost per message. The compact
 // form is what travels, as in the appendix's samples (PostgreSQL's JSON builders put spaces
 // around ':' and after ',').
-func prepare(rows []*row) {
+// A payload over maxPayload bytes (compacted) is marked bad and its bytes let go at once.
+func prepare(rows []*row, maxPayload int) {
 	workers := min(runtime.GOMAXPROCS(0), (len(rows)+63)/64)
 	var wg sync.WaitGroup
 	for w := 0; w < workers; w++ {
@@ -698,13 +717,22 @@ func prepare(rows []*row) {
 			var buf bytes.Buffer
 			for i := w; i < len(rows); i += workers {
 				r := rows[i]
-				if r.bad = checkRow(r); r.bad != nil || r.payload == nil {
-					continue
+				if r.action == mapping.ActionDelete {
+					r.payload = nil // a DELETE carries its key; whatever JSON the row has is never sent
 				}
-				buf.Reset()
-				if json.Compact(&buf, r.payload) == nil && buf.Len() < len(r.payload) {
-					r.payload = append([]byte(nil), buf.Bytes()...)
+				if r.payload != nil {
+					buf.Reset()
+					if json.Compact(&buf, r.payload) == nil && buf.Len() < len(r.payload) {
+						r.payload = append([]byte(nil), buf.Bytes()...)
+					}
+					if len(r.payload) > maxPayload {
+						r.bad = fmt.Errorf("%w: JSON_OBJECT is %d bytes, over the maximum of %d (--max-payload-bytes): raise the flag if the receiver accepts such messages, then requeue",
+							ErrBadRecord, len(r.payload), maxPayload)
+						r.payload = nil
+						continue
+					}
 				}
+				r.bad = checkRow(r)
 			}
 		}()
 	}
