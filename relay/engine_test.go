@@ -239,3 +239,34 @@ func TestOversizedPayloadIsDeadLettered(t *testing.T) {
 	require.Contains(t, reason, "8192")
 	require.Regexp(t, `JSON_OBJECT is 2\d{4} bytes`, reason)
 }
+
+// TestRowsPurgedDuringARequestAreNotRetried: while the request for customer 13's first change
+// is in flight, its customer is deleted (the purge, done here by hand, removes its progress
+// rows and queues a DELETE) and the receiver answers 503. Recording the failure finds the rows
+// gone: they leave memory, and neither they nor the change behind them is ever sent again;
+// the DELETE is.
+func TestRowsPurgedDuringARequestAreNotRetried(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	first := e.queueCust("13", "CREATE")
+	second := e.queueCust("13", "UPDATE")
+	var purged atomic.Bool
+	var del atomic.Int64
+	e.poster.setAnswer(func(msgs []mapping.Message, n int) (relay.Response, error) {
+		if msgs[0].UniqueID == strconv.FormatInt(first, 10) && purged.CompareAndSwap(false, true) {
+			e.exec(`DELETE FROM data_sync_cust_progress_queue WHERE unique_id = '13'`)
+			del.Store(e.queueCust("13", "DELETE"))
+			e.bell.ring()
+			return relay.Response{Status: 503}, nil
+		}
+		return relay.Response{Status: 200}, nil
+	})
+	e.start(relay.Config{})
+	e.bell.ring()
+	require.Eventually(t, func() bool { return del.Load() != 0 }, 30*time.Second, 5*time.Millisecond)
+	got := e.waitDelivered(1)
+	require.Len(t, got, 1)
+	require.Equal(t, strconv.FormatInt(del.Load(), 10), got[0].msg.UniqueID)
+	require.Equal(t, "CUSTOMERDEL", got[0].msg.Action)
+	_ = second
+}

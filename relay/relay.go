@@ -995,6 +995,15 @@ func (d *dispatcher) apply(res result) error {
 		d.r.log.Info("rows purged from progress while held for a retry (their customer was deleted); not sent",
 			zap.Int64("first_id", res.gone[0].id), zap.Int("rows", len(res.gone)))
 	}
+	if res.outcome != delivered || len(res.gone) > 0 {
+		// The rows of these keys were held in memory across a failure (or a purge of their
+		// key): each is re-checked before it is sent.
+		for _, k := range res.req.keys {
+			for _, r := range k.rows {
+				r.recheck = true
+			}
+		}
+	}
 	if res.epChanged {
 		d.endpointChanged("")
 	}
@@ -1046,11 +1055,6 @@ func (d *dispatcher) apply(res result) error {
 				d.probes++
 			}
 			d.paused = maxTime(d.paused, now.Add(backoff(max(d.probes, 1), d.r.cfg.BackoffMin, d.r.cfg.BackoffMax, res.resp.RetryAfter)))
-		}
-		for _, k := range res.req.keys {
-			for _, r := range k.rows {
-				r.recheck = true // held in memory across a failure: re-checked before it is sent
-			}
 		}
 		if !res.endpointWide {
 			d.r.log.Info("delivery failed; will retry", zap.Int64("first_id", res.req.rows[0].id), zap.Int("rows", len(res.req.rows)),
