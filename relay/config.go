@@ -53,9 +53,14 @@ type Config struct {
 	SkipDeadLetters bool
 	// MaxAttempts moves a record to the dead-letter table after this many failed attempts of a
 	// retryable kind (5xx, 408, 429, network). Default 0: retry for ever (with capped backoff).
+	// Attempts made while the endpoint fails as a whole do not count (see EndpointFailureKeys),
+	// and an endpoint-wide kind of failure counts against a record only once another request
+	// was delivered since the record first failed.
 	MaxAttempts int
 	// PermanentAttempts is how many attempts a record gets when the receiver answers a
-	// non-retryable status (other 4xx, 3xx). Default 3.
+	// non-retryable status (other 4xx, 3xx). Default 3. The same exceptions as MaxAttempts
+	// apply to the endpoint-wide kinds (404, 403, 405, 3xx, ...); 400, 409, 413 and 422 always
+	// count.
 	PermanentAttempts int
 	// BackoffMin and BackoffMax bound the exponential retry backoff (with full jitter).
 	// Defaults 1s and 5m.
