@@ -41,7 +41,8 @@ type Config struct {
 	WindowBytes int64
 	// MaxPayloadBytes is the largest JSON payload (compacted) the relay sends; a row over it is
 	// dead-lettered with a reason naming its size and this setting (--max-payload-bytes).
-	// Default 4 MiB.
+	// Default 16 MiB (a CE customer snapshot is a few KiB; the reference receiver accepts
+	// bodies up to 64 MiB).
 	MaxPayloadBytes int
 	// SweepInterval wakes the relay even without a replication doorbell: the safety net.
 	// Default 30s.
@@ -108,7 +109,7 @@ func (c Config) WithDefaults() Config {
 		c.WindowBytes = 64 << 20
 	}
 	if c.MaxPayloadBytes == 0 {
-		c.MaxPayloadBytes = 4 << 20
+		c.MaxPayloadBytes = 16 << 20
 	}
 	if c.SweepInterval == 0 {
 		c.SweepInterval = 30 * time.Second

@@ -25,7 +25,7 @@ func relayFlags(fs *flag.FlagSet, c *daemon.Config) *string {
 	fs.IntVar(&c.Relay.MoveBatch, "move-batch", 1000, "pending rows moved to progress per transaction")
 	fs.IntVar(&c.Relay.Window, "window", 0, "rows held in memory at most (default 4 x --move-batch)")
 	fs.Int64Var(&c.Relay.WindowBytes, "window-bytes", 64<<20, "memory held by rows in the window at most, payloads included")
-	fs.IntVar(&c.Relay.MaxPayloadBytes, "max-payload-bytes", 4<<20, "largest JSON payload sent; a larger row is dead-lettered")
+	fs.IntVar(&c.Relay.MaxPayloadBytes, "max-payload-bytes", 16<<20, "largest JSON payload sent; a larger row is dead-lettered")
 	fs.DurationVar(&c.Relay.SweepInterval, "sweep-interval", 30*time.Second, "safety-net wake-up interval")
 	fs.StringVar(&c.Relay.OnFailure, "on-failure", relay.OnFailureKey, "what a failing record blocks: key (only its customer/transaction) or stop (the whole job, as the appendix)")
 	fs.BoolVar(&c.Relay.SkipDeadLetters, "skip-dead-letters", false, "let later records of a key pass a dead-lettered one (default: they are held behind it)")
