@@ -36,8 +36,9 @@ type Config struct {
 	Window int
 	// WindowBytes bounds the memory of the rows held (payloads and a per-row overhead), besides
 	// Window's count of rows: a few huge rows cannot exhaust memory. A move asks for as many
-	// rows as fit at the size of the largest row of the previous move, so the window exceeds
-	// it by at most what one move brings beyond that estimate. Default 64 MiB.
+	// rows as fit at the size of the largest row of the previous move (64 KiB before the
+	// first), so the window exceeds it by at most what one move brings beyond that estimate.
+	// Default 64 MiB.
 	WindowBytes int64
 	// MaxPayloadBytes is the largest JSON payload (compacted) the relay sends; a row over it is
 	// dead-lettered with a reason naming its size and this setting (--max-payload-bytes).

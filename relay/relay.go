@@ -260,7 +260,7 @@ func (d *dispatcher) run() error {
 	cfg := d.r.cfg
 	d.win = newWindow(cfg.Coalesce)
 	d.held = map[string]heldKey{}
-	d.rowEstimate = int64(cfg.MaxPayloadBytes) + rowOverhead
+	d.rowEstimate = int64(min(cfg.MaxPayloadBytes, firstRowEstimate)) + rowOverhead
 	d.ep = newEndpointHealth(cfg.EndpointFailureKeys)
 	d.epRow = newEndpointRow()
 	d.epRow.set(endpointState{}) // a new session starts with the endpoint presumed healthy
@@ -501,7 +501,7 @@ func (d *dispatcher) fill() {
 		return
 	}
 	// The window is bounded in bytes too: a move asks for as many rows as the room left
-	// holds at the size of the largest row of the last move (MaxPayloadBytes before the
+	// holds at the size of the largest row of the last move (firstRowEstimate before the
 	// first one), at least one.
 	free := d.r.cfg.WindowBytes - d.win.bytes
 	if free <= 0 {
@@ -596,6 +596,10 @@ func (d *dispatcher) mover(ctx context.Context) {
 		}
 	}
 }
+
+// firstRowEstimate is the payload size a session's first move assumes per row: generous for
+// CE's snapshots of a few KiB, so the first move is a full batch with the default settings.
+const firstRowEstimate = 64 << 10
 
 // heldKey is a key dead-lettered in this session: behind is its dead letter, and seq the last
 // move that may have run before the dead letter committed. A later move finds the dead letter
