@@ -388,6 +388,7 @@ loop:
 			}
 		case <-timer.C:
 			metrics.WakeUps.WithLabelValues("retry").Inc()
+		case <-d.acks.freed: // room in the window again: fill at the top of the loop
 		case err := <-d.ackDone: // only on a cancelled context: the acknowledger retries for ever
 			sessionErr = fmt.Errorf("acknowledging delivered rows: %w", err)
 			d.ackDone <- err
@@ -496,7 +497,9 @@ func (d *dispatcher) fill() {
 	if d.moving || !d.pending || !d.posterOK {
 		return
 	}
-	room := d.r.cfg.Window - d.win.rows
+	// Rows delivered but not yet acknowledged are still in progress: they count against the
+	// window, so acknowledgements that keep failing stop the moves instead of growing memory.
+	room := d.r.cfg.Window - d.win.rows - d.acks.len()
 	if room < min(d.r.cfg.MoveBatch, d.r.cfg.Window/2) {
 		return
 	}
@@ -1130,13 +1133,17 @@ func idsByQueue(rows []*row) ackBatch {
 // dispatcher must keep serving results, the doorbell and a stop while the database is away.
 // What waits is bounded by the window (delivered rows leave it only here or in progress).
 type ackQueue struct {
-	mu     sync.Mutex
-	batch  ackBatch
-	closed bool
-	wake   chan struct{} // capacity 1: "something was added or the queue was closed"
+	mu       sync.Mutex
+	batch    ackBatch
+	inFlight int // ids taken by the acknowledger and not yet acknowledged
+	closed   bool
+	wake     chan struct{} // capacity 1: "something was added or the queue was closed"
+	freed    chan struct{} // capacity 1: "ids were acknowledged": the window has room again
 }
 
-func newAckQueue() *ackQueue { return &ackQueue{wake: make(chan struct{}, 1)} }
+func newAckQueue() *ackQueue {
+	return &ackQueue{wake: make(chan struct{}, 1), freed: make(chan struct{}, 1)}
+}
 
 func (q *ackQueue) add(b ackBatch) {
 	q.mu.Lock()
@@ -1161,6 +1168,13 @@ func (q *ackQueue) signal() {
 	}
 }
 
+// len is the number of ids waiting, those being acknowledged included.
+func (q *ackQueue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.batch[0]) + len(q.batch[1]) + q.inFlight
+}
+
 // takeInto moves everything queued into b and tells whether the queue is closed.
 func (q *ackQueue) takeInto(b *ackBatch) (closed bool) {
 	q.mu.Lock()
@@ -1169,7 +1183,19 @@ func (q *ackQueue) takeInto(b *ackBatch) (closed bool) {
 		b[i] = append(b[i], q.batch[i]...)
 		q.batch[i] = q.batch[i][:0]
 	}
+	q.inFlight = len(b[0]) + len(b[1])
 	return q.closed
+}
+
+// acknowledged tells the queue the ids taken are done with.
+func (q *ackQueue) acknowledged() {
+	q.mu.Lock()
+	q.inFlight = 0
+	q.mu.Unlock()
+	select {
+	case q.freed <- struct{}{}:
+	default:
+	}
 }
 
 // acknowledger deletes delivered rows from progress in batches: whatever arrived while the
@@ -1185,6 +1211,7 @@ func (d *dispatcher) acknowledger(ctx context.Context) error {
 		if len(batch[0])+len(batch[1]) > 0 {
 			err := ackAll(ctx, d.r.db, &batch)
 			if err == nil {
+				d.acks.acknowledged()
 				if failures > 0 {
 					d.r.log.Info("acknowledging delivered rows works again", zap.Int("failed_attempts", failures))
 				}
