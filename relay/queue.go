@@ -89,23 +89,17 @@ FROM %s WHERE id > $1 ORDER BY id LIMIT $2`, progress)
     WHERE $6 AND p.unique_id = k.unique_id AND p.id > k.behind AND p.id <> ALL ($1)
     RETURNING p.*, k.behind
 ), held AS (
-    INSERT INTO %[2]s (id, obj_name, unique_id, action, json_object, created_at, reason, attempts,
-        last_status, last_error)
-    SELECT id, obj_name, unique_id, action, json_object, created_at, 'held', attempts, last_status,
-        'held behind dead letter ' || behind FROM h
+    %[3]s
     RETURNING id
 )
-SELECT (SELECT count(*) FROM parked), (SELECT count(*) FROM held)`, progress, failed)
+SELECT (SELECT count(*) FROM parked), (SELECT count(*) FROM held)`, progress, failed, holdInto(failed, "h"))
 	// Hold the given progress rows ($1) behind the dead letters given for each ($2): rows the
 	// relay held in memory, or moved, after their key was dead-lettered.
 	q.holdSQL = fmt.Sprintf(`WITH h AS (SELECT * FROM unnest($1::bigint[], $2::bigint[]) AS h(id, behind)
 ), d AS (
     DELETE FROM %[1]s p USING h WHERE p.id = h.id RETURNING p.*, h.behind
 )
-INSERT INTO %[2]s (id, obj_name, unique_id, action, json_object, created_at, reason, attempts,
-    last_status, last_error)
-SELECT id, obj_name, unique_id, action, json_object, created_at, 'held', attempts, last_status,
-    'held behind dead letter ' || behind FROM d`, progress, failed)
+%[2]s`, progress, holdInto(failed, "d"))
 	// At the start of a session, before progress is loaded: hold progress rows whose key has a
 	// dead letter (as the move does for pending rows), so a row a crash left in progress
 	// behind a dead letter is never sent past it.
@@ -115,11 +109,17 @@ SELECT id, obj_name, unique_id, action, json_object, created_at, 'held', attempt
     WHERE p.unique_id = f.unique_id
     RETURNING p.*, f.behind
 )
-INSERT INTO %[2]s (id, obj_name, unique_id, action, json_object, created_at, reason, attempts,
+%[3]s`, progress, failed, holdInto(failed, "d"))
+	return q
+}
+
+// holdInto is the INSERT that parks the progress rows of relation from (with a column behind,
+// the dead letter they wait for) in the dead-letter table failed, reason held.
+func holdInto(failed, from string) string {
+	return fmt.Sprintf(`INSERT INTO %s (id, obj_name, unique_id, action, json_object, created_at, reason, attempts,
     last_status, last_error)
 SELECT id, obj_name, unique_id, action, json_object, created_at, 'held', attempts, last_status,
-    'held behind dead letter ' || behind FROM d`, progress, failed)
-	return q
+    'held behind dead letter ' || behind FROM %s`, failed, from)
 }
 
 func withSets(q *queue, expandSQL string) *queue {
