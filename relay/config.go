@@ -37,6 +37,17 @@ type Config struct {
 	// Window bounds the rows held in memory (and so in progress); the mover waits while it is
 	// full, which keeps memory independent of the backlog. Default 4 × MoveBatch.
 	Window int
+	// WindowBytes bounds the memory of the rows held (payloads and a per-row overhead), besides
+	// Window's count of rows: a few huge rows cannot exhaust memory. A move asks for as many
+	// rows as fit at the size of the largest row of the previous move (64 KiB before the
+	// first), so the window exceeds it by at most what one move brings beyond that estimate.
+	// Default 64 MiB.
+	WindowBytes int64
+	// MaxPayloadBytes is the largest JSON payload (compacted) the relay sends; a row over it is
+	// dead-lettered with a reason naming its size and this setting (--max-payload-bytes).
+	// Default 16 MiB (a CE customer snapshot is a few KiB; the reference receiver accepts
+	// bodies up to 64 MiB).
+	MaxPayloadBytes int
 	// SweepInterval wakes the relay even without a replication doorbell: the safety net.
 	// Default 30s.
 	SweepInterval time.Duration
@@ -47,9 +58,14 @@ type Config struct {
 	SkipDeadLetters bool
 	// MaxAttempts moves a record to the dead-letter table after this many failed attempts of a
 	// retryable kind (5xx, 408, 429, network). Default 0: retry for ever (with capped backoff).
+	// Attempts made while the endpoint fails as a whole do not count (see EndpointFailureKeys),
+	// and an endpoint-wide kind of failure counts against a record only once another request
+	// was delivered since the record first failed.
 	MaxAttempts int
 	// PermanentAttempts is how many attempts a record gets when the receiver answers a
-	// non-retryable status (other 4xx, 3xx). Default 3.
+	// non-retryable status (other 4xx, 3xx). Default 3. The same exceptions as MaxAttempts
+	// apply to the endpoint-wide kinds (404, 403, 405, 3xx, ...); 400, 409, 413 and 422 always
+	// count.
 	PermanentAttempts int
 	// BackoffMin and BackoffMax bound the exponential retry backoff (with full jitter).
 	// Defaults 1s and 5m.
@@ -61,7 +77,16 @@ type Config struct {
 	RateLimit float64
 	// Coalesce collapses queued UPDATEs of one customer into the latest snapshot before sending.
 	Coalesce bool
-	// ShutdownTimeout bounds how long a stop waits for requests in flight. Default 10s.
+	// EndpointFailureKeys is how many distinct keys in a row, with nothing delivered in
+	// between, must fail the same endpoint-wide way (404, 403, 405, 3xx, 401 after a fresh
+	// token, 5xx, 408, 429, no response: TLS, DNS, network, timeout) for the endpoint to count
+	// as failing as a whole: delivery then pauses and probes one request at a time with
+	// backoff, resumes by itself once a request is delivered, and counts no attempt against
+	// MaxAttempts or PermanentAttempts meanwhile. With fewer keys in play the per-record policy
+	// applies. Default 5.
+	EndpointFailureKeys int
+	// ShutdownTimeout bounds how long a stop waits for requests in flight and the last
+	// acknowledgements; a stop always ends within it. Default 10s.
 	ShutdownTimeout time.Duration
 	// LeaderLease is how long the leading relay counts as leader without renewing its lease in
 	// data_sync_leader: what a standby waits when the leader's host is cut off from the
@@ -103,6 +128,12 @@ func (c Config) WithDefaults() Config {
 			c.Window = min
 		}
 	}
+	if c.WindowBytes == 0 {
+		c.WindowBytes = 64 << 20
+	}
+	if c.MaxPayloadBytes == 0 {
+		c.MaxPayloadBytes = 16 << 20
+	}
 	if c.SweepInterval == 0 {
 		c.SweepInterval = 30 * time.Second
 	}
@@ -120,6 +151,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if len(c.Delivered) == 0 {
 		c.Delivered = []int{200}
+	}
+	if c.EndpointFailureKeys == 0 {
+		c.EndpointFailureKeys = 5
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 10 * time.Second
@@ -149,6 +183,11 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: --move-batch %d: use 1 to 100000", ErrConfig, c.MoveBatch)
 	case c.Window < c.MoveBatch:
 		return fmt.Errorf("%w: --window %d is smaller than --move-batch %d", ErrConfig, c.Window, c.MoveBatch)
+	case c.MaxPayloadBytes < 1024:
+		return fmt.Errorf("%w: --max-payload-bytes %d: use at least 1024", ErrConfig, c.MaxPayloadBytes)
+	case c.WindowBytes < int64(c.MaxPayloadBytes)+rowOverhead:
+		return fmt.Errorf("%w: --window-bytes %d is smaller than one row of --max-payload-bytes %d: raise it or lower --max-payload-bytes",
+			ErrConfig, c.WindowBytes, c.MaxPayloadBytes)
 	case c.SweepInterval < 10*time.Millisecond:
 		return fmt.Errorf("%w: --sweep-interval %s: use at least 10ms", ErrConfig, c.SweepInterval)
 	case c.OnFailure != OnFailureKey && c.OnFailure != OnFailureStop:
@@ -159,6 +198,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: backoff bounds %s..%s: need 0 < --backoff-min <= --backoff-max", ErrConfig, c.BackoffMin, c.BackoffMax)
 	case checkLeaderTimes(c.LeaderLease, c.LeaderGrace) != nil:
 		return checkLeaderTimes(c.LeaderLease, c.LeaderGrace)
+	case c.EndpointFailureKeys < 2:
+		return fmt.Errorf("%w: EndpointFailureKeys %d: use at least 2 (one key failing alone is a record failure)", ErrConfig, c.EndpointFailureKeys)
 	case c.RateLimit < 0:
 		return fmt.Errorf("%w: --rate-limit %g: use 0 (none) or a positive rate", ErrConfig, c.RateLimit)
 	}

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"container/heap"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -63,7 +64,8 @@ type window struct {
 	keys     map[string]*keyState
 	ready    keyHeap
 	waiting  keyHeap
-	rows     int // rows held (coalesced rows count once)
+	rows     int   // rows held (coalesced rows count once)
+	bytes    int64 // memory those rows hold, as rowBytes counts it
 	coalesce bool
 	saved    int // messages saved by coalescing
 }
@@ -92,6 +94,7 @@ func (w *window) add(r *row, now time.Time) {
 		last := k.rows[len(k.rows)-1]
 		if last.id < r.id && !last.sent && (last.action == "CREATE" || last.action == "UPDATE") && last.objName == r.objName {
 			last.absorbed = append(last.absorbed, last.id)
+			w.bytes += int64(len(r.payload) - len(last.payload))
 			last.id, last.payload, last.createdAt = r.id, r.payload, minTime(last.createdAt, r.createdAt)
 			last.resync = last.resync && r.resync // a live change absorbed keeps its priority
 			w.saved++
@@ -104,7 +107,16 @@ func (w *window) add(r *row, now time.Time) {
 	copy(k.rows[i+1:], k.rows[i:])
 	k.rows[i] = r
 	w.rows++
+	w.bytes += rowBytes(r)
 	w.reschedule(k, now)
+}
+
+// rowOverhead is what a row costs in memory besides its payload and key (struct, slices, maps).
+const rowOverhead = 256
+
+// rowBytes is what a row counts against Config.WindowBytes.
+func rowBytes(r *row) int64 {
+	return int64(len(r.payload) + len(r.key) + 8*len(r.absorbed) + rowOverhead)
 }
 
 func minTime(a, b time.Time) time.Time {
@@ -195,6 +207,7 @@ func (w *window) release(req *request, drop bool, now time.Time) {
 				r.sent = false
 				if drop {
 					w.rows--
+					w.bytes -= rowBytes(r)
 					continue
 				}
 			}
@@ -206,19 +219,41 @@ func (w *window) release(req *request, drop bool, now time.Time) {
 	}
 }
 
-// dropAfter removes every row of the key with id > id (they were held in the dead-letter
-// table behind it) and returns how many.
-func (w *window) dropAfter(k *keyState, id int64) int {
+// dropAfter removes every row of the key with id > id that is not in flight (they are held in
+// the dead-letter table behind it) and returns them.
+func (w *window) dropAfter(k *keyState, id int64) []*row {
 	kept := k.rows[:0]
-	n := 0
+	var dropped []*row
 	for _, r := range k.rows {
-		if r.id > id {
-			n++
+		if r.id > id && !r.sent {
+			dropped = append(dropped, r)
 			continue
 		}
 		kept = append(kept, r)
 	}
+	clear(k.rows[len(kept):])
 	k.rows = kept
-	w.rows -= n
-	return n
+	w.rows -= len(dropped)
+	for _, r := range dropped {
+		w.bytes -= rowBytes(r)
+	}
+	return dropped
+}
+
+// forget removes one row of a key in flight from the window (the row is gone from progress)
+// and reports whether it was there; release files the key again.
+func (w *window) forget(r *row) bool {
+	k := w.keys[keyName(r)]
+	if k == nil {
+		return false
+	}
+	i := slices.Index(k.rows, r)
+	if i < 0 {
+		return false
+	}
+	k.rows = slices.Delete(k.rows, i, i+1)
+	r.sent = false
+	w.rows--
+	w.bytes -= rowBytes(r)
+	return true
 }

@@ -59,7 +59,8 @@ func describe(resp Response, err error) string {
 }
 
 // backoff returns the delay before attempt number attempts+1: exponential from min, capped at
-// max, with full jitter, and never sooner than the receiver's Retry-After.
+// max, with full jitter, and never sooner than the receiver's Retry-After, itself capped at
+// max: nothing a receiver says delays delivery longer than the operator allowed.
 func backoff(attempts int, min, max, retryAfter time.Duration) time.Duration {
 	d := min
 	for i := 1; i < attempts && d < max; i++ {
@@ -70,7 +71,16 @@ func backoff(attempts int, min, max, retryAfter time.Duration) time.Duration {
 	}
 	d = d/2 + rand.N(d/2+1)
 	if retryAfter > d {
-		d = retryAfter
+		d = capWait(retryAfter, max)
+	}
+	return d
+}
+
+// capWait bounds a wait the receiver asked for (Retry-After) or one stored on a row by an
+// earlier run to max (--backoff-max).
+func capWait(d, max time.Duration) time.Duration {
+	if d > max {
+		return max
 	}
 	return d
 }

@@ -7,6 +7,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/cdc-relay/cdc-relay/internal/metrics"
 )
 
 // queue names one Data Sync queue family (pending, progress, failed) and its statements. All
@@ -23,6 +25,7 @@ type queue struct {
 	expandSQL string
 
 	moveSQL, loadSQL, ackSQL, failSQL, deadSQL, holdSQL string
+	checkSQL, holdBehindSQL                             string
 }
 
 func newQueue(idx int, name, pending, progress, failed, jsonFn, keyCheck string) *queue {
@@ -69,24 +72,64 @@ RETURNING id, obj_name, unique_id, action, json_object, created_at, attempts, ne
 	q.loadSQL = fmt.Sprintf(`SELECT id, obj_name, unique_id, action, json_object, created_at, attempts, next_attempt_at, captured
 FROM %s WHERE id > $1 ORDER BY id LIMIT $2`, progress)
 	q.ackSQL = fmt.Sprintf(`DELETE FROM %s WHERE id = ANY($1)`, progress)
-	q.failSQL = fmt.Sprintf(`UPDATE %s SET attempts = attempts + 1, last_status = $2, last_error = $3,
-    last_attempt_at = now(), next_attempt_at = $4 WHERE id = ANY($1)`, progress)
+	// Record a failed attempt ($5 = 1 counts it, 0 while the endpoint fails as a whole). Rows
+	// not returned are gone: purged by a customer's delete while the relay held them.
+	q.failSQL = fmt.Sprintf(`UPDATE %s SET attempts = attempts + $5, last_status = $2, last_error = $3,
+    last_attempt_at = now(), next_attempt_at = $4 WHERE id = ANY($1) RETURNING id`, progress)
+	// Re-check rows before a retry: the rows not returned were purged (their customer was
+	// deleted) and must not be sent.
+	q.checkSQL = fmt.Sprintf(`UPDATE %s SET last_attempt_at = now() WHERE id = ANY($1) RETURNING id`, progress)
 	// Dead-letter rows by id ($1), counting this attempt ($2 = 1) or not (0, rows found bad
-	// before sending). $6, $7: the leadership fence, as in the move.
-	q.deadSQL = fmt.Sprintf(`WITH f AS MATERIALIZED (SELECT data_sync_leader_fence($6, $7) AS ok),
-d AS (DELETE FROM %[1]s WHERE (SELECT ok FROM f) AND id = ANY($1) RETURNING *)
-INSERT INTO %[2]s (id, obj_name, unique_id, action, json_object, created_at, reason, attempts,
-    last_status, last_error, response_excerpt)
-SELECT id, obj_name, unique_id, action, json_object, created_at, 'failed', attempts + $2, $3, $4, $5 FROM d`,
-		progress, failed)
-	// Hold every later progress row of a dead-lettered key behind it. $3, $4: the fence.
-	q.holdSQL = fmt.Sprintf(`WITH f AS MATERIALIZED (SELECT data_sync_leader_fence($3, $4) AS ok),
-d AS (DELETE FROM %[1]s WHERE (SELECT ok FROM f) AND unique_id = $1 AND id > $2 RETURNING *)
-INSERT INTO %[2]s (id, obj_name, unique_id, action, json_object, created_at, reason, attempts,
+	// before sending), and, with $6 (keep order), hold every later progress row of their keys
+	// behind them: one statement, so no crash can leave a dead letter whose later rows are
+	// still sendable. It returns how many rows were parked and how many held. $7, $8: the
+	// leadership fence, as in the move.
+	q.deadSQL = fmt.Sprintf(`WITH f AS MATERIALIZED (SELECT data_sync_leader_fence($7, $8) AS ok
+), d AS (DELETE FROM %[1]s WHERE (SELECT ok FROM f) AND id = ANY($1) RETURNING *
+), parked AS (
+    INSERT INTO %[2]s (id, obj_name, unique_id, action, json_object, created_at, reason, attempts,
+        last_status, last_error, response_excerpt)
+    SELECT id, obj_name, unique_id, action, json_object, created_at, 'failed', attempts + $2, $3, $4, $5 FROM d
+    RETURNING id
+), h AS (
+    DELETE FROM %[1]s p
+    USING (SELECT unique_id, min(id) AS behind FROM d WHERE unique_id IS NOT NULL GROUP BY unique_id) k
+    WHERE $6 AND p.unique_id = k.unique_id AND p.id > k.behind AND p.id <> ALL ($1)
+    RETURNING p.*, k.behind
+), held AS (
+    %[3]s
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM parked), (SELECT count(*) FROM held)`, progress, failed, holdInto(failed, "h"))
+	// Hold the given progress rows ($1) behind the dead letters given for each ($2): rows the
+	// relay held in memory, or moved, after their key was dead-lettered. $3, $4: the fence.
+	q.holdSQL = fmt.Sprintf(`WITH f AS MATERIALIZED (SELECT data_sync_leader_fence($3, $4) AS ok
+), h AS (SELECT * FROM unnest($1::bigint[], $2::bigint[]) AS h(id, behind)
+), d AS (
+    DELETE FROM %[1]s p USING h WHERE (SELECT ok FROM f) AND p.id = h.id RETURNING p.*, h.behind
+)
+%[2]s`, progress, holdInto(failed, "d"))
+	// At the start of a session, before progress is loaded: hold progress rows whose key has a
+	// dead letter (as the move does for pending rows), so a row a crash left in progress
+	// behind a dead letter is never sent past it. $1, $2: the fence.
+	q.holdBehindSQL = fmt.Sprintf(`WITH fence AS MATERIALIZED (SELECT data_sync_leader_fence($1, $2) AS ok
+), d AS (
+    DELETE FROM %[1]s p
+    USING (SELECT unique_id, min(id) AS behind FROM %[2]s WHERE unique_id IS NOT NULL GROUP BY unique_id) f
+    WHERE (SELECT ok FROM fence) AND p.unique_id = f.unique_id
+    RETURNING p.*, f.behind
+)
+%[3]s`, progress, failed, holdInto(failed, "d"))
+	return q
+}
+
+// holdInto is the INSERT that parks the progress rows of relation from (with a column behind,
+// the dead letter they wait for) in the dead-letter table failed, reason held.
+func holdInto(failed, from string) string {
+	return fmt.Sprintf(`INSERT INTO %s (id, obj_name, unique_id, action, json_object, created_at, reason, attempts,
     last_status, last_error)
 SELECT id, obj_name, unique_id, action, json_object, created_at, 'held', attempts, last_status,
-    'held behind dead letter ' || $2::bigint FROM d`, progress, failed)
-	return q
+    'held behind dead letter ' || behind FROM %s`, failed, from)
 }
 
 func withSets(q *queue, expandSQL string) *queue {
@@ -145,6 +188,11 @@ type row struct {
 	bad       error     // why the row can never be sent as it is (set by prepare)
 	captured  bool      // written by our capture triggers (or built at move): schema-checked by tests, not per row
 	resync    bool      // queued by a resync request: sent after live rows (resync.go)
+	recheck   bool      // held in memory across a failure of its key: re-checked before it is sent
+	// epFailed: the row failed an endpoint-wide way; epDelivered: requests delivered then (see
+	// endpointHealth.blame).
+	epFailed    bool
+	epDelivered uint64
 }
 
 func scanRows(q *queue, rows pgx.Rows) ([]*row, error) {
@@ -188,6 +236,19 @@ func (q *queue) move(ctx context.Context, db *pgxpool.Pool, n int, keepOrder, ex
 		return nil, fmt.Errorf("moving %s pending rows to progress: %w", q.name, err)
 	}
 	return out, nil
+}
+
+// holdBehind holds progress rows whose key has a dead letter (see holdBehindSQL), fenced by
+// the leadership term.
+func (q *queue) holdBehind(ctx context.Context, db *pgxpool.Pool, f fence) error {
+	tag, err := db.Exec(ctx, q.holdBehindSQL, f.epoch, f.renew)
+	if err = f.done(err); err != nil {
+		return fmt.Errorf("holding %s progress rows behind dead letters: %w", q.name, err)
+	}
+	if n := tag.RowsAffected(); n > 0 {
+		metrics.DeadLetters.WithLabelValues("held").Add(float64(n))
+	}
+	return nil
 }
 
 // load reads up to n progress rows with id > after, in id order.

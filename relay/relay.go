@@ -10,11 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
@@ -137,8 +139,9 @@ func (r *Relay) Run(ctx context.Context) error {
 
 // request is one POST: rows of one or more keys.
 type request struct {
-	rows []*row
-	keys []*keyState
+	rows  []*row
+	keys  []*keyState
+	probe bool // sent while the endpoint failed as a whole
 }
 
 // result is a finished request, reported by its goroutine to the dispatcher.
@@ -151,7 +154,11 @@ type result struct {
 	dead     bool      // rows were moved to the dead-letter table
 	next     time.Time // retry time when not dead
 	dbErr    error     // recording the failure failed: the session must end
-	took     time.Duration
+	gone     []*row    // rows found purged from progress (their customer was deleted): dropped unsent
+	// endpointWide: the endpoint failed as a whole when this failure came in; it is not
+	// counted against the records. epChanged: the endpoint state changed with this outcome.
+	endpointWide, epChanged bool
+	took                    time.Duration
 }
 
 // moved is what the mover reports: rows now in progress, whether more may wait, and the
@@ -162,6 +169,7 @@ type moved struct {
 	await []uint32
 	wake  time.Time // a rate-limited resync asks for a move then (resync.go)
 	err   error
+	seq   uint64 // the moveReq's seq
 }
 
 // session runs one leadership term on one set of connections.
@@ -239,14 +247,36 @@ type dispatcher struct {
 	// recheckConfig is when to read data_sync_config once more after a change rang.
 	recheckConfig time.Time
 	// wakeAt is when to ask the mover again although nothing rang (a rate-limited resync).
-	wakeAt  time.Time
-	acks    chan ackBatch
-	ackDone chan error
+	wakeAt time.Time
+	acks          *ackQueue
+	// held maps keys dead-lettered in this session to their dead letter: later rows of the key
+	// that a move running meanwhile brought in are held behind it instead of being sent.
+	held    map[string]heldKey
+	moveSeq uint64 // seq of the last moveReq sent
+	// rowEstimate is the memory a moved row is assumed to take (see fill).
+	rowEstimate int64
+	ackDone     chan error
+	// gone is closed when the dispatcher stops listening: a request goroutine reporting after
+	// that (the stop deadline passed) drops its result instead of waiting for a reader.
+	gone chan struct{}
+
+	// ep tells endpoint-wide failures from record failures (request goroutines report to it);
+	// failing is the dispatcher's view of it: one probe at a time, paced by probes failed.
+	ep      *endpointHealth
+	epRow   *endpointRow
+	failing endpointState
+	probes  int
 }
 
 func (d *dispatcher) run() error {
 	cfg := d.r.cfg
 	d.win = newWindow(cfg.Coalesce)
+	d.held = map[string]heldKey{}
+	d.rowEstimate = int64(min(cfg.MaxPayloadBytes, firstRowEstimate)) + rowOverhead
+	d.ep = newEndpointHealth(cfg.EndpointFailureKeys)
+	d.epRow = newEndpointRow()
+	d.epRow.set(endpointState{}) // a new session starts with the endpoint presumed healthy
+	setEndpointGauge(endpointState{})
 	d.lim = newConcurrencyLimit(cfg.Concurrency, cfg.MaxConcurrency)
 	if cfg.RateLimit > 0 {
 		d.rate = rate.NewLimiter(rate.Limit(cfg.RateLimit), max(1, cfg.MessagesPerRequest))
@@ -254,8 +284,10 @@ func (d *dispatcher) run() error {
 	d.results = make(chan result, cfg.MaxInFlight())
 	d.moveReq = make(chan moveReq, 1)
 	d.moveResp = make(chan moved, 1)
-	d.acks = make(chan ackBatch, 4*cfg.MaxInFlight())
+	d.acks = newAckQueue()
 	d.ackDone = make(chan error, 1)
+	d.gone = make(chan struct{})
+	defer close(d.gone)
 	d.applySettings(d.settings, true)
 	defer func() {
 		if d.closeP != nil {
@@ -270,9 +302,10 @@ func (d *dispatcher) run() error {
 	defer context.AfterFunc(d.term.Lost(), cancelPosts)()
 	var wg sync.WaitGroup
 	moverCtx, stopMover := context.WithCancel(d.ctx)
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); d.mover(moverCtx) }()
-	go func() { defer wg.Done(); d.ackDone <- d.acknowledger(postCtx) }()
+	go func() { defer wg.Done(); d.epRow.run(postCtx, d.r.db, d.r.log) }()
+	go func() { defer wg.Done(); d.ackDone <- d.acknowledger(postCtx) }() // ackDone has room for it
 
 	sweep := time.NewTicker(cfg.SweepInterval)
 	defer sweep.Stop()
@@ -332,9 +365,16 @@ loop:
 				sessionErr = m.err
 				break loop
 			}
-			now := time.Now()
-			for _, row := range m.rows {
-				d.admit(row, now)
+			if len(m.rows) > 0 {
+				var largest int64
+				for _, r := range m.rows {
+					largest = max(largest, rowBytes(r))
+				}
+				d.rowEstimate = largest
+			}
+			if err := d.admitAll(m, time.Now()); err != nil {
+				sessionErr = err
+				break loop
 			}
 			d.pending = d.pending || m.more || len(m.await) > 0
 			d.await = append(d.await, m.await...)
@@ -362,36 +402,53 @@ loop:
 			}
 		case <-timer.C:
 			metrics.WakeUps.WithLabelValues("retry").Inc()
-		case err := <-d.ackDone:
+		case <-d.acks.freed: // room in the window again: fill at the top of the loop
+		case err := <-d.ackDone: // only on a cancelled context: the acknowledger retries for ever
 			sessionErr = fmt.Errorf("acknowledging delivered rows: %w", err)
 			d.ackDone <- err
 			break loop
 		}
 	}
 	stopMover()
-	// Let requests in flight finish (bounded), then flush acknowledgements.
+	return d.stop(sessionErr, cancelPosts, &wg)
+}
+
+// stop ends a session within ShutdownTimeout whatever the database and the receiver do: it lets
+// requests in flight finish and flushes acknowledgements until the deadline, then cancels them
+// (the rows stay in progress and are sent again by the next session: at least once).
+func (d *dispatcher) stop(sessionErr error, cancelPosts context.CancelFunc, wg *sync.WaitGroup) error {
 	d.r.state.Store("stopping")
 	deadline := time.NewTimer(d.r.cfg.ShutdownTimeout)
 	defer deadline.Stop()
-	for d.inflight > 0 {
+	expired := false
+	for d.inflight > 0 && !expired {
 		select {
 		case res := <-d.results:
-			if sessionErr != nil {
-				d.inflight--
-				continue
-			}
-			if err := d.apply(res); err != nil {
+			// Applied even after a failure: a delivered row is still acknowledged.
+			if err := d.apply(res); err != nil && sessionErr == nil {
 				sessionErr = err
 			}
 		case <-deadline.C:
-			cancelPosts()
-			deadline.Reset(time.Hour)
+			d.r.log.Warn("requests still in flight at the shutdown deadline; cancelling them (their rows stay in progress)",
+				zap.Int("requests", d.inflight), zap.Duration("shutdown_timeout", d.r.cfg.ShutdownTimeout))
+			expired = true
 		}
 	}
-	close(d.acks)
+	d.acks.close()
+	if expired {
+		cancelPosts()
+	}
+	var ackErr error
+	select {
+	case ackErr = <-d.ackDone:
+	case <-deadline.C:
+		cancelPosts()
+		ackErr = <-d.ackDone // the acknowledger returns at once when cancelled
+	}
+	cancelPosts()
 	wg.Wait()
-	if err := <-d.ackDone; err != nil && sessionErr == nil && d.ctx.Err() == nil {
-		sessionErr = fmt.Errorf("acknowledging delivered rows: %w", err)
+	if ackErr != nil && sessionErr == nil && d.ctx.Err() == nil {
+		sessionErr = fmt.Errorf("acknowledging delivered rows: %w", ackErr)
 	}
 	if sessionErr == nil {
 		sessionErr = d.ctx.Err()
@@ -425,6 +482,9 @@ func (d *dispatcher) applySettings(s Settings, force bool) {
 	}
 	d.poster, d.closeP, d.posterOK = p, closeFn, true
 	d.pending = true
+	if d.ep.reset() || d.failing.failing {
+		d.endpointChanged("the Data Sync settings changed")
+	}
 	d.r.state.Store("delivering")
 }
 
@@ -451,12 +511,23 @@ func (d *dispatcher) fill() {
 	if d.moving || !d.pending || !d.posterOK {
 		return
 	}
-	room := d.r.cfg.Window - d.win.rows
+	// Rows delivered but not yet acknowledged are still in progress: they count against the
+	// window, so acknowledgements that keep failing stop the moves instead of growing memory.
+	room := d.r.cfg.Window - d.win.rows - d.acks.len()
 	if room < min(d.r.cfg.MoveBatch, d.r.cfg.Window/2) {
 		return
 	}
+	// The window is bounded in bytes too: a move asks for as many rows as the room left
+	// holds at the size of the largest row of the last move (firstRowEstimate before the
+	// first one), at least one.
+	free := d.r.cfg.WindowBytes - d.win.bytes
+	if free <= 0 {
+		return
+	}
+	room = int(min(int64(room), max(1, free/d.rowEstimate)))
 	select {
-	case d.moveReq <- moveReq{room: room, expand: d.expandDue || d.settings.expandSets(), await: d.await}:
+	case d.moveReq <- moveReq{room: room, expand: d.expandDue || d.settings.expandSets(), await: d.await, seq: d.moveSeq + 1}:
+		d.moveSeq++
 		d.moving = true
 		d.pending, d.expandDue, d.await = false, false, nil
 	default:
@@ -469,12 +540,14 @@ type moveReq struct {
 	room   int
 	expand bool
 	await  []uint32
+	seq    uint64 // numbers the requests, for heldKey
 }
 
 // mover loads progress first (rows left by an earlier run), then moves pending rows to progress.
 func (d *dispatcher) mover(ctx context.Context) {
 	cursor := map[*queue]int64{}
 	loaded := map[*queue]bool{}
+	keepOrder := !d.r.cfg.SkipDeadLetters
 	expand := false // sets asked for and not yet expanded (progress is loaded first)
 	resync := newResyncer(d.r.cfg)
 	for {
@@ -486,7 +559,7 @@ func (d *dispatcher) mover(ctx context.Context) {
 		}
 		room := req.room
 		expand = expand || req.expand
-		var m moved
+		m := moved{seq: req.seq}
 		if len(req.await) > 0 {
 			m.await, m.err = awaitCommits(ctx, d.r.db, req.await)
 		}
@@ -503,7 +576,12 @@ func (d *dispatcher) mover(ctx context.Context) {
 			var rows []*row
 			var err error
 			if !loaded[q] {
-				rows, err = q.load(opCtx, d.r.db, cursor[q], n)
+				if cursor[q] == 0 && keepOrder {
+					err = q.holdBehind(opCtx, d.r.db, d.term.fence())
+				}
+				if err == nil {
+					rows, err = q.load(opCtx, d.r.db, cursor[q], n)
+				}
 				if err == nil {
 					if len(rows) < n {
 						loaded[q] = true
@@ -515,7 +593,7 @@ func (d *dispatcher) mover(ctx context.Context) {
 				}
 			} else {
 				began := time.Now()
-				rows, err = q.move(opCtx, d.r.db, n, d.r.cfg.SkipDeadLetters == false, expand, d.term.fence())
+				rows, err = q.move(opCtx, d.r.db, n, keepOrder, expand, d.term.fence())
 				resync.tag(rows, time.Since(began))
 				if err == nil && q.expandSQL != "" {
 					expand = false
@@ -529,7 +607,13 @@ func (d *dispatcher) mover(ctx context.Context) {
 				m.err = err
 				break
 			}
-			prepare(rows)
+			prepare(rows, d.r.cfg.MaxPayloadBytes)
+			// A retry time stored by an earlier run (a Retry-After, or a backoff under other
+			// settings) waits at most BackoffMax from now.
+			limit := time.Now().Add(d.r.cfg.BackoffMax)
+			for _, r := range rows {
+				r.next = minTime(r.next, limit)
+			}
 			m.rows = append(m.rows, rows...)
 			room -= len(rows)
 		}
@@ -570,8 +654,41 @@ func awaitCommits(ctx context.Context, db *pgxpool.Pool, xids []uint32) ([]uint3
 	return out, nil
 }
 
-// admit checks a row and puts it in the window; a row that can never be sent is dead-lettered.
-func (d *dispatcher) admit(r *row, now time.Time) {
+// firstRowEstimate is the payload size a session's first move assumes per row: generous for
+// CE's snapshots of a few KiB, so the first move is a full batch with the default settings.
+const firstRowEstimate = 64 << 10
+
+// heldKey is a key dead-lettered in this session: behind is its dead letter, and seq the last
+// move that may have run before the dead letter committed. A later move finds the dead letter
+// in the table itself (and does not hold rows a requeue brought back after it).
+type heldKey struct {
+	behind int64
+	seq    uint64
+}
+
+// admitAll puts moved or loaded rows into the window: a row that can never be sent is
+// dead-lettered, and a row of a key dead-lettered meanwhile is held behind it.
+func (d *dispatcher) admitAll(m moved, now time.Time) error {
+	var hold []*row
+	for _, r := range m.rows {
+		if h, ok := d.held[keyName(r)]; ok && m.seq <= h.seq && r.id > h.behind {
+			hold = append(hold, r)
+			continue
+		}
+		hold = append(hold, d.admit(r, m.seq, now)...)
+	}
+	err := d.hold(hold)
+	for name, h := range d.held {
+		if h.seq <= m.seq {
+			delete(d.held, name) // later moves see the dead letter themselves
+		}
+	}
+	return err
+}
+
+// admit checks a row and puts it in the window; a row that can never be sent is dead-lettered
+// (it returns rows of its key then dropped from memory, to hold behind it).
+func (d *dispatcher) admit(r *row, seq uint64, now time.Time) []*row {
 	if err := r.bad; err != nil {
 		d.r.log.Warn("queue row cannot be sent; moved to the dead-letter table", zap.String("queue", r.q.name),
 			zap.Int64("id", r.id), zap.Error(err))
@@ -579,21 +696,80 @@ func (d *dispatcher) admit(r *row, now time.Time) {
 		defer cancel()
 		if dbErr := d.deadLetter(ctx, []*row{r}, 0, 0, err.Error(), ""); dbErr != nil {
 			d.r.log.Error("dead-lettering a bad row failed; it stays in progress", zap.Int64("id", r.id), zap.Error(dbErr))
+			return nil
 		}
-		return
+		return d.parked([]*row{r}, seq)
 	}
 	d.win.add(r, now)
 	if d.win.saved > 0 {
 		metrics.Coalesced.Add(float64(d.win.saved))
 		d.win.saved = 0
 	}
+	return nil
 }
 
-// prepare checks each row (checkRow) and compacts its JSON, in parallel, off the dispatcher's
+// parked notes rows just dead-lettered: unless SkipDeadLetters, the later rows of their keys
+// held in memory leave the window unsent, and so will those that moves up to seq bring in. It
+// returns the rows it dropped: the dead-letter statement held them if they were in progress
+// when it ran, and hold moves any that arrived there since (a move that committed meanwhile).
+func (d *dispatcher) parked(rows []*row, seq uint64) []*row {
+	if d.r.cfg.SkipDeadLetters {
+		return nil
+	}
+	var later []*row
+	for _, r := range rows {
+		if r.keyNull {
+			continue
+		}
+		name := keyName(r)
+		h, ok := d.held[name]
+		if !ok || r.id < h.behind {
+			h.behind = r.id
+		}
+		h.seq = max(h.seq, seq)
+		d.held[name] = h
+		if k := d.win.keys[name]; k != nil {
+			later = append(later, d.win.dropAfter(k, h.behind)...)
+		}
+	}
+	return later
+}
+
+// hold moves rows of keys dead-lettered in this session from progress to the dead-letter table
+// (reason held), never sending them. Rows already held are skipped by the statement.
+func (d *dispatcher) hold(rows []*row) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(d.ctx, 30*time.Second)
+	defer cancel()
+	var ids, behind [2][]int64
+	for _, r := range rows {
+		ids[r.q.idx] = append(append(ids[r.q.idx], r.id), r.absorbed...)
+		for range 1 + len(r.absorbed) {
+			behind[r.q.idx] = append(behind[r.q.idx], d.held[keyName(r)].behind)
+		}
+	}
+	for i, q := range queues {
+		if len(ids[i]) == 0 {
+			continue
+		}
+		f := d.term.fence()
+		tag, err := d.r.db.Exec(ctx, q.holdSQL, ids[i], behind[i], f.epoch, f.renew)
+		if err = f.done(err); err != nil {
+			return fmt.Errorf("holding %s rows behind a dead letter: %w", q.name, err)
+		}
+		metrics.DeadLetters.WithLabelValues("held").Add(float64(tag.RowsAffected()))
+	}
+	return nil
+}
+
+// prepare compacts each row's JSON and checks the row (checkRow), in parallel, off the dispatcher's
 // goroutine: the strict payload check is the relay's largest CPU cost per message. The compact
 // form is what travels, as in the appendix's samples (PostgreSQL's JSON builders put spaces
 // around ':' and after ',').
-func prepare(rows []*row) {
+// A payload over maxPayload bytes (compacted) is marked bad and its bytes let go at once.
+func prepare(rows []*row, maxPayload int) {
 	workers := min(runtime.GOMAXPROCS(0), (len(rows)+63)/64)
 	var wg sync.WaitGroup
 	for w := 0; w < workers; w++ {
@@ -603,13 +779,22 @@ func prepare(rows []*row) {
 			var buf bytes.Buffer
 			for i := w; i < len(rows); i += workers {
 				r := rows[i]
-				if r.bad = checkRow(r); r.bad != nil || r.payload == nil {
-					continue
+				if r.action == mapping.ActionDelete {
+					r.payload = nil // a DELETE carries its key; whatever JSON the row has is never sent
 				}
-				buf.Reset()
-				if json.Compact(&buf, r.payload) == nil && buf.Len() < len(r.payload) {
-					r.payload = append([]byte(nil), buf.Bytes()...)
+				if r.payload != nil {
+					buf.Reset()
+					if json.Compact(&buf, r.payload) == nil && buf.Len() < len(r.payload) {
+						r.payload = append([]byte(nil), buf.Bytes()...)
+					}
+					if len(r.payload) > maxPayload {
+						r.bad = fmt.Errorf("%w: JSON_OBJECT is %d bytes, over the maximum of %d (--max-payload-bytes): raise the flag if the receiver accepts such messages, then requeue",
+							ErrBadRecord, len(r.payload), maxPayload)
+						r.payload = nil
+						continue
+					}
 				}
+				r.bad = checkRow(r)
 			}
 		}()
 	}
@@ -645,11 +830,16 @@ func (d *dispatcher) dispatch(ctx context.Context, now time.Time) {
 		return
 	}
 	metrics.Concurrency.Set(float64(d.lim.limit))
-	for d.inflight < d.lim.limit {
+	limit := d.lim.limit
+	if d.failing.failing {
+		limit = 1 // the endpoint fails as a whole: one probe at a time
+	}
+	for d.inflight < limit {
 		req := d.win.take(d.r.cfg.MessagesPerRequest, now)
 		if req == nil {
 			return
 		}
+		req.probe = d.failing.failing
 		d.inflight++
 		d.lim.sending(d.inflight)
 		go d.send(ctx, d.poster, req)
@@ -658,6 +848,11 @@ func (d *dispatcher) dispatch(ctx context.Context, now time.Time) {
 
 // send performs one request and records a failure on its rows before reporting.
 func (d *dispatcher) send(ctx context.Context, p Poster, req *request) {
+	gone, err := d.checkRetry(ctx, req)
+	if err != nil || len(req.rows) == 0 {
+		d.report(result{req: req, outcome: retryable, gone: gone, dbErr: err})
+		return
+	}
 	msgs := make([]mapping.Message, len(req.rows))
 	for i, r := range req.rows {
 		typ, act, _ := mapping.Lookup(r.objName, r.action)
@@ -670,19 +865,94 @@ func (d *dispatcher) send(ctx context.Context, p Poster, req *request) {
 	body := mapping.AppendEnvelope(make([]byte, 0, 256+len(msgs)*512), msgs)
 	if d.rate != nil {
 		if err := d.rate.WaitN(ctx, len(req.rows)); err != nil {
-			d.results <- result{req: req, outcome: retryable, err: err, next: time.Now()}
+			d.report(result{req: req, outcome: retryable, err: err, next: time.Now()})
 			return
 		}
 	}
 	start := time.Now()
 	resp, err := p.Post(ctx, body)
-	res := result{req: req, resp: resp, err: err, took: time.Since(start)}
+	res := result{req: req, resp: resp, err: err, took: time.Since(start), gone: gone}
 	metrics.RequestDuration.Observe(res.took.Seconds())
 	res.outcome, res.pressure = classify(resp, err, d.r.cfg.Delivered)
-	if res.outcome != delivered {
+	if res.outcome == delivered {
+		res.epChanged = d.ep.delivered()
+	} else {
+		res.endpointWide, res.epChanged = d.ep.failed(req.keys[0].name, endpointSignature(resp, err), describe(resp, err), start)
 		res.dbErr = d.recordFailure(ctx, &res)
 	}
-	d.results <- res
+	d.report(res)
+}
+
+// checkRetry makes sure the rows of a retry still exist before they are sent again: a customer's
+// delete purges its queued rows (progress included) and queues a DELETE, and a row the relay
+// held in memory across a failure must not carry the deleted customer's data to the receiver
+// afterwards. One statement per queue family (it also stamps last_attempt_at); the rows it
+// does not find leave the request and are returned, never sent nor acknowledged.
+//
+// A first send right after the move is not re-checked: the move read the row an instant
+// earlier, so the residual window is a delete committing between the move (or this check) and
+// the POST. Closing it would need a row lock held across the HTTP request, which would make
+// the CE application's deletes wait on the receiver.
+func (d *dispatcher) checkRetry(ctx context.Context, req *request) (gone []*row, err error) {
+	if !slices.ContainsFunc(req.rows, func(r *row) bool { return r.attempts > 0 || r.recheck }) {
+		return nil, nil
+	}
+	dbCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	found := map[int64]bool{}
+	for i, q := range queues {
+		var ids []int64
+		for _, r := range req.rows {
+			if r.q.idx == i {
+				ids = append(ids, r.id)
+			}
+		}
+		if len(ids) == 0 {
+			continue
+		}
+		if err := collectIDs(dbCtx, d.r.db, found, q.checkSQL, ids); err != nil {
+			return nil, fmt.Errorf("re-checking %s rows before a retry: %w", q.name, err)
+		}
+	}
+	return req.splitGone(found), nil
+}
+
+// collectIDs runs a statement returning ids and adds them to found.
+func collectIDs(ctx context.Context, db *pgxpool.Pool, found map[int64]bool, sql string, args ...any) error {
+	rows, err := db.Query(ctx, sql, args...)
+	if err != nil {
+		return err
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	for _, id := range ids {
+		found[id] = true
+	}
+	return err
+}
+
+// splitGone removes from the request the rows whose id is not in found and returns them.
+func (req *request) splitGone(found map[int64]bool) (gone []*row) {
+	kept := req.rows[:0]
+	for _, r := range req.rows {
+		if found[r.id] {
+			kept = append(kept, r)
+		} else {
+			gone = append(gone, r)
+		}
+	}
+	clear(req.rows[len(kept):])
+	req.rows = kept
+	return gone
+}
+
+// report hands a finished request to the dispatcher. results has room for every request in
+// flight, so this never waits while the dispatcher runs; once it has stopped listening (the
+// stop deadline passed) the result is dropped: its rows stay in progress for the next session.
+func (d *dispatcher) report(res result) {
+	select {
+	case d.results <- res:
+	case <-d.gone:
+	}
 }
 
 // recordFailure writes the attempt onto the rows: a retry time, or a move to the dead-letter
@@ -696,30 +966,43 @@ func (d *dispatcher) recordFailure(ctx context.Context, res *result) error {
 	msg := describe(res.resp, res.err)
 	excerpt := res.resp.Excerpt
 	stop := cfg.OnFailure == OnFailureStop
+	counted := 1
+	blame := d.ep.blame(res.req.rows, endpointSignature(res.resp, res.err))
 	switch {
+	case res.endpointWide:
+		// The endpoint fails as a whole: the attempt is recorded on the rows but not counted
+		// against them (no dead letter, no solo isolation); the dispatcher paces the probes.
+		counted, attempts = 0, attempts-1
 	case res.outcome == permanent && len(res.req.rows) > 1:
 		// Find the refused record: send each alone before dead-lettering anything.
 		for _, r := range res.req.rows {
 			r.solo = true
 		}
-	case cfg.MaxAttempts > 0 && attempts >= cfg.MaxAttempts,
-		res.outcome == permanent && !stop && attempts >= cfg.PermanentAttempts:
+	case (cfg.MaxAttempts > 0 && attempts >= cfg.MaxAttempts ||
+		res.outcome == permanent && !stop && attempts >= cfg.PermanentAttempts) && blame:
 		res.dead = true
 	}
-	dbCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	// ctx outlives a stop request until the shutdown deadline, so a failure seen while stopping
+	// is still recorded, and a database that does not answer cannot hold the stop.
+	dbCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if res.dead {
 		return d.deadLetter(dbCtx, res.req.rows, 1, res.resp.Status, msg, excerpt)
 	}
-	res.next = time.Now().Add(backoff(attempts, cfg.BackoffMin, cfg.BackoffMax, res.resp.RetryAfter))
+	res.next = time.Now().Add(backoff(max(attempts, 1), cfg.BackoffMin, cfg.BackoffMax, res.resp.RetryAfter))
+	if res.endpointWide {
+		res.next = time.Now() // ready as soon as the endpoint is: the probes pace the pause
+	}
+	found := map[int64]bool{}
 	for i, ids := range idsByQueue(res.req.rows) {
 		if len(ids) == 0 {
 			continue
 		}
-		if _, err := d.r.db.Exec(dbCtx, queues[i].failSQL, ids, nullStatus(res.resp.Status), msg, res.next); err != nil {
+		if err := collectIDs(dbCtx, d.r.db, found, queues[i].failSQL, ids, nullStatus(res.resp.Status), msg, res.next, counted); err != nil {
 			return fmt.Errorf("recording a failed delivery: %w", err)
 		}
 	}
+	res.gone = append(res.gone, res.req.splitGone(found)...)
 	return nil
 }
 
@@ -731,34 +1014,31 @@ func nullStatus(s int) *int {
 }
 
 // deadLetter moves rows to their dead-letter table and, unless SkipDeadLetters, holds the later
-// progress rows of each key behind them.
+// progress rows of each key behind them, in one transaction.
 func (d *dispatcher) deadLetter(ctx context.Context, rows []*row, counted, status int, msg, excerpt string) error {
-	for i, ids := range idsByQueue(rows) {
-		if len(ids) == 0 {
-			continue
+	var parked, held int64
+	err := pgx.BeginFunc(ctx, d.r.db, func(tx pgx.Tx) error {
+		for i, ids := range idsByQueue(rows) {
+			if len(ids) == 0 {
+				continue
+			}
+			q := queues[i]
+			var p, h int64
+			f := d.term.fence()
+			err := tx.QueryRow(ctx, q.deadSQL, ids, counted, nullStatus(status), msg, nullIfEmpty(excerpt),
+				!d.r.cfg.SkipDeadLetters, f.epoch, f.renew).Scan(&p, &h)
+			if err = f.done(err); err != nil {
+				return fmt.Errorf("moving rows to %s: %w", q.failed, err)
+			}
+			parked, held = parked+p, held+h
 		}
-		q := queues[i]
-		f := d.term.fence()
-		_, err := d.r.db.Exec(ctx, q.deadSQL, ids, counted, nullStatus(status), msg, nullIfEmpty(excerpt), f.epoch, f.renew)
-		if err = f.done(err); err != nil {
-			return fmt.Errorf("moving rows to %s: %w", q.failed, err)
-		}
-	}
-	metrics.DeadLetters.WithLabelValues("failed").Add(float64(len(rows)))
-	if d.r.cfg.SkipDeadLetters {
 		return nil
+	})
+	if err != nil {
+		return err
 	}
-	for _, r := range rows {
-		if r.keyNull {
-			continue
-		}
-		f := d.term.fence()
-		tag, err := d.r.db.Exec(ctx, r.q.holdSQL, r.key, r.id, f.epoch, f.renew)
-		if err = f.done(err); err != nil {
-			return fmt.Errorf("holding later rows behind dead letter %d: %w", r.id, err)
-		}
-		metrics.DeadLetters.WithLabelValues("held").Add(float64(tag.RowsAffected()))
-	}
+	metrics.DeadLetters.WithLabelValues("failed").Add(float64(parked))
+	metrics.DeadLetters.WithLabelValues("held").Add(float64(held))
 	return nil
 }
 
@@ -773,9 +1053,32 @@ func nullIfEmpty(s string) *string {
 func (d *dispatcher) apply(res result) error {
 	d.inflight--
 	now := time.Now()
+	if len(res.gone) > 0 {
+		for _, r := range res.gone {
+			d.win.forget(r)
+		}
+		d.r.log.Info("rows purged from progress while held for a retry (their customer was deleted); not sent",
+			zap.Int64("first_id", res.gone[0].id), zap.Int("rows", len(res.gone)))
+	}
+	if res.outcome != delivered || len(res.gone) > 0 {
+		// The rows of these keys were held in memory across a failure (or a purge of their
+		// key): each is re-checked before it is sent.
+		for _, k := range res.req.keys {
+			for _, r := range k.rows {
+				r.recheck = true
+			}
+		}
+	}
+	if res.epChanged {
+		d.endpointChanged("")
+	}
 	if res.dbErr != nil {
 		d.win.release(res.req, false, now)
 		return res.dbErr
+	}
+	if len(res.req.rows) == 0 { // every row was gone: nothing was sent
+		d.win.release(res.req, false, now)
+		return nil
 	}
 	status := strconv.Itoa(res.resp.Status)
 	switch {
@@ -788,7 +1091,7 @@ func (d *dispatcher) apply(res result) error {
 				metrics.CommitToDelivery.Observe(now.Sub(r.createdAt).Seconds())
 			}
 		}
-		d.acks <- idsByQueue(res.req.rows)
+		d.acks.add(idsByQueue(res.req.rows))
 		d.r.healthy.Store(true)
 		d.lim.success(res.took, now)
 		d.win.release(res.req, true, now)
@@ -796,31 +1099,40 @@ func (d *dispatcher) apply(res result) error {
 		metrics.Deliveries.WithLabelValues("dead_letter", status).Inc()
 		d.r.log.Warn("delivery failed permanently; rows moved to the dead-letter table",
 			zap.Int64("first_id", res.req.rows[0].id), zap.Int("rows", len(res.req.rows)), zap.String("error", describe(res.resp, res.err)))
-		if !d.r.cfg.SkipDeadLetters {
-			for _, r := range res.req.rows {
-				if k := d.win.keys[keyName(r)]; k != nil {
-					d.win.dropAfter(k, r.id)
-				}
-			}
-		}
+		later := d.parked(res.req.rows, d.moveSeq)
 		d.win.release(res.req, true, now)
+		if err := d.hold(later); err != nil {
+			return err
+		}
 	default:
 		metrics.Deliveries.WithLabelValues("retry", status).Inc()
 		metrics.Retries.Add(float64(len(res.req.rows)))
 		for _, r := range res.req.rows {
-			r.attempts++
+			if !res.endpointWide {
+				r.attempts++
+			}
 			if !r.solo || res.outcome != permanent {
 				r.next = res.next
 			}
 		}
-		d.r.log.Info("delivery failed; will retry", zap.Int64("first_id", res.req.rows[0].id), zap.Int("rows", len(res.req.rows)),
-			zap.String("error", describe(res.resp, res.err)), zap.Time("next_attempt", res.next))
+		if d.failing.failing && (res.req.probe || res.endpointWide) {
+			// Pause everything; the next probe comes after a backoff that grows with each
+			// probe failed (bounded by BackoffMax, Retry-After included).
+			if res.req.probe {
+				d.probes++
+			}
+			d.paused = maxTime(d.paused, now.Add(backoff(max(d.probes, 1), d.r.cfg.BackoffMin, d.r.cfg.BackoffMax, res.resp.RetryAfter)))
+		}
+		if !res.endpointWide {
+			d.r.log.Info("delivery failed; will retry", zap.Int64("first_id", res.req.rows[0].id), zap.Int("rows", len(res.req.rows)),
+				zap.String("error", describe(res.resp, res.err)), zap.Time("next_attempt", res.next))
+		}
 		if res.pressure || (d.lim.adaptive && res.err != nil && res.resp.Status == 0) {
 			d.lim.pressure(d.inflight+1, res.took, now)
 		}
 		if res.pressure {
 			if res.resp.RetryAfter > 0 {
-				d.paused = maxTime(d.paused, now.Add(res.resp.RetryAfter))
+				d.paused = maxTime(d.paused, now.Add(capWait(res.resp.RetryAfter, d.r.cfg.BackoffMax)))
 			}
 		}
 		if d.r.cfg.OnFailure == OnFailureStop {
@@ -829,6 +1141,35 @@ func (d *dispatcher) apply(res result) error {
 		d.win.release(res.req, false, now)
 	}
 	return nil
+}
+
+// endpointChanged adopts the endpoint state (failing or recovered) in the dispatcher, the
+// relay's state line, the log, the metric and data_sync_leader. why, when set, says why a
+// failing state ended without a delivery.
+func (d *dispatcher) endpointChanged(why string) {
+	s := d.ep.state()
+	was := d.failing
+	if s.failing == was.failing {
+		return
+	}
+	d.failing = s
+	setEndpointGauge(s)
+	d.epRow.set(s)
+	if s.failing {
+		d.probes = 0
+		d.r.state.Store(s.String())
+		d.r.log.Warn(s.String()+"; delivery paused, probing one request at a time, nothing dead-lettered meanwhile",
+			zap.String("error", s.desc), zap.Int("distinct_keys", d.r.cfg.EndpointFailureKeys))
+		return
+	}
+	if why == "" {
+		why = "a request was delivered"
+	}
+	d.probes = 0
+	d.paused = time.Time{}
+	d.r.state.Store("delivering")
+	d.r.log.Info("endpoint recovered: "+why, zap.Duration("failing_for", time.Since(was.since).Round(time.Millisecond)),
+		zap.String("was", was.desc))
 }
 
 func maxTime(a, b time.Time) time.Time {
@@ -850,48 +1191,118 @@ func idsByQueue(rows []*row) ackBatch {
 	return b
 }
 
+// ackQueue collects the ids of delivered rows for the acknowledger. add never waits: the
+// dispatcher must keep serving results, the doorbell and a stop while the database is away.
+// What waits is bounded by the window (delivered rows leave it only here or in progress).
+type ackQueue struct {
+	mu       sync.Mutex
+	batch    ackBatch
+	inFlight int // ids taken by the acknowledger and not yet acknowledged
+	closed   bool
+	wake     chan struct{} // capacity 1: "something was added or the queue was closed"
+	freed    chan struct{} // capacity 1: "ids were acknowledged": the window has room again
+}
+
+func newAckQueue() *ackQueue {
+	return &ackQueue{wake: make(chan struct{}, 1), freed: make(chan struct{}, 1)}
+}
+
+func (q *ackQueue) add(b ackBatch) {
+	q.mu.Lock()
+	for i := range b {
+		q.batch[i] = append(q.batch[i], b[i]...)
+	}
+	q.mu.Unlock()
+	q.signal()
+}
+
+func (q *ackQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	q.signal()
+}
+
+func (q *ackQueue) signal() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// len is the number of ids waiting, those being acknowledged included.
+func (q *ackQueue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.batch[0]) + len(q.batch[1]) + q.inFlight
+}
+
+// takeInto moves everything queued into b and tells whether the queue is closed.
+func (q *ackQueue) takeInto(b *ackBatch) (closed bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for i := range q.batch {
+		b[i] = append(b[i], q.batch[i]...)
+		q.batch[i] = q.batch[i][:0]
+	}
+	q.inFlight = len(b[0]) + len(b[1])
+	return q.closed
+}
+
+// acknowledged tells the queue the ids taken are done with.
+func (q *ackQueue) acknowledged() {
+	q.mu.Lock()
+	q.inFlight = 0
+	q.mu.Unlock()
+	select {
+	case q.freed <- struct{}{}:
+	default:
+	}
+}
+
 // acknowledger deletes delivered rows from progress in batches: whatever arrived while the
-// previous DELETE ran goes in the next one.
+// previous DELETE ran goes in the next one. A failed DELETE is retried with backoff for as long
+// as ctx lives (the session's stop deadline), so a database outage of any length only delays
+// acknowledgements; it returns nil once the queue is closed and empty, or ctx's error with the
+// rows it could not acknowledge (they stay in progress and are sent again: at least once).
 func (d *dispatcher) acknowledger(ctx context.Context) error {
 	var batch ackBatch
-	flush := func() error {
-		var err error
-		for attempt := 0; attempt < 5; attempt++ {
-			if err = ackAll(ctx, d.r.db, &batch); err == nil {
-				return nil
+	failures := 0
+	for {
+		closed := d.acks.takeInto(&batch)
+		if len(batch[0])+len(batch[1]) > 0 {
+			err := ackAll(ctx, d.r.db, &batch)
+			if err == nil {
+				d.acks.acknowledged()
+				if failures > 0 {
+					d.r.log.Info("acknowledging delivered rows works again", zap.Int("failed_attempts", failures))
+				}
+				failures = 0
+				continue
+			}
+			if ctx.Err() != nil {
+				return fmt.Errorf("%d delivered rows left unacknowledged in progress (they will be sent again): %w",
+					len(batch[0])+len(batch[1]), err)
+			}
+			failures++
+			delay := backoff(failures, 100*time.Millisecond, 5*time.Second, 0)
+			if failures == 1 || failures%20 == 0 {
+				d.r.log.Warn("acknowledging delivered rows failed; retrying", zap.Error(err), zap.Int("attempt", failures),
+					zap.Int("rows", len(batch[0])+len(batch[1])), zap.Duration("delay", delay))
 			}
 			select {
 			case <-ctx.Done():
-				return err
-			case <-time.After(time.Duration(attempt+1) * 100 * time.Millisecond):
+			case <-time.After(delay):
 			}
+			continue
 		}
-		return err
-	}
-	for {
-		b, ok := <-d.acks
-		if !ok {
-			return flush()
+		if closed {
+			return nil
 		}
-		for i := range b {
-			batch[i] = append(batch[i], b[i]...)
-		}
-	drain:
-		for len(batch[0])+len(batch[1]) < 5000 {
-			select {
-			case more, ok := <-d.acks:
-				if !ok {
-					return flush()
-				}
-				for i := range more {
-					batch[i] = append(batch[i], more[i]...)
-				}
-			default:
-				break drain
-			}
-		}
-		if err := flush(); err != nil {
-			return err
+		select {
+		case <-ctx.Done():
+			return nil // nothing left to acknowledge
+		case <-d.acks.wake:
 		}
 	}
 }

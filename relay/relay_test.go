@@ -232,7 +232,8 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 		return relay.Response{Status: 200}, nil
 	})
 	e.queueCust("1", "UPDATE")
-	e.start(relay.Config{Concurrency: 1})
+	// Retry-After is honoured up to --backoff-max (see TestRetryAfterIsCappedAtBackoffMax).
+	e.start(relay.Config{Concurrency: 1, BackoffMin: 5 * time.Millisecond, BackoffMax: time.Second})
 	e.waitDelivered(1)
 	require.GreaterOrEqual(t, time.Duration(second.Load()-first.Load()), 300*time.Millisecond,
 		"the retry must not come before Retry-After")

@@ -27,6 +27,8 @@ func relayFlags(fs *flag.FlagSet, c *daemon.Config) *string {
 	fs.IntVar(&c.Relay.MessagesPerRequest, "messages-per-request", d.MessagesPerRequest, "messages packed into one POST (1 = the appendix's one POST per record)")
 	fs.IntVar(&c.Relay.MoveBatch, "move-batch", d.MoveBatch, "pending rows moved to progress per transaction")
 	fs.IntVar(&c.Relay.Window, "window", 0, "rows held in memory at most (default 4 x --move-batch)")
+	fs.Int64Var(&c.Relay.WindowBytes, "window-bytes", d.WindowBytes, "memory held by rows in the window at most, payloads included")
+	fs.IntVar(&c.Relay.MaxPayloadBytes, "max-payload-bytes", d.MaxPayloadBytes, "largest JSON payload sent; a larger row is dead-lettered")
 	fs.DurationVar(&c.Relay.SweepInterval, "sweep-interval", d.SweepInterval, "safety-net wake-up interval")
 	fs.StringVar(&c.Relay.OnFailure, "on-failure", d.OnFailure, "what a failing record blocks: key (only its customer/transaction) or stop (the whole job, as the appendix)")
 	fs.BoolVar(&c.Relay.SkipDeadLetters, "skip-dead-letters", d.SkipDeadLetters, "let later records of a key pass a dead-lettered one (default: they are held behind it)")

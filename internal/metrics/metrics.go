@@ -95,6 +95,12 @@ var (
 	ResyncQueued = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "cdc_relay_resync_rows_queued_total", Help: "Pending rows queued by resync requests.",
 	})
+	// EndpointFailing is 1 while the receiver's endpoint fails as a whole (many distinct
+	// records in a row failed the same way): delivery is paused and probed, nothing is
+	// dead-lettered. The relay's state and data_sync_leader.endpoint_error say how it fails.
+	EndpointFailing = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "cdc_relay_endpoint_failing", Help: "1 while the receiver's endpoint fails as a whole (delivery paused and probed).",
+	})
 	// ReplicationConnected is 1 while the replication doorbell is streaming.
 	ReplicationConnected = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "cdc_relay_replication_connected", Help: "1 while the replication wake-up stream is connected.",
@@ -104,7 +110,7 @@ var (
 func init() {
 	Registry.MustRegister(QueueRows, OldestUndeliveredSeconds, Deliveries, MessagesDelivered,
 		RequestDuration, CommitToDelivery, Retries, DeadLetters, Coalesced, TokenFetches, WakeUps,
-		SlotLagBytes, Concurrency, DBQueries, ReplicationMessages, ReplicationConnected, ResyncRemaining, ResyncQueued,
+		SlotLagBytes, Concurrency, DBQueries, ReplicationMessages, ReplicationConnected, ResyncRemaining, ResyncQueued, EndpointFailing,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 }
 

@@ -1,0 +1,221 @@
+package relay
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+
+	"github.com/cdc-relay/cdc-relay/internal/metrics"
+)
+
+// endpointSignature names the outcome of a failed request when it may mean the endpoint as a
+// whole is failing (a wrong path, a withdrawn route, a WAF rule, a certificate or DNS problem,
+// credentials refused, an outage), and "" when it is about the record itself: 400, 409, 413 and
+// 422 judge a message's content, so they stay record failures whatever else fails.
+func endpointSignature(resp Response, err error) string {
+	switch s := resp.Status; {
+	case s == 0 && err != nil:
+		return "no response"
+	case s == 400 || s == 409 || s == 413 || s == 422:
+		return ""
+	default:
+		return "HTTP " + strconv.Itoa(s)
+	}
+}
+
+// endpointHealth tells endpoint-wide failures from record failures. Request goroutines report
+// every outcome; when EndpointFailureKeys distinct keys in a row fail with the same endpoint
+// signature, with nothing delivered in between, the endpoint counts as failing until a request
+// is delivered. A record refused while other records are delivered never gets there: every
+// delivery (and every record-class refusal) breaks the streak.
+type endpointHealth struct {
+	mu         sync.Mutex
+	threshold  int
+	sig        string              // signature of the current streak ("" = none)
+	keys       map[string]struct{} // distinct keys in the current streak
+	first      time.Time           // when the current streak began
+	failing    bool
+	since      time.Time // start of the streak that made the endpoint fail
+	desc       string    // the failure that made it fail, as describe() says it
+	deliveries uint64    // requests delivered so far (see blame)
+}
+
+func newEndpointHealth(threshold int) *endpointHealth {
+	return &endpointHealth{threshold: threshold, keys: map[string]struct{}{}}
+}
+
+// endpointState is a snapshot of endpointHealth.
+type endpointState struct {
+	failing bool
+	since   time.Time
+	sig     string
+	desc    string
+}
+
+func (h *endpointHealth) state() endpointState {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.failing {
+		return endpointState{}
+	}
+	return endpointState{failing: true, since: h.since, sig: h.sig, desc: h.desc}
+}
+
+// delivered records a delivered request; changed reports that the endpoint stopped failing.
+func (h *endpointHealth) delivered() (changed bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	changed = h.failing
+	h.failing = false
+	h.deliveries++
+	h.resetStreak("", time.Time{})
+	return changed
+}
+
+// reset forgets the failing state (new settings: a new endpoint); changed as for delivered.
+func (h *endpointHealth) reset() (changed bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	changed = h.failing
+	h.failing = false
+	h.resetStreak("", time.Time{})
+	return changed
+}
+
+// blame tells whether an endpoint-wide kind of failure (sig != "") may count against rows:
+// only once some other request was delivered since the rows first failed that way. Until
+// then the endpoint may be failing for everyone, which one record cannot tell (the first
+// failures of a storm come in before the streak is long enough to say so). Record-class
+// failures always count.
+func (h *endpointHealth) blame(rows []*row, sig string) bool {
+	if sig == "" {
+		return true
+	}
+	h.mu.Lock()
+	n := h.deliveries
+	h.mu.Unlock()
+	blame := true
+	for _, r := range rows {
+		if !r.epFailed {
+			r.epFailed, r.epDelivered = true, n
+		}
+		blame = blame && n > r.epDelivered
+	}
+	return blame
+}
+
+// failed records a failed request for key. endpointWide reports that the endpoint is failing
+// and this failure is of the endpoint-wide kind: it must not count against the record.
+func (h *endpointHealth) failed(key, sig, desc string, now time.Time) (endpointWide, changed bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if sig == "" {
+		h.resetStreak("", time.Time{})
+		return false, false
+	}
+	if sig != h.sig {
+		h.resetStreak(sig, now)
+	}
+	h.keys[key] = struct{}{}
+	if !h.failing && len(h.keys) >= h.threshold {
+		h.failing, h.since, h.desc, changed = true, h.first, desc, true
+	}
+	return h.failing, changed
+}
+
+func (h *endpointHealth) resetStreak(sig string, now time.Time) {
+	h.sig, h.first = sig, now
+	clear(h.keys)
+}
+
+// String is the state line for State(), the log and status: "endpoint failing: HTTP 404 since …".
+func (s endpointState) String() string {
+	return fmt.Sprintf("endpoint failing: %s since %s", s.sig, s.since.UTC().Format(time.RFC3339))
+}
+
+// endpointRow writes the endpoint state to data_sync_leader (endpoint_failing_since,
+// endpoint_error; nothing else of the row), off the dispatcher's goroutine: the latest state
+// wins, and a failed write is retried with backoff until the session ends.
+type endpointRow struct {
+	mu    sync.Mutex
+	want  endpointState
+	dirty bool
+	wake  chan struct{}
+}
+
+func newEndpointRow() *endpointRow { return &endpointRow{wake: make(chan struct{}, 1)} }
+
+func (w *endpointRow) set(s endpointState) {
+	w.mu.Lock()
+	w.want, w.dirty = s, true
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+const endpointRowSQL = `UPDATE data_sync_leader SET endpoint_failing_since = $1, endpoint_error = $2 WHERE id = 1`
+
+func (w *endpointRow) run(ctx context.Context, db *pgxpool.Pool, log *zap.Logger) {
+	failures := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.wake:
+		}
+		for {
+			w.mu.Lock()
+			s, dirty := w.want, w.dirty
+			w.dirty = false
+			w.mu.Unlock()
+			if !dirty {
+				break
+			}
+			var since *time.Time
+			var desc *string
+			if s.failing {
+				since, desc = &s.since, &s.desc
+			}
+			opCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			_, err := db.Exec(opCtx, endpointRowSQL, since, desc)
+			cancel()
+			if err == nil {
+				failures = 0
+				continue
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			failures++
+			if failures == 1 {
+				log.Warn("recording the endpoint state in data_sync_leader failed; retrying", zap.Error(err))
+			}
+			w.mu.Lock()
+			if !w.dirty {
+				w.want, w.dirty = s, true
+			}
+			w.mu.Unlock()
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff(failures, 100*time.Millisecond, 5*time.Second, 0)):
+			}
+		}
+	}
+}
+
+// setEndpointGauge exports the endpoint state as a metric.
+func setEndpointGauge(s endpointState) {
+	v := 0.0
+	if s.failing {
+		v = 1
+	}
+	metrics.EndpointFailing.Set(v)
+}

@@ -1,0 +1,272 @@
+package relay_test
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/require"
+
+	"github.com/cdc-relay/cdc-relay/internal/metrics"
+	"github.com/cdc-relay/cdc-relay/mapping"
+	"github.com/cdc-relay/cdc-relay/relay"
+)
+
+// TestRetryAfterIsCappedAtBackoffMax: a receiver answering 503 with Retry-After: 86400 delays
+// the record at most --backoff-max, in memory and on the row.
+func TestRetryAfterIsCappedAtBackoffMax(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var answered atomic.Int64
+	e.poster.setAnswer(func(msgs []mapping.Message, n int) (relay.Response, error) {
+		if answered.Add(1) == 1 {
+			return relay.Response{Status: 503, RetryAfter: 24 * time.Hour}, nil
+		}
+		return relay.Response{Status: 200}, nil
+	})
+	id := e.queueCust("1", "UPDATE")
+	e.start(relay.Config{BackoffMin: 10 * time.Millisecond, BackoffMax: 200 * time.Millisecond})
+	got := e.waitDelivered(1) // waits up to a minute: far below the day asked for
+	require.Equal(t, strconv.FormatInt(id, 10), got[0].msg.UniqueID)
+}
+
+// TestStoredRetryTimeIsCappedAtStart: a row left in progress by an earlier run with
+// next_attempt_at a day ahead is delivered within --backoff-max of the next start.
+func TestStoredRetryTimeIsCappedAtStart(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	id := e.queueCust("1", "UPDATE")
+	e.exec(`WITH m AS (DELETE FROM data_sync_cust_pending_queue RETURNING id, obj_name, unique_id, action, json_object, created_at)
+		INSERT INTO data_sync_cust_progress_queue (id, obj_name, unique_id, action, json_object, created_at, attempts, next_attempt_at)
+		SELECT *, 1, now() + interval '1 day' FROM m`)
+	e.start(relay.Config{BackoffMin: 10 * time.Millisecond, BackoffMax: 200 * time.Millisecond})
+	got := e.waitDelivered(1)
+	require.Equal(t, strconv.FormatInt(id, 10), got[0].msg.UniqueID)
+}
+
+// TestRowsBehindABadRowInTheSameMoveAreHeld: a row that can never be sent is dead-lettered when
+// it is moved; the later rows of its key moved in the same batch are held behind it (reason
+// held), never sent, while other keys flow.
+func TestRowsBehindABadRowInTheSameMoveAreHeld(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var bad int64
+	require.NoError(t, e.db.QueryRow(context.Background(), `INSERT INTO data_sync_cust_pending_queue (unique_id, action, json_object)
+		VALUES ('13', 'UPDATE', '{"customerID": 13}') RETURNING id`).Scan(&bad))
+	later1 := e.queueCust("13", "UPDATE")
+	other := e.queueCust("14", "UPDATE")
+	later2 := e.queueCust("13", "DELETE")
+	e.start(relay.Config{})
+	got := e.waitDelivered(1)
+	require.Len(t, got, 1)
+	require.Equal(t, strconv.FormatInt(other, 10), got[0].msg.UniqueID)
+	require.Equal(t, 1, e.count(`SELECT count(*) FROM data_sync_cust_failed WHERE id = $1 AND reason = 'failed'`, bad))
+	require.Equal(t, 2, e.count(`SELECT count(*) FROM data_sync_cust_failed WHERE id = ANY($1) AND reason = 'held'
+		AND last_error = 'held behind dead letter ' || $2::bigint`, []int64{later1, later2}, bad))
+}
+
+// TestRowsBehindADeadLetterHeldInMemoryAreNeverSent: the receiver refuses the head of a key
+// while the key's later rows wait in memory: they leave memory unsent and end in the failed
+// table with reason held.
+func TestRowsBehindADeadLetterHeldInMemoryAreNeverSent(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	poison := e.queueCust("13", "UPDATE")
+	var later []int64
+	for range 5 {
+		later = append(later, e.queueCust("13", "UPDATE"))
+	}
+	other := e.queueCust("14", "UPDATE")
+	e.poster.setAnswer(func(msgs []mapping.Message, n int) (relay.Response, error) {
+		if msgs[0].UniqueID == strconv.FormatInt(poison, 10) {
+			return relay.Response{Status: 400}, nil
+		}
+		return relay.Response{Status: 200}, nil
+	})
+	e.start(relay.Config{PermanentAttempts: 1})
+	got := e.waitDelivered(1)
+	require.Len(t, got, 1)
+	require.Equal(t, strconv.FormatInt(other, 10), got[0].msg.UniqueID)
+	require.Equal(t, 5, e.count(`SELECT count(*) FROM data_sync_cust_failed WHERE id = ANY($1) AND reason = 'held'`, later))
+	require.Equal(t, 1, e.count(`SELECT count(*) FROM data_sync_cust_failed WHERE id = $1 AND reason = 'failed'`, poison))
+}
+
+// TestProgressRowsBehindADeadLetterAreHeldAtStart: a crash left a row in progress behind a dead
+// letter of its key (the state a crash between parking and holding left before they were one
+// statement): the next start holds it instead of sending it past the dead letter.
+func TestProgressRowsBehindADeadLetterAreHeldAtStart(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	dead := e.queueCust("13", "UPDATE")
+	left := e.queueCust("13", "UPDATE")
+	other := e.queueCust("14", "UPDATE")
+	e.exec(`WITH m AS (DELETE FROM data_sync_cust_pending_queue WHERE id = $1 RETURNING id, obj_name, unique_id, action, json_object, created_at)
+		INSERT INTO data_sync_cust_failed (id, obj_name, unique_id, action, json_object, created_at, reason)
+		SELECT *, 'failed' FROM m`, dead)
+	e.exec(`WITH m AS (DELETE FROM data_sync_cust_pending_queue WHERE id = $1 RETURNING id, obj_name, unique_id, action, json_object, created_at)
+		INSERT INTO data_sync_cust_progress_queue (id, obj_name, unique_id, action, json_object, created_at) SELECT * FROM m`, left)
+	e.start(relay.Config{})
+	got := e.waitDelivered(1)
+	require.Len(t, got, 1)
+	require.Equal(t, strconv.FormatInt(other, 10), got[0].msg.UniqueID)
+	require.Equal(t, 1, e.count(`SELECT count(*) FROM data_sync_cust_failed WHERE id = $1 AND reason = 'held'`, left))
+}
+
+// TestEndpointFailingPausesAndDeadLettersNothing: every POST is answered 404 for a while. The
+// relay calls it an endpoint failure (State, metric, data_sync_leader), probes one request at a
+// time, dead-letters nothing although every record has failed more than --permanent-attempts
+// and --max-attempts times over, and delivers everything by itself once the endpoint answers 200.
+func TestEndpointFailingPausesAndDeadLettersNothing(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var storm atomic.Bool
+	storm.Store(true)
+	var inflight, maxDuringStorm, stormAnswers atomic.Int64
+	e.poster.setAnswer(func(msgs []mapping.Message, n int) (relay.Response, error) {
+		cur := inflight.Add(1)
+		defer inflight.Add(-1)
+		if storm.Load() {
+			if stormAnswers.Add(1) > 40 && cur > maxDuringStorm.Load() {
+				maxDuringStorm.Store(cur) // long after the storm was recognised
+			}
+			return relay.Response{Status: 404}, nil
+		}
+		return relay.Response{Status: 200}, nil
+	})
+	for i := range 60 {
+		e.queueCust(strconv.Itoa(i), "UPDATE")
+	}
+	r := e.start(relay.Config{Concurrency: 8, PermanentAttempts: 1, MaxAttempts: 2,
+		BackoffMin: 2 * time.Millisecond, BackoffMax: 20 * time.Millisecond})
+	require.Eventually(t, func() bool { return strings.HasPrefix(r.State(), "endpoint failing: HTTP 404 since ") },
+		30*time.Second, 2*time.Millisecond)
+	require.Eventually(t, func() bool {
+		return e.count(`SELECT count(*) FROM data_sync_leader WHERE endpoint_failing_since IS NOT NULL AND endpoint_error = 'HTTP 404'`) == 1
+	}, 30*time.Second, 5*time.Millisecond)
+	require.Equal(t, 1.0, testutil.ToFloat64(metrics.EndpointFailing))
+	require.Eventually(t, func() bool { return stormAnswers.Load() > 100 }, 30*time.Second, 2*time.Millisecond)
+	require.Zero(t, e.count(`SELECT count(*) FROM data_sync_cust_failed`), "nothing is dead-lettered while the endpoint fails")
+	require.LessOrEqual(t, maxDuringStorm.Load(), int64(1), "one probe at a time once the endpoint fails")
+
+	storm.Store(false)
+	e.waitDelivered(60)
+	require.Zero(t, e.count(`SELECT count(*) FROM data_sync_cust_failed`))
+	require.Eventually(t, func() bool { return r.State() == "delivering" }, 30*time.Second, 2*time.Millisecond)
+	require.Eventually(t, func() bool {
+		return e.count(`SELECT count(*) FROM data_sync_leader WHERE endpoint_failing_since IS NULL AND endpoint_error IS NULL`) == 1
+	}, 30*time.Second, 5*time.Millisecond)
+}
+
+// TestRecordRefusedWhileOthersAreDeliveredIsARecordFailure: one record is answered 404 while
+// every other is delivered: that is the record's failure (today's per-key policy), dead-lettered
+// after --permanent-attempts; the endpoint never counts as failing.
+func TestRecordRefusedWhileOthersAreDeliveredIsARecordFailure(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	refused := e.queueCust("13", "UPDATE")
+	for i := range 30 {
+		e.queueCust(strconv.Itoa(100+i), "UPDATE")
+	}
+	e.poster.setAnswer(func(msgs []mapping.Message, n int) (relay.Response, error) {
+		if msgs[0].UniqueID == strconv.FormatInt(refused, 10) {
+			return relay.Response{Status: 404}, nil
+		}
+		return relay.Response{Status: 200}, nil
+	})
+	r := e.start(relay.Config{PermanentAttempts: 3, Concurrency: 4})
+	e.waitDelivered(30)
+	require.Equal(t, 1, e.count(`SELECT count(*) FROM data_sync_cust_failed WHERE id = $1 AND reason = 'failed' AND attempts = 3 AND last_status = 404`, refused))
+	require.Equal(t, "delivering", r.State())
+}
+
+// TestWindowIsBoundedInBytes: with the receiver stalled, the relay holds no more rows than
+// --window-bytes allows (one row of slack), however many its row window would take.
+func TestWindowIsBoundedInBytes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	release := make(chan struct{})
+	e.poster.setAnswer(func(msgs []mapping.Message, n int) (relay.Response, error) {
+		<-release
+		return relay.Response{Status: 200}, nil
+	})
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	const rows = 200
+	for i := range rows {
+		e.queueCust(strconv.Itoa(i), "UPDATE")
+	}
+	smallest := e.count(`SELECT min(length(json_object::text)) FROM data_sync_cust_pending_queue`)
+	largest := e.count(`SELECT max(length(json_object::text)) FROM data_sync_cust_pending_queue`)
+	const windowBytes = 64 << 10
+	e.start(relay.Config{Concurrency: 1, WindowBytes: windowBytes, MaxPayloadBytes: 16 << 10})
+	// Compacted payloads are a little smaller than their text in the table: the bound below
+	// uses the table's sizes plus the per-row overhead as an upper estimate of each row.
+	bound := windowBytes/(smallest/2) + 1
+	progress := func() int { return e.count(`SELECT count(*) FROM data_sync_cust_progress_queue`) }
+	require.Eventually(t, func() bool { return progress() >= windowBytes/(largest+512)-1 }, 30*time.Second, 5*time.Millisecond)
+	require.Never(t, func() bool { return progress() > bound }, 300*time.Millisecond, 5*time.Millisecond,
+		"more rows in memory than --window-bytes allows (%d rows of %d..%d bytes)", progress(), smallest, largest)
+	require.Less(t, bound, rows/2, "the test needs a backlog well beyond the byte bound")
+	close(release)
+	e.waitDelivered(rows)
+}
+
+// TestOversizedPayloadIsDeadLettered: a payload over --max-payload-bytes is dead-lettered with a
+// reason naming its size and the flag; the rest flows.
+func TestOversizedPayloadIsDeadLettered(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var big int64
+	require.NoError(t, e.db.QueryRow(context.Background(), `INSERT INTO data_sync_cust_pending_queue (unique_id, action, json_object)
+		VALUES ('7', 'UPDATE', jsonb_build_object('customerID', '7', 'pad', repeat('x', 20000))) RETURNING id`).Scan(&big))
+	ok := e.queueCust("8", "UPDATE")
+	e.start(relay.Config{MaxPayloadBytes: 8 << 10})
+	got := e.waitDelivered(1)
+	require.Len(t, got, 1)
+	require.Equal(t, strconv.FormatInt(ok, 10), got[0].msg.UniqueID)
+	var reason string
+	require.NoError(t, e.db.QueryRow(context.Background(), `SELECT last_error FROM data_sync_cust_failed WHERE id = $1`, big).Scan(&reason))
+	require.Contains(t, reason, "--max-payload-bytes")
+	require.Contains(t, reason, "8192")
+	require.Regexp(t, `JSON_OBJECT is 2\d{4} bytes`, reason)
+}
+
+// TestRowsPurgedDuringARequestAreNotRetried: while the request for customer 13's first change
+// is in flight, its customer is deleted (the purge, done here by hand, removes its progress
+// rows and queues a DELETE) and the receiver answers 503. Recording the failure finds the rows
+// gone: they leave memory, and neither they nor the change behind them is ever sent again;
+// the DELETE is.
+func TestRowsPurgedDuringARequestAreNotRetried(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	first := e.queueCust("13", "CREATE")
+	second := e.queueCust("13", "UPDATE")
+	var purged atomic.Bool
+	var del atomic.Int64
+	e.poster.setAnswer(func(msgs []mapping.Message, n int) (relay.Response, error) {
+		if msgs[0].UniqueID == strconv.FormatInt(first, 10) && purged.CompareAndSwap(false, true) {
+			e.exec(`DELETE FROM data_sync_cust_progress_queue WHERE unique_id = '13'`)
+			del.Store(e.queueCust("13", "DELETE"))
+			e.bell.ring()
+			return relay.Response{Status: 503}, nil
+		}
+		return relay.Response{Status: 200}, nil
+	})
+	e.start(relay.Config{})
+	e.bell.ring()
+	require.Eventually(t, func() bool { return del.Load() != 0 }, 30*time.Second, 5*time.Millisecond)
+	got := e.waitDelivered(1)
+	require.Len(t, got, 1)
+	require.Equal(t, strconv.FormatInt(del.Load(), 10), got[0].msg.UniqueID)
+	require.Equal(t, "CUSTOMERDEL", got[0].msg.Action)
+	_ = second
+}
