@@ -248,7 +248,7 @@ type dispatcher struct {
 	recheckConfig time.Time
 	// wakeAt is when to ask the mover again although nothing rang (a rate-limited resync).
 	wakeAt time.Time
-	acks          *ackQueue
+	acks   *ackQueue
 	// held maps keys dead-lettered in this session to their dead letter: later rows of the key
 	// that a move running meanwhile brought in are held behind it instead of being sent.
 	held    map[string]heldKey
