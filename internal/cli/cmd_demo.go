@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -34,6 +35,8 @@ func runDemo(ctx context.Context, env Env, args []string) error {
 	duration := fs.Duration("duration", 0, "stop after this long (default: until Ctrl-C)")
 	rate := fs.Float64("rate", 50, "CE operations per second")
 	customers := fs.Int("customers", 200, "customers created at start")
+	recvLatency := fs.Duration("receiver-latency", 0, "the reference receiver answers each POST after this long (a partner across the internet: 100ms)")
+	recvInflight := fs.Int("receiver-max-inflight", 0, "the reference receiver answers POSTs beyond this many at once 429 (0: no limit)")
 	var cfg daemon.Config
 	delivered := relayFlags(fs, &cfg)
 	logLevel := fs.String("log-level", "warn", "relay log level shown under the progress lines")
@@ -96,6 +99,7 @@ func runDemo(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	defer recv.Close()
+	recv.SetFaults(receiver.Faults{Delay: *recvLatency, MaxInflight: *recvInflight})
 	cfg.CAFile = filepath.Join(tmp, "receiver-ca.pem")
 	cfg.CredentialsPath = filepath.Join(tmp, "credentials.json")
 	if err := recv.WriteCAFile(cfg.CAFile); err != nil {
@@ -210,8 +214,22 @@ func progress(out interface{ Write([]byte) (int, error) }, pool *pgxpool.Pool, g
 		queued = undelivered(rep)
 	}
 	p50, p99 := latencyQuantiles()
-	fmt.Fprintf(out, "ops written %6d | queued %5d | delivered %6d | %5d msg/s | commit->200 p50 %s p99 %s\n",
-		gen.Counts.Total(), queued, delivered, perSec, p50, p99)
+	fmt.Fprintf(out, "ops written %6d | queued %5d | delivered %6d | %5d msg/s | commit->200 p50 %s p99 %s | in flight <= %s\n",
+		gen.Counts.Total(), queued, delivered, perSec, p50, p99, concurrencyLimit())
+}
+
+// concurrencyLimit reads the relay's current limit on requests in flight.
+func concurrencyLimit() string {
+	fams, err := metrics.Registry.Gather()
+	if err != nil {
+		return "-"
+	}
+	for _, f := range fams {
+		if f.GetName() == "cdc_relay_concurrency_limit" && len(f.GetMetric()) > 0 {
+			return strconv.Itoa(int(f.GetMetric()[0].GetGauge().GetValue()))
+		}
+	}
+	return "-"
 }
 
 // latencyQuantiles reads the relay's commit-to-delivery histogram.
