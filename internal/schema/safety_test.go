@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cdc-relay/cdc-relay/internal/pgcluster"
 	"github.com/cdc-relay/cdc-relay/internal/pgtest"
 	"github.com/cdc-relay/cdc-relay/internal/schema"
 )
@@ -127,4 +128,26 @@ func TestInstallRefusesObjectsOfAnotherOwner(t *testing.T) {
 	var triggers int
 	require.NoError(t, admin.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'data_sync%'`).Scan(&triggers))
 	require.Zero(t, triggers, "nothing installed on top of the foreign objects")
+}
+
+// A cdc_relay role created beforehand with more than a group role needs is refused, not adopted:
+// every member of it would get those attributes' powers along with the relay's rights. Its own
+// cluster, since roles are cluster-wide.
+func TestInstallRefusesAPowerfulCdcRelayRole(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c, err := pgcluster.Start(ctx, pgcluster.Options{})
+	require.NoError(t, err)
+	defer c.Stop()
+	url, err := c.CreateDatabase(ctx, "ce", "")
+	require.NoError(t, err)
+	conn := connect(t, url)
+	_, err = conn.Exec(ctx, `CREATE ROLE cdc_relay NOLOGIN CREATEROLE`)
+	require.NoError(t, err)
+	_, err = schema.Install(ctx, conn, schema.Options{})
+	require.ErrorContains(t, err, "ALTER ROLE cdc_relay NOSUPERUSER NOCREATEROLE")
+	_, err = conn.Exec(ctx, `ALTER ROLE cdc_relay NOCREATEROLE`)
+	require.NoError(t, err)
+	_, err = schema.Install(ctx, conn, schema.Options{})
+	require.NoError(t, err)
 }

@@ -44,6 +44,12 @@ BEGIN
         END IF;
         CREATE ROLE cdc_relay NOLOGIN;
     END IF;
+    -- A cdc_relay created beforehand (by a superuser, as the README allows) is adopted only as
+    -- the plain group role it must be: every member gets its rights.
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'cdc_relay'
+               AND (rolsuper OR rolcreaterole OR rolcreatedb OR rolbypassrls)) THEN
+        RAISE EXCEPTION 'role cdc_relay exists with SUPERUSER, CREATEROLE, CREATEDB or BYPASSRLS, which the relay''s group role must not have: run ALTER ROLE cdc_relay NOSUPERUSER NOCREATEROLE NOCREATEDB NOBYPASSRLS; as a superuser, then install again';
+    END IF;
     -- Exactly the statements the daemon, `status` and `dead-letters`/`requeue` run (relay/*.go,
     -- internal/status, internal/cli/cmd_deadletters.go). Pending: read and delete (the move);
     -- UPDATE on created_at alone, because the move's SELECT ... FOR UPDATE needs an UPDATE
