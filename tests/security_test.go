@@ -341,3 +341,24 @@ func TestRelayLoginGetsOnlyQueuedData(t *testing.T) {
 	require.NotNil(t, j)
 	require.True(t, slices.Contains(definers, "data_sync_snapshot_transaction(text)"))
 }
+
+// The captured marker is set only by the capture functions: a session that may insert into
+// the pending queues cannot pass a row of its own off as captured with a custom setting.
+func TestCapturedCannotBeForgedWithASetting(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.Pool(t, pgtest.NewDB(t))
+	conn, err := db.Acquire(ctx)
+	require.NoError(t, err)
+	defer conn.Release()
+	_, err = conn.Exec(ctx, `SET data_sync.captured = on`)
+	require.NoError(t, err)
+	_, err = conn.Exec(ctx, `INSERT INTO data_sync_cust_pending_queue (unique_id, action) VALUES ('1', 'UPDATE')`)
+	require.NoError(t, err)
+	_, err = conn.Exec(ctx, `INSERT INTO data_sync_trn_pending_queue (unique_id, action) VALUES ('T1', 'CREATE')`)
+	require.NoError(t, err)
+	var forged int
+	require.NoError(t, conn.QueryRow(ctx, `SELECT (SELECT count(*) FROM data_sync_cust_pending_queue WHERE captured)
+		+ (SELECT count(*) FROM data_sync_trn_pending_queue WHERE captured)`).Scan(&forged))
+	require.Zero(t, forged)
+}
