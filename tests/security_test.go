@@ -362,3 +362,42 @@ func TestCapturedCannotBeForgedWithASetting(t *testing.T) {
 		+ (SELECT count(*) FROM data_sync_trn_pending_queue WHERE captured)`).Scan(&forged))
 	require.Zero(t, forged)
 }
+
+// dead-letters, requeue (through data_sync_requeue) and status work as the relay's login, which
+// may not write the pending queues itself; database strings are printed without their control
+// characters.
+func TestDeadLetterCommandsRunAsTheRelayLogin(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	adminURL := pgtest.NewDB(t)
+	admin := pgtest.Pool(t, adminURL)
+	_, err := admin.Exec(ctx, `INSERT INTO data_sync_cust_failed (id, obj_name, unique_id, action, json_object, created_at, reason, last_error)
+		VALUES (10, 'Customer', '7', 'UPDATE', '{}', now(), 'failed', E'HTTP 422\x1b[2J\nforged line'),
+		       (11, 'Customer', '7', 'UPDATE', '{}', now(), 'held', 'held behind dead letter 10'),
+		       (12, 'Customer', '8', 'UPDATE', '{}', now(), 'failed', 'HTTP 422')`)
+	require.NoError(t, err)
+	role := roleName("relay_", t)
+	_, err = admin.Exec(ctx, `CREATE ROLE `+pgx.Identifier{role}.Sanitize()+` LOGIN IN ROLE cdc_relay`)
+	require.NoError(t, err)
+	t.Cleanup(func() { admin.Exec(context.Background(), `DROP ROLE IF EXISTS `+pgx.Identifier{role}.Sanitize()) })
+	u, err := url.Parse(adminURL)
+	require.NoError(t, err)
+	u.User = url.User(role)
+
+	code, out := runCLI(t, "dead-letters", "--database-url", u.String())
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, "3 dead-letter rows")
+	require.NotContains(t, out, "\x1b")
+	require.NotContains(t, out, "\nforged line")
+	code, out = runCLI(t, "requeue", "--database-url", u.String(), "--id", "10")
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, "requeued 2 rows", "the dead letter and the row held behind it")
+	var pending, captured int
+	require.NoError(t, admin.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE captured) FROM data_sync_cust_pending_queue
+		WHERE id IN (10, 11)`).Scan(&pending, &captured))
+	require.Equal(t, 2, pending)
+	require.Zero(t, captured, "requeued rows are checked strictly")
+	code, out = runCLI(t, "requeue", "--database-url", u.String(), "--all")
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, "requeued 1 rows")
+}
