@@ -401,3 +401,38 @@ func TestDeadLetterCommandsRunAsTheRelayLogin(t *testing.T) {
 	require.Equal(t, 0, code, out)
 	require.Contains(t, out, "requeued 1 rows")
 }
+
+// Switching Data Sync on or off enables or disables the capture triggers of the CE tables only:
+// a trigger of the same name on another table is left as it is.
+func TestApplyEnabledTouchesOnlyTheCETables(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.Pool(t, pgtest.NewDB(t))
+	for _, s := range []string{
+		`CREATE SCHEMA other`,
+		`CREATE TABLE other.customer (id int)`,
+		`CREATE TABLE public.audit (id int)`,
+		`CREATE FUNCTION other.noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$`,
+		`CREATE TRIGGER data_sync_customer_update AFTER UPDATE ON other.customer FOR EACH ROW EXECUTE FUNCTION other.noop()`,
+		`CREATE TRIGGER data_sync_child_change AFTER UPDATE ON public.audit FOR EACH ROW EXECUTE FUNCTION other.noop()`,
+		`ALTER TABLE other.customer DISABLE TRIGGER data_sync_customer_update`,
+		`UPDATE data_sync_config SET value = 'true' WHERE name = 'DataSyncEnabled'`,
+	} {
+		_, err := db.Exec(ctx, s)
+		require.NoError(t, err, s)
+	}
+	state := func(rel string) string {
+		var st string
+		require.NoError(t, db.QueryRow(ctx, `SELECT tgenabled::text FROM pg_trigger WHERE tgrelid = $1::regclass`, rel).Scan(&st))
+		return st
+	}
+	require.Equal(t, "D", state("other.customer"), "enabling Data Sync left another schema's table alone")
+	require.Equal(t, "O", state("public.audit"))
+	_, err := db.Exec(ctx, `UPDATE data_sync_config SET value = 'false' WHERE name = 'DataSyncEnabled'`)
+	require.NoError(t, err)
+	require.Equal(t, "O", state("public.audit"), "disabling Data Sync left a table that is not a CE table alone")
+	var ce string
+	require.NoError(t, db.QueryRow(ctx, `SELECT tgenabled::text FROM pg_trigger
+		WHERE tgrelid = 'public.customer'::regclass AND tgname = 'data_sync_customer_update'`).Scan(&ce))
+	require.Equal(t, "D", ce, "the CE table's own trigger is disabled")
+}
