@@ -28,6 +28,11 @@ func TestCaptureConvergesWhenBuildsInterleave(t *testing.T) {
 		{"card first inside a released savepoint",
 			[]string{`SAVEPOINT a`, `INSERT INTO card (card_number, customer_id) VALUES ('C2', 1)`, `SET CONSTRAINTS ALL IMMEDIATE`, `RELEASE a`},
 			[]string{`UPDATE customer SET last_name = 'Other' WHERE customer_id = 1`}},
+		// The early build and its lock are undone with the savepoint; the card change, made
+		// before it, is captured again at T1's commit.
+		{"card first, early build in a savepoint rolled back",
+			[]string{`UPDATE card SET status = 'BLOCKED' WHERE card_number = 'C1'`, `SAVEPOINT a`, `SET CONSTRAINTS ALL IMMEDIATE`, `ROLLBACK TO a`},
+			[]string{`UPDATE customer SET first_name = 'Renamed' WHERE customer_id = 1`}},
 		{"two card changes",
 			[]string{`UPDATE card SET status = 'BLOCKED' WHERE card_number = 'C1'`, `SET CONSTRAINTS ALL IMMEDIATE`},
 			[]string{`INSERT INTO card (card_number, customer_id) VALUES ('C3', 1)`}},
