@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/cdc-relay/cdc-relay/internal/safetext"
 	"github.com/cdc-relay/cdc-relay/relay"
 )
 
@@ -47,7 +48,8 @@ func runDeadLetters(ctx context.Context, env Env, args []string) error {
 				return err
 			}
 			total++
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", q.Name, id, key, action, reason, attempts, st, at.Format(time.RFC3339), msg)
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", q.Name, id, safetext.Clean(key), safetext.Clean(action),
+				safetext.Clean(reason), attempts, safetext.Clean(st), at.Format(time.RFC3339), safetext.Clean(msg))
 		}
 		if err := rows.Err(); err != nil {
 			return err
@@ -82,6 +84,8 @@ func runRequeue(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	// The rows are chosen here and moved by data_sync_requeue (SECURITY DEFINER), which also
+	// takes the rows held behind each one, so this runs as the relay's least-privileged role too.
 	var n int64
 	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		for _, q := range relay.Queues() {
@@ -91,8 +95,7 @@ func runRequeue(ctx context.Context, env Env, args []string) error {
 			case *all:
 				where, arg = "$1::bool", true
 			case *id != 0:
-				// The row and every row of the same key held behind it: order is kept only if they go back together.
-				where, arg = "id = $1 OR (reason = 'held' AND unique_id = (SELECT unique_id FROM "+q.Failed+" WHERE id = $1))", *id
+				where, arg = "id = $1", *id
 			case *customer != "":
 				if q.Name != "cust" {
 					continue
@@ -104,14 +107,12 @@ func runRequeue(ctx context.Context, env Env, args []string) error {
 				}
 				where, arg = "unique_id = $1", *trn
 			}
-			tag, err := tx.Exec(ctx, `WITH r AS (DELETE FROM `+q.Failed+` WHERE `+where+`
-				RETURNING id, obj_name, unique_id, action, json_object, created_at)
-				INSERT INTO `+q.Pending+` (id, obj_name, unique_id, action, json_object, created_at)
-				SELECT id, obj_name, unique_id, action, json_object, created_at FROM r`, arg)
-			if err != nil {
+			var moved int64
+			if err := tx.QueryRow(ctx, `SELECT data_sync_requeue($2, ARRAY(SELECT id FROM `+q.Failed+` WHERE `+where+`))`,
+				arg, q.Name).Scan(&moved); err != nil {
 				return fmt.Errorf("requeueing from %s: %w", q.Failed, err)
 			}
-			n += tag.RowsAffected()
+			n += moved
 		}
 		return nil
 	})

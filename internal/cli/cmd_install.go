@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -55,6 +56,8 @@ func runInstall(ctx context.Context, env Env, args []string) error {
 	fs := newFlagSet(env, "install")
 	db := databaseFlag(fs, env)
 	allow := fs.Bool("allow-non-logical", false, "install even though wal_level is not logical (run the relay with --poll)")
+	lockTimeout := fs.Duration("lock-timeout", 2*time.Second, "longest wait for a table lock before a script is rolled back and retried, so the CE application's writes never queue behind install for longer")
+	lockAttempts := fs.Int("lock-attempts", 30, "attempts per script while a CE table stays locked by another transaction (backoff 1s doubling to 30s)")
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
@@ -63,7 +66,13 @@ func runInstall(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	rep, err := schema.Install(ctx, conn, schema.Options{AllowNonLogical: *allow})
+	rep, err := schema.Install(ctx, conn, schema.Options{
+		AllowNonLogical: *allow, LockTimeout: *lockTimeout, LockAttempts: *lockAttempts,
+		OnLockRetry: func(script string, attempt int, wait time.Duration, err error) {
+			fmt.Fprintf(env.Stderr, "%s: a table is locked by another transaction (attempt %d of %d); retrying in %s\n",
+				script, attempt, *lockAttempts, wait.Round(time.Millisecond))
+		},
+	})
 	if err != nil {
 		return err
 	}

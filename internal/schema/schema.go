@@ -17,6 +17,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -34,12 +35,49 @@ var ErrPrivileges = errors.New("insufficient privileges")
 // installLockKey is the advisory lock that serialises installs and uninstalls.
 const installLockKey = 7_240_113_001
 
-// Options tunes Install.
+// ErrForeignOwner is returned when a Data Sync object already exists and belongs to another
+// role than the installing one: adopting it would let that role run code as the owner (a
+// trigger on a queue table fires inside the capture functions, which run as the owner).
+var ErrForeignOwner = errors.New("a Data Sync object belongs to another role")
+
+// ErrBusy is returned when a script kept waiting for a lock (a CE table held by a long
+// transaction) through every attempt.
+var ErrBusy = errors.New("a table stayed locked by another transaction")
+
+// Options tunes Install. The zero value is the documented default.
 type Options struct {
 	// AllowNonLogical installs even when wal_level is not logical (the relay then needs
 	// --poll to run). Off by default, so a misconfigured server is caught at install time.
 	AllowNonLogical bool
+	// LockTimeout bounds each wait for a table lock (CREATE TRIGGER and ALTER TABLE on the CE
+	// tables, which conflict with the CE application's writes). A script that waits longer is
+	// rolled back and tried again after a backoff, so the application's writes never queue
+	// behind an install waiting for a long transaction for more than this. Default 2s.
+	LockTimeout time.Duration
+	// LockAttempts is how many times a script is tried before Install gives up with ErrBusy.
+	// Default 30.
+	LockAttempts int
+	// LockBackoff is the wait after the first lock timeout; it doubles after each further one,
+	// up to 30s. Default 1s.
+	LockBackoff time.Duration
+	// OnLockRetry, when set, is called before each wait (the command prints it).
+	OnLockRetry func(script string, attempt int, wait time.Duration, err error)
 }
+
+func (o *Options) defaults() {
+	if o.LockTimeout <= 0 {
+		o.LockTimeout = 2 * time.Second
+	}
+	if o.LockAttempts <= 0 {
+		o.LockAttempts = 30
+	}
+	if o.LockBackoff <= 0 {
+		o.LockBackoff = time.Second
+	}
+}
+
+// maxLockBackoff caps the wait between two attempts of a script.
+const maxLockBackoff = 30 * time.Second
 
 // Report says what an Install or Uninstall did.
 type Report struct {
@@ -103,6 +141,7 @@ func CheckWALLevel(ctx context.Context, conn *pgx.Conn) error {
 // Install applies every migration not yet applied and every repeatable script whose text changed.
 func Install(ctx context.Context, conn *pgx.Conn, opts Options) (Report, error) {
 	var rep Report
+	opts.defaults()
 	if !opts.AllowNonLogical {
 		if err := CheckWALLevel(ctx, conn); err != nil {
 			return rep, err
@@ -117,6 +156,9 @@ func Install(ctx context.Context, conn *pgx.Conn, opts Options) (Report, error) 
 	}
 	defer conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", int64(installLockKey))
 
+	if err := checkOwners(ctx, conn); err != nil {
+		return rep, err
+	}
 	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS data_sync_schema_version (
 		name text PRIMARY KEY, kind text NOT NULL, checksum text NOT NULL,
 		applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
@@ -142,19 +184,110 @@ func Install(ctx context.Context, conn *pgx.Conn, opts Options) (Report, error) 
 		if done && (s.Kind == "migration" || sum == s.Checksum) {
 			continue
 		}
-		if err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, s.SQL); err != nil {
-				return err
-			}
-			_, err := tx.Exec(ctx, `INSERT INTO data_sync_schema_version (name, kind, checksum) VALUES ($1, $2, $3)
-				ON CONFLICT (name) DO UPDATE SET checksum = EXCLUDED.checksum, applied_at = now()`, s.Name, s.Kind, s.Checksum)
-			return err
-		}); err != nil {
-			return rep, wrapInstallErr("applying "+s.Name, err)
+		if err := applyScript(ctx, conn, s, opts); err != nil {
+			return rep, err
 		}
 		rep.Applied = append(rep.Applied, s.Name)
 	}
 	return rep, nil
+}
+
+// applyScript runs one script and records it, in one transaction, with lock_timeout set: a
+// script that times out waiting for a lock is rolled back and tried again after a backoff.
+// The owner check runs in the same transaction, so an adopted object is never committed.
+func applyScript(ctx context.Context, conn *pgx.Conn, s Script, opts Options) error {
+	wait := opts.LockBackoff
+	for attempt := 1; ; attempt++ {
+		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, "SELECT set_config('lock_timeout', $1, true)",
+				fmt.Sprintf("%dms", opts.LockTimeout.Milliseconds())); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, s.SQL); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO data_sync_schema_version (name, kind, checksum) VALUES ($1, $2, $3)
+				ON CONFLICT (name) DO UPDATE SET checksum = EXCLUDED.checksum, applied_at = now()`, s.Name, s.Kind, s.Checksum); err != nil {
+				return err
+			}
+			return checkOwners(ctx, tx)
+		})
+		if err == nil {
+			return nil
+		}
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != "55P03" { // lock_not_available
+			if errors.Is(err, ErrForeignOwner) {
+				return fmt.Errorf("applying %s: %w", s.Name, err)
+			}
+			return wrapInstallErr("applying "+s.Name, err)
+		}
+		if attempt >= opts.LockAttempts {
+			return fmt.Errorf("applying %s: %w: still waiting for a lock after %d attempts of %s each (%s): find the long transaction in pg_stat_activity (or pg_locks) and run install again once it has ended: %w",
+				s.Name, ErrBusy, attempt, opts.LockTimeout, pgErr.Message, err)
+		}
+		if opts.OnLockRetry != nil {
+			opts.OnLockRetry(s.Name, attempt, wait, err)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("applying %s: %w", s.Name, ctx.Err())
+		case <-t.C:
+		}
+		wait = min(2*wait, maxLockBackoff)
+	}
+}
+
+// querier is a connection or a transaction.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// checkOwners returns an error wrapping ErrForeignOwner, naming each object and its owner, when
+// a Data Sync table, view, sequence, function or publication already belongs to another role
+// than the installing one. Objects created with IF NOT EXISTS (data_sync_capture_hook,
+// data_sync_cust_pending_set, data_sync_leader, data_sync_schema_version) and functions
+// replaced by a superuser would otherwise be adopted silently.
+func checkOwners(ctx context.Context, q querier) error {
+	rows, err := q.Query(ctx, `
+SELECT kind, name, owner FROM (
+    SELECT CASE c.relkind WHEN 'v' THEN 'view' WHEN 'S' THEN 'sequence' ELSE 'table' END AS kind,
+           c.oid::regclass::text AS name, pg_get_userbyid(c.relowner) AS owner
+    FROM pg_class c
+    WHERE c.relnamespace = 'public'::regnamespace AND c.relname LIKE 'data\_sync\_%'
+      AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f', 'u')
+    UNION ALL
+    SELECT 'function', p.oid::regprocedure::text, pg_get_userbyid(p.proowner)
+    FROM pg_proc p
+    WHERE p.pronamespace = 'public'::regnamespace AND (p.proname LIKE 'data\_sync\_%' OR p.proname = 'merge_customers')
+    UNION ALL
+    SELECT 'publication', quote_ident(b.pubname), pg_get_userbyid(b.pubowner)
+    FROM pg_publication b WHERE b.pubname LIKE 'data\_sync\_%'
+) o
+WHERE owner <> current_user
+ORDER BY kind, name`)
+	if err != nil {
+		return fmt.Errorf("checking the owners of the Data Sync objects: %w", err)
+	}
+	var foreign []string
+	for rows.Next() {
+		var kind, name, owner string
+		if err := rows.Scan(&kind, &name, &owner); err != nil {
+			rows.Close()
+			return fmt.Errorf("checking the owners of the Data Sync objects: %w", err)
+		}
+		foreign = append(foreign, fmt.Sprintf("%s %s is owned by %s", kind, name, owner))
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("checking the owners of the Data Sync objects: %w", err)
+	}
+	if len(foreign) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %s, not by the installing role: run install as that role if it is the owner of the CE tables; otherwise check what the object holds, then drop it (or ALTER ... OWNER TO the installing role) and run install again",
+		ErrForeignOwner, strings.Join(foreign, "; "))
 }
 
 // UninstallOptions tunes Uninstall.

@@ -2,7 +2,7 @@
 -- and the one function the capture triggers ask whether and how to capture.
 
 CREATE OR REPLACE FUNCTION data_sync_config_validate() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, public AS $fn$
+LANGUAGE plpgsql SET search_path = pg_catalog, public, pg_temp AS $fn$
 DECLARE
     known text[] := ARRAY['DataSyncEnabled', 'DataSyncApiUrl', 'DataSyncTokenUrl',
                           'DataSyncCredentialMapName', 'DataSyncCredentialKeyName',
@@ -109,24 +109,33 @@ $fn$;
 -- a brief SHARE ROW EXCLUSIVE lock on each CE table; lock_timeout keeps a busy table from
 -- queueing the application behind the setting change (the change then fails and can be retried).
 CREATE OR REPLACE FUNCTION data_sync_apply_enabled() RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public SET lock_timeout = '5s' AS $fn$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp SET lock_timeout = '5s' AS $fn$
 DECLARE
     on_ boolean := coalesce((SELECT c.value FROM public.data_sync_config c WHERE c.name = 'DataSyncEnabled'), 'false') = 'true';
     t record;
 BEGIN
+    -- Only the CE tables the capture triggers are installed on, never a table of the same
+    -- trigger name elsewhere.
     FOR t IN
-        SELECT tg.tgrelid::regclass AS rel, tg.tgname
+        SELECT n.nspname, r.relname, tg.tgname
         FROM pg_trigger tg
-        WHERE tg.tgname IN ('data_sync_child_change', 'data_sync_customer_insert', 'data_sync_customer_update',
+        JOIN pg_class r ON r.oid = tg.tgrelid
+        JOIN pg_namespace n ON n.oid = r.relnamespace
+        WHERE n.nspname = 'public'
+          AND r.relname IN ('customer', 'customer_address', 'customer_phone', 'customer_email', 'customer_note',
+                            'customer_alternate_key', 'customer_custom_attribute', 'customer_franchisee',
+                            'customer_associate_assignment', 'customer_contact_preference',
+                            'customer_promotion_deal', 'card', 'customer_segment', 'segment', 'retail_transaction')
+          AND tg.tgname IN ('data_sync_child_change', 'data_sync_customer_insert', 'data_sync_customer_update',
                             'data_sync_segment_insert', 'data_sync_segment_delete', 'data_sync_segment_rename',
                             'data_sync_transaction_post', 'data_sync_transaction_change')
           AND NOT tg.tgisinternal
           AND (tg.tgenabled = 'D') = on_
     LOOP
         IF on_ THEN
-            EXECUTE format('ALTER TABLE %s ENABLE TRIGGER %I', t.rel, t.tgname);
+            EXECUTE format('ALTER TABLE %I.%I ENABLE TRIGGER %I', t.nspname, t.relname, t.tgname);
         ELSE
-            EXECUTE format('ALTER TABLE %s DISABLE TRIGGER %I', t.rel, t.tgname);
+            EXECUTE format('ALTER TABLE %I.%I DISABLE TRIGGER %I', t.nspname, t.relname, t.tgname);
         END IF;
     END LOOP;
 END
@@ -134,9 +143,9 @@ $fn$;
 REVOKE ALL ON FUNCTION data_sync_apply_enabled() FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION data_sync_config_applied() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $fn$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $fn$
 BEGIN
-    PERFORM data_sync_apply_enabled();
+    PERFORM public.data_sync_apply_enabled();
     RETURN NULL;
 END
 $fn$;

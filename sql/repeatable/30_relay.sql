@@ -54,3 +54,40 @@ SELECT 'trn', 'failed', count(*), min(created_at), extract(epoch FROM now() - mi
        count(*) FILTER (WHERE reason = 'failed'),
        (SELECT last_error FROM data_sync_trn_failed WHERE reason = 'failed' ORDER BY failed_at DESC LIMIT 1)
   FROM data_sync_trn_failed;
+
+-- data_sync_requeue puts dead letters back in the pending queue of one queue family ('cust' or
+-- 'trn'), with their original IDs: the rows with the given IDs, plus every row held behind a
+-- dead letter of the same key (order per key is kept only if they go back together). Returns
+-- the number of rows requeued. It runs with the owner's rights, so the relay role (and
+-- `cdc-relay requeue` run as it) needs no INSERT on pending; requeued rows are not marked
+-- captured, so the relay checks them strictly and builds no snapshot for them.
+CREATE OR REPLACE FUNCTION public.data_sync_requeue(queue text, ids bigint[]) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $fn$
+DECLARE
+    n bigint;
+BEGIN
+    IF queue = 'cust' THEN
+        WITH r AS (
+            DELETE FROM public.data_sync_cust_failed f
+            WHERE f.id = ANY (ids)
+               OR (f.reason = 'held' AND f.unique_id IN (SELECT x.unique_id FROM public.data_sync_cust_failed x WHERE x.id = ANY (ids)))
+            RETURNING f.id, f.obj_name, f.unique_id, f.action, f.json_object, f.created_at)
+        INSERT INTO public.data_sync_cust_pending_queue (id, obj_name, unique_id, action, json_object, created_at, captured)
+        SELECT r.id, r.obj_name, r.unique_id, r.action, r.json_object, r.created_at, false FROM r ORDER BY r.id;
+    ELSIF queue = 'trn' THEN
+        WITH r AS (
+            DELETE FROM public.data_sync_trn_failed f
+            WHERE f.id = ANY (ids)
+               OR (f.reason = 'held' AND f.unique_id IN (SELECT x.unique_id FROM public.data_sync_trn_failed x WHERE x.id = ANY (ids)))
+            RETURNING f.id, f.obj_name, f.unique_id, f.action, f.json_object, f.created_at)
+        INSERT INTO public.data_sync_trn_pending_queue (id, obj_name, unique_id, action, json_object, created_at, captured)
+        SELECT r.id, r.obj_name, r.unique_id, r.action, r.json_object, r.created_at, false FROM r ORDER BY r.id;
+    ELSE
+        RAISE EXCEPTION 'data_sync_requeue: unknown queue "%"', queue
+            USING ERRCODE = '22023', HINT = 'use cust (customers) or trn (transactions)';
+    END IF;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$fn$;
+REVOKE ALL ON FUNCTION public.data_sync_requeue(text, bigint[]) FROM PUBLIC;

@@ -5,16 +5,31 @@
 
 -- data_sync_snapshot_customer / _transaction build a snapshot for the relay's move statement
 -- (DataSyncSnapshotMode = move) with the owner's rights, so the relay role needs no SELECT on
--- the CE tables. Only cdc_relay (and the owner) may call them.
-CREATE OR REPLACE FUNCTION data_sync_snapshot_customer(id bigint) RETURNS json
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS
-$fn$ SELECT public.data_sync_customer_json(id) $fn$;
+-- the CE tables. They build nothing (NULL) unless a key-only row of that key, written by the
+-- capture functions, is in the pending queue as the calling statement sees it: the relay's move
+-- deletes the pending row and builds its JSON in one statement, and a row deleted by the
+-- current command is still visible to it (these functions are STABLE, so they run with the
+-- caller's snapshot). So no caller chooses whose data it gets: only the changes queued for the
+-- relay. cdc_relay may not insert or update pending rows, and captured cannot be forged
+-- (migration 0008). Only cdc_relay (and the owner) may call them. The bodies say $1, not the
+-- argument's name: the queue has a column named id.
+CREATE OR REPLACE FUNCTION public.data_sync_snapshot_customer(id bigint) RETURNS json
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS
+$fn$
+SELECT public.data_sync_customer_json($1)
+WHERE EXISTS (SELECT 1 FROM public.data_sync_cust_pending_queue q
+              WHERE q.unique_id = $1::text AND q.json_object IS NULL AND q.captured AND q.action <> 'DELETE')
+$fn$;
 
-CREATE OR REPLACE FUNCTION data_sync_snapshot_transaction(id text) RETURNS json
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS
-$fn$ SELECT public.data_sync_transaction_json(id) $fn$;
+CREATE OR REPLACE FUNCTION public.data_sync_snapshot_transaction(id text) RETURNS json
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS
+$fn$
+SELECT public.data_sync_transaction_json($1)
+WHERE EXISTS (SELECT 1 FROM public.data_sync_trn_pending_queue q
+              WHERE q.unique_id = $1 AND q.json_object IS NULL AND q.captured AND q.action <> 'DELETE')
+$fn$;
 
-REVOKE ALL ON FUNCTION data_sync_snapshot_customer(bigint), data_sync_snapshot_transaction(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION public.data_sync_snapshot_customer(bigint), public.data_sync_snapshot_transaction(text) FROM PUBLIC;
 
 DO $do$
 DECLARE
@@ -29,13 +44,31 @@ BEGIN
         END IF;
         CREATE ROLE cdc_relay NOLOGIN;
     END IF;
-    GRANT SELECT ON data_sync_config TO cdc_relay;
-    GRANT SELECT, INSERT, UPDATE, DELETE ON data_sync_cust_pending_queue, data_sync_trn_pending_queue,
+    -- A cdc_relay created beforehand (by a superuser, as the README allows) is adopted only as
+    -- the plain group role it must be: every member gets its rights.
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'cdc_relay'
+               AND (rolsuper OR rolcreaterole OR rolcreatedb OR rolbypassrls)) THEN
+        RAISE EXCEPTION 'role cdc_relay exists with SUPERUSER, CREATEROLE, CREATEDB or BYPASSRLS, which the relay''s group role must not have: run ALTER ROLE cdc_relay NOSUPERUSER NOCREATEROLE NOCREATEDB NOBYPASSRLS; as a superuser, then install again';
+    END IF;
+    -- Exactly the statements the daemon, `status` and `dead-letters`/`requeue` run (relay/*.go,
+    -- internal/status, internal/cli/cmd_deadletters.go). Pending: read and delete (the move);
+    -- UPDATE on created_at alone, because the move's SELECT ... FOR UPDATE needs an UPDATE
+    -- privilege. No INSERT or UPDATE of the rows' content: a forged key-only row would make
+    -- the snapshot functions build a customer of the relay's choosing. Dead letters: read and
+    -- add; they go back to pending only through data_sync_requeue. Revoked first, so an
+    -- upgrade drops what an older install granted.
+    REVOKE ALL ON data_sync_config, data_sync_cust_pending_queue, data_sync_trn_pending_queue,
         data_sync_cust_progress_queue, data_sync_trn_progress_queue,
-        data_sync_cust_failed, data_sync_trn_failed TO cdc_relay;
+        data_sync_cust_failed, data_sync_trn_failed, data_sync_status, data_sync_cust_pending_set,
+        data_sync_queue_id_seq FROM cdc_relay;
+    GRANT SELECT ON data_sync_config TO cdc_relay;
+    GRANT SELECT, DELETE ON data_sync_cust_pending_queue, data_sync_trn_pending_queue TO cdc_relay;
+    GRANT UPDATE (created_at) ON data_sync_cust_pending_queue, data_sync_trn_pending_queue TO cdc_relay;
+    GRANT SELECT, INSERT, UPDATE, DELETE ON data_sync_cust_progress_queue, data_sync_trn_progress_queue TO cdc_relay;
+    GRANT SELECT, INSERT ON data_sync_cust_failed, data_sync_trn_failed TO cdc_relay;
     GRANT SELECT ON data_sync_status, data_sync_cust_pending_set TO cdc_relay;
     GRANT SELECT, UPDATE ON data_sync_leader TO cdc_relay;
-    GRANT EXECUTE ON FUNCTION data_sync_expand_customer_sets(integer) TO cdc_relay;
+    GRANT EXECUTE ON FUNCTION data_sync_expand_customer_sets(integer), data_sync_requeue(text, bigint[]) TO cdc_relay;
     GRANT EXECUTE ON FUNCTION data_sync_snapshot_customer(bigint), data_sync_snapshot_transaction(text) TO cdc_relay;
 END
 $do$;

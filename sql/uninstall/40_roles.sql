@@ -5,7 +5,8 @@ BEGIN
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'cdc_relay') THEN
         REVOKE ALL ON data_sync_config, data_sync_cust_pending_queue, data_sync_trn_pending_queue,
             data_sync_cust_progress_queue, data_sync_trn_progress_queue,
-            data_sync_cust_failed, data_sync_trn_failed, data_sync_status, data_sync_leader FROM cdc_relay;
+            data_sync_cust_failed, data_sync_trn_failed, data_sync_status, data_sync_leader,
+            data_sync_cust_pending_set FROM cdc_relay;
     END IF;
 END
 $do$;
