@@ -41,8 +41,14 @@ func TestBenchEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatalf("bench: %v", err)
 	}
-	if len(rep.Latency) != 1 || rep.Latency[0].Changes == 0 || rep.Latency[0].Delivered != rep.Latency[0].Changes || rep.Latency[0].P50 <= 0 {
-		t.Errorf("latency figures missing: %+v", rep.Latency)
+	// One run per rate, and one more right after the one-per-post drain.
+	if len(rep.Latency) != 2 || rep.Latency[1].Label != "after drain" {
+		t.Errorf("latency runs: %+v", rep.Latency)
+	}
+	for _, l := range rep.Latency {
+		if l.Changes == 0 || l.Delivered != l.Changes || l.P50 <= 0 || l.CommitMS <= 0 {
+			t.Errorf("latency figures missing: %+v", l)
+		}
 	}
 	if len(rep.Throughput) != 2 {
 		t.Fatalf("throughput runs = %d, want 2", len(rep.Throughput))
