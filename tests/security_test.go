@@ -278,6 +278,8 @@ func TestRelayLoginGetsOnlyQueuedData(t *testing.T) {
 		"data_sync_snapshot_transaction(text)": {
 			`SELECT data_sync_snapshot_transaction(x) FROM unnest(ARRAY['T1', 'T2', 'T3', 'T5']) x`},
 		"data_sync_expand_customer_sets(integer)": {`SELECT data_sync_expand_customer_sets(100)::text`},
+		// No resync request exists (only the owner may insert one): nothing is queued.
+		"data_sync_resync_step(integer)": {`SELECT data_sync_resync_step(1000)::text`},
 		"data_sync_requeue(text,bigint[])": {
 			`SELECT data_sync_requeue('cust', ARRAY[1, 2, 3])::text`, `SELECT data_sync_requeue('trn', ARRAY[1, 2, 3])::text`},
 	}
