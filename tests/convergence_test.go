@@ -111,3 +111,51 @@ func TestCaptureConvergesWhenBuildsInterleave(t *testing.T) {
 		})
 	}
 }
+
+// One transaction fires its capture early (SET CONSTRAINTS ALL IMMEDIATE, or a slow commit's
+// other deferred triggers), then changes the same customer again, through the same or another
+// table. Its one pending row of the customer must carry what it commits, not the early
+// snapshot.
+func TestCaptureOfOneTransactionChangedAfterAnEarlyCapture(t *testing.T) {
+	t.Parallel()
+	cases := map[string][]string{
+		"name, early, name": {`UPDATE customer SET first_name = 'Early' WHERE customer_id = 1`, `SET CONSTRAINTS ALL IMMEDIATE`,
+			`SET CONSTRAINTS ALL DEFERRED`, `UPDATE customer SET first_name = 'Late' WHERE customer_id = 1`},
+		"card, early, name (immediate throughout)": {`SET CONSTRAINTS ALL IMMEDIATE`, `UPDATE card SET status = 'BLOCKED' WHERE card_number = 'C1'`,
+			`UPDATE customer SET first_name = 'Late' WHERE customer_id = 1`},
+		"name, early, segment": {`UPDATE customer SET first_name = 'Early' WHERE customer_id = 1`, `SET CONSTRAINTS ALL IMMEDIATE`,
+			`SET CONSTRAINTS ALL DEFERRED`, `INSERT INTO customer_segment (customer_id, segment_id) VALUES (1, 7)`},
+		"name, early, card in a released savepoint": {`UPDATE customer SET first_name = 'Early' WHERE customer_id = 1`, `SET CONSTRAINTS ALL IMMEDIATE`,
+			`SET CONSTRAINTS ALL DEFERRED`, `SAVEPOINT a`, `INSERT INTO card (card_number, customer_id) VALUES ('C2', 1)`, `RELEASE a`},
+	}
+	for name, stmts := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			db := captureDB(t, "capture")
+			exec(t, db, `INSERT INTO customer (customer_id, first_name) VALUES (1, 'Ann')`)
+			exec(t, db, `INSERT INTO card (card_number, customer_id, status) VALUES ('C1', 1, 'ACTIVE')`)
+			exec(t, db, `INSERT INTO segment (segment_id, segment_name) VALUES (7, 'Gold')`)
+			conn, err := db.Acquire(ctx)
+			require.NoError(t, err)
+			defer conn.Release()
+			before := 0
+			require.NoError(t, conn.QueryRow(ctx, `SELECT count(*) FROM data_sync_cust_pending_queue WHERE unique_id = '1'`).Scan(&before))
+			tx, err := conn.Begin(ctx)
+			require.NoError(t, err)
+			for _, s := range stmts {
+				_, err := tx.Exec(ctx, s)
+				require.NoError(t, err, s)
+			}
+			require.NoError(t, tx.Commit(ctx))
+			var rows int
+			var last, now string
+			require.NoError(t, conn.QueryRow(ctx, `SELECT count(*) FROM data_sync_cust_pending_queue WHERE unique_id = '1'`).Scan(&rows))
+			require.Equal(t, before+1, rows, "one pending row per customer per transaction")
+			require.NoError(t, conn.QueryRow(ctx, `SELECT json_object::jsonb::text FROM data_sync_cust_pending_queue
+				WHERE unique_id = '1' ORDER BY id DESC LIMIT 1`).Scan(&last))
+			require.NoError(t, conn.QueryRow(ctx, `SELECT data_sync_customer_json(1)::jsonb::text`).Scan(&now))
+			require.JSONEq(t, now, last, "the transaction's row carries its early snapshot, not what it committed")
+		})
+	}
+}

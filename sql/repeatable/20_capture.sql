@@ -473,6 +473,22 @@ CREATE UNLOGGED TABLE IF NOT EXISTS public.data_sync_capture_hook (
 -- on its own, in the order the changes were made) can deadlock at commit, and PostgreSQL then
 -- aborts one of them.
 --
+-- data_sync_rebuild_customer builds again the JSON of the customer row this transaction queued
+-- in an earlier statement (built_at older than the current statement): the transaction fired
+-- its capture early (SET CONSTRAINTS ALL IMMEDIATE, or a trigger of the application's) and then
+-- changed the customer again, so the row must carry the state it commits, not the earlier one.
+-- The customer's row lock, taken by the first build, is still held by this transaction. A row
+-- without JSON (move mode, a DELETE) is left alone. Called only from the capture functions
+-- below (SECURITY DEFINER, search_path pinned), with their rights.
+CREATE OR REPLACE FUNCTION public.data_sync_rebuild_customer(cid bigint) RETURNS void
+LANGUAGE sql AS $fn$
+UPDATE public.data_sync_cust_pending_queue q
+   SET json_object = coalesce(public.data_sync_customer_json(cid), q.json_object), built_at = statement_timestamp()
+ WHERE q.unique_id = cid::text AND q.xmin = pg_current_xact_id()::xid
+   AND q.json_object IS NOT NULL AND q.built_at < statement_timestamp()
+$fn$;
+REVOKE ALL ON FUNCTION public.data_sync_rebuild_customer(bigint) FROM PUBLIC;
+
 -- data_sync_queue_customer queues one customer row (at commit), unless this transaction has
 -- already queued that customer (which includes a DELETE of it) or, in capture mode, the
 -- customer no longer exists. In move mode no existence check is needed: only this transaction
@@ -481,10 +497,17 @@ CREATE OR REPLACE FUNCTION public.data_sync_queue_customer(cid bigint, act text,
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp SET enable_seqscan = off AS $fn$
 DECLARE
     j json;
+    built timestamptz;
 BEGIN
-    IF cid IS NULL OR EXISTS (
-        SELECT 1 FROM public.data_sync_cust_pending_queue q
-        WHERE q.unique_id = cid::text AND q.xmin = pg_current_xact_id()::xid) THEN
+    IF cid IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT q.built_at INTO built FROM public.data_sync_cust_pending_queue q
+    WHERE q.unique_id = cid::text AND q.xmin = pg_current_xact_id()::xid;
+    IF FOUND THEN
+        IF built < statement_timestamp() AND mode = 'capture' THEN
+            PERFORM public.data_sync_rebuild_customer(cid);
+        END IF;
         RETURN;
     END IF;
     IF mode = 'capture' THEN
@@ -495,8 +518,8 @@ BEGIN
             RETURN;
         END IF;
     END IF;
-    INSERT INTO public.data_sync_cust_pending_queue (obj_name, unique_id, action, json_object, captured)
-    VALUES ('Customer', cid::text, act, j, true);
+    INSERT INTO public.data_sync_cust_pending_queue (obj_name, unique_id, action, json_object, captured, built_at)
+    VALUES ('Customer', cid::text, act, j, true, CASE WHEN j IS NOT NULL THEN statement_timestamp() END);
 END
 $fn$;
 
@@ -508,6 +531,7 @@ DECLARE
     mode text := public.data_sync_capture_mode();
     cid bigint;
     j json;
+    built timestamptz;
 BEGIN
     IF mode = 'off' THEN
         RETURN NULL;
@@ -520,9 +544,15 @@ BEGIN
     END IF;
     -- The common case (one customer), inlined: same logic as data_sync_queue_customer.
     cid := NEW.customer_id;
-    IF cid IS NULL OR EXISTS (
-        SELECT 1 FROM public.data_sync_cust_pending_queue q
-        WHERE q.unique_id = cid::text AND q.xmin = pg_current_xact_id()::xid) THEN
+    IF cid IS NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT q.built_at INTO built FROM public.data_sync_cust_pending_queue q
+    WHERE q.unique_id = cid::text AND q.xmin = pg_current_xact_id()::xid;
+    IF FOUND THEN
+        IF built < statement_timestamp() AND mode = 'capture' THEN
+            PERFORM public.data_sync_rebuild_customer(cid);
+        END IF;
         RETURN NULL;
     END IF;
     IF mode = 'capture' THEN
@@ -533,8 +563,8 @@ BEGIN
             RETURN NULL;
         END IF;
     END IF;
-    INSERT INTO public.data_sync_cust_pending_queue (obj_name, unique_id, action, json_object, captured)
-    VALUES ('Customer', cid::text, 'UPDATE', j, true);
+    INSERT INTO public.data_sync_cust_pending_queue (obj_name, unique_id, action, json_object, captured, built_at)
+    VALUES ('Customer', cid::text, 'UPDATE', j, true, CASE WHEN j IS NOT NULL THEN statement_timestamp() END);
     RETURN NULL;
 END
 $fn$;
@@ -547,6 +577,7 @@ DECLARE
     mode text := public.data_sync_capture_mode();
     j json;
     cid bigint;
+    built timestamptz;
 BEGIN
     IF mode = 'off' THEN
         RETURN NULL;
@@ -564,9 +595,15 @@ BEGIN
     VALUES ('Transaction', NEW.retail_transaction_id, 'CREATE', j, true);
     -- The customer's UPDATE (activity summaries), inlined rather than a second SECURITY
     -- DEFINER call: same logic as data_sync_queue_customer.
-    IF cid IS NULL OR EXISTS (
-        SELECT 1 FROM public.data_sync_cust_pending_queue q
-        WHERE q.unique_id = cid::text AND q.xmin = pg_current_xact_id()::xid) THEN
+    IF cid IS NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT q.built_at INTO built FROM public.data_sync_cust_pending_queue q
+    WHERE q.unique_id = cid::text AND q.xmin = pg_current_xact_id()::xid;
+    IF FOUND THEN
+        IF built < statement_timestamp() AND mode = 'capture' THEN
+            PERFORM public.data_sync_rebuild_customer(cid);
+        END IF;
         RETURN NULL;
     END IF;
     j := NULL;
@@ -578,8 +615,8 @@ BEGIN
             RETURN NULL;
         END IF;
     END IF;
-    INSERT INTO public.data_sync_cust_pending_queue (obj_name, unique_id, action, json_object, captured)
-    VALUES ('Customer', cid::text, 'UPDATE', j, true);
+    INSERT INTO public.data_sync_cust_pending_queue (obj_name, unique_id, action, json_object, captured, built_at)
+    VALUES ('Customer', cid::text, 'UPDATE', j, true, CASE WHEN j IS NOT NULL THEN statement_timestamp() END);
     RETURN NULL;
 END
 $fn$;
@@ -706,6 +743,7 @@ DECLARE
     mode text := public.data_sync_capture_mode();
     cid bigint;
     j json;
+    built timestamptz;
 BEGIN
     DELETE FROM public.data_sync_capture_hook h WHERE h.id = NEW.id;
     IF mode = 'capture' AND cardinality(NEW.customer_ids) <= 64 THEN
@@ -716,22 +754,34 @@ BEGIN
         -- data_sync_queue_customer's capture path, inlined: calling it would enter a SECURITY
         -- DEFINER function with its SET clauses once per customer.
         FOREACH cid IN ARRAY NEW.customer_ids LOOP
-            CONTINUE WHEN EXISTS (SELECT 1 FROM public.data_sync_cust_pending_queue q
-                                  WHERE q.unique_id = cid::text AND q.xmin = pg_current_xact_id()::xid);
+            SELECT q.built_at INTO built FROM public.data_sync_cust_pending_queue q
+            WHERE q.unique_id = cid::text AND q.xmin = pg_current_xact_id()::xid;
+            IF FOUND THEN
+                IF built < statement_timestamp() THEN
+                    PERFORM public.data_sync_rebuild_customer(cid);
+                END IF;
+                CONTINUE;
+            END IF;
             -- Serialised with other transactions' builds of this customer (see above).
             PERFORM FROM public.customer c WHERE c.customer_id = cid FOR NO KEY UPDATE;
             j := public.data_sync_customer_json(cid);
             CONTINUE WHEN j IS NULL;
-            INSERT INTO public.data_sync_cust_pending_queue (obj_name, unique_id, action, json_object, captured)
-            VALUES ('Customer', cid::text, NEW.action, j, true);
+            INSERT INTO public.data_sync_cust_pending_queue (obj_name, unique_id, action, json_object, captured, built_at)
+            VALUES ('Customer', cid::text, NEW.action, j, true, statement_timestamp());
         END LOOP;
     ELSIF mode = 'capture' THEN
         -- EXECUTE plans with the real array, so large sets get hash joins.
         -- Serialised with other transactions' builds of these customers, locked in ID order.
         PERFORM FROM public.customer c WHERE c.customer_id = ANY (NEW.customer_ids) ORDER BY c.customer_id FOR NO KEY UPDATE;
+        -- Rows this transaction built in an earlier statement (an early capture) are rebuilt.
+        FOR cid IN SELECT q.unique_id::bigint FROM public.data_sync_cust_pending_queue q
+                   WHERE q.unique_id = ANY (NEW.customer_ids::text[]) AND q.xmin = pg_current_xact_id()::xid
+                     AND q.built_at < statement_timestamp() LOOP
+            PERFORM public.data_sync_rebuild_customer(cid);
+        END LOOP;
         EXECUTE $q$
-            INSERT INTO public.data_sync_cust_pending_queue (obj_name, unique_id, action, json_object, captured)
-            SELECT 'Customer', x.customer_id::text, $2, x.json_object, true
+            INSERT INTO public.data_sync_cust_pending_queue (obj_name, unique_id, action, json_object, captured, built_at)
+            SELECT 'Customer', x.customer_id::text, $2, x.json_object, true, statement_timestamp()
             FROM public.data_sync_customers_json($1) x
             WHERE NOT EXISTS (SELECT 1 FROM public.data_sync_cust_pending_queue q
                               WHERE q.unique_id = x.customer_id::text AND q.xmin = pg_current_xact_id()::xid)

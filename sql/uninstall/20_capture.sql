@@ -34,6 +34,7 @@ DROP TABLE IF EXISTS data_sync_capture_hook;
 DROP FUNCTION IF EXISTS data_sync_capture_hook_fire();
 DROP FUNCTION IF EXISTS data_sync_customers_touched();
 DROP FUNCTION IF EXISTS data_sync_queue_customer_set(text, text, bigint[]);
+DROP FUNCTION IF EXISTS data_sync_rebuild_customer(bigint);
 DROP FUNCTION IF EXISTS data_sync_expand_customer_sets(integer);
 DROP FUNCTION IF EXISTS data_sync_customers_deleted();
 DROP FUNCTION IF EXISTS data_sync_segment_renamed();
