@@ -270,3 +270,38 @@ func TestRowsPurgedDuringARequestAreNotRetried(t *testing.T) {
 	require.Equal(t, "CUSTOMERDEL", got[0].msg.Action)
 	_ = second
 }
+
+// Rows that wait in memory through a pause (a 503 with Retry-After) without ever having been
+// sent are re-checked when the pause ends: their customer was deleted meanwhile (the delete
+// purged them from progress), and nothing of it may leave the relay after the delete.
+func TestRowsHeldThroughAPauseAreRecheckedBeforeTheirFirstSend(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	first := e.queueCust("21", "UPDATE") // the request whose answer pauses everything
+	waiting := e.queueCust("22", "UPDATE")
+	var paused atomic.Bool
+	var purged atomic.Bool
+	e.poster.setAnswer(func(msgs []mapping.Message, n int) (relay.Response, error) {
+		if msgs[0].UniqueID == strconv.FormatInt(first, 10) && paused.CompareAndSwap(false, true) {
+			// Customer 22 is deleted while its row waits for the pause to end.
+			e.exec(`DELETE FROM data_sync_cust_progress_queue WHERE unique_id = '22'`)
+			purged.Store(true)
+			return relay.Response{Status: 503, RetryAfter: 300 * time.Millisecond}, nil
+		}
+		return relay.Response{Status: 200}, nil
+	})
+	e.start(relay.Config{Concurrency: 1, BackoffMin: 10 * time.Millisecond, BackoffMax: time.Second})
+	e.bell.ring()
+	require.Eventually(t, purged.Load, 30*time.Second, 5*time.Millisecond)
+	got := e.waitDelivered(1)
+	require.Equal(t, strconv.FormatInt(first, 10), got[0].msg.UniqueID)
+	// Once the first row went through, nothing else was queued: the relay must not send 22.
+	require.Never(t, func() bool {
+		for _, d := range e.poster.delivered() {
+			if d.msg.UniqueID == strconv.FormatInt(waiting, 10) {
+				return true
+			}
+		}
+		return false
+	}, time.Second, 20*time.Millisecond, "a deleted customer's row held through a pause was sent")
+}

@@ -102,6 +102,16 @@ func (w *window) add(r *row, now time.Time) {
 			return
 		}
 	}
+	if r.q == queues[0] && r.action == "DELETE" {
+		// A customer's DELETE: the delete purged the key's earlier rows from the queues, so
+		// those still waiting here (for a retry, a pause, or their turn) are re-checked before
+		// they are sent, and dropped unsent when gone. (Rows inserted by hand survive the check.)
+		for _, e := range k.rows {
+			if e.id < r.id && !e.sent {
+				e.recheck = true
+			}
+		}
+	}
 	i := sort.Search(len(k.rows), func(i int) bool { return k.rows[i].id > r.id })
 	k.rows = append(k.rows, nil)
 	copy(k.rows[i+1:], k.rows[i:])
@@ -238,6 +248,16 @@ func (w *window) dropAfter(k *keyState, id int64) []*row {
 		w.bytes -= rowBytes(r)
 	}
 	return dropped
+}
+
+// markRecheck marks every row held to be re-checked before it is sent (after a pause: a
+// customer may have been deleted meanwhile, its rows purged from the queues).
+func (w *window) markRecheck() {
+	for _, k := range w.keys {
+		for _, r := range k.rows {
+			r.recheck = true
+		}
+	}
 }
 
 // forget removes one row of a key in flight from the window (the row is gone from progress)

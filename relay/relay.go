@@ -700,6 +700,9 @@ func (d *dispatcher) admit(r *row, seq uint64, now time.Time) []*row {
 		}
 		return d.parked([]*row{r}, seq)
 	}
+	if d.paused.After(now) {
+		r.recheck = true // moved during a pause: it may wait long before it is sent
+	}
 	d.win.add(r, now)
 	if d.win.saved > 0 {
 		metrics.Coalesced.Add(float64(d.win.saved))
@@ -1121,7 +1124,7 @@ func (d *dispatcher) apply(res result) error {
 			if res.req.probe {
 				d.probes++
 			}
-			d.paused = maxTime(d.paused, now.Add(backoff(max(d.probes, 1), d.r.cfg.BackoffMin, d.r.cfg.BackoffMax, res.resp.RetryAfter)))
+			d.pauseUntil(now.Add(backoff(max(d.probes, 1), d.r.cfg.BackoffMin, d.r.cfg.BackoffMax, res.resp.RetryAfter)))
 		}
 		if !res.endpointWide {
 			d.r.log.Info("delivery failed; will retry", zap.Int64("first_id", res.req.rows[0].id), zap.Int("rows", len(res.req.rows)),
@@ -1132,11 +1135,11 @@ func (d *dispatcher) apply(res result) error {
 		}
 		if res.pressure {
 			if res.resp.RetryAfter > 0 {
-				d.paused = maxTime(d.paused, now.Add(capWait(res.resp.RetryAfter, d.r.cfg.BackoffMax)))
+				d.pauseUntil(now.Add(capWait(res.resp.RetryAfter, d.r.cfg.BackoffMax)))
 			}
 		}
 		if d.r.cfg.OnFailure == OnFailureStop {
-			d.paused = maxTime(d.paused, res.next)
+			d.pauseUntil(res.next)
 		}
 		d.win.release(res.req, false, now)
 	}
@@ -1172,11 +1175,14 @@ func (d *dispatcher) endpointChanged(why string) {
 		zap.String("was", was.desc))
 }
 
-func maxTime(a, b time.Time) time.Time {
-	if b.After(a) {
-		return b
+// pauseUntil pauses every new request until t. Rows held across a pause are re-checked before
+// they are sent: a customer deleted meanwhile had its rows purged from the queues, and its DELETE
+// may still wait in pending behind a full window.
+func (d *dispatcher) pauseUntil(t time.Time) {
+	if t.After(d.paused) {
+		d.paused = t
+		d.win.markRecheck()
 	}
-	return a
 }
 
 // ackBatch holds row ids per queue family (indexed like queues).

@@ -50,14 +50,7 @@ func init() { allInvariants = append(allInvariants, invStopsOnSIGTERM) }
 // its fix is merged. An invariant left off is still checked and printed ("not enforced"); a
 // fault left off is not injected. CDC_HISTORY_ENABLE=all (or a comma list of names) switches
 // entries on for one run.
-var historyAwaitingFixes = map[string]string{
-	faultPGRestart:       "a database restart mid-drain can hang the relay for good (issue 10, defect 1)",
-	faultTerminateLeader: "after the leader's session is terminated two relays deliver at once (issue 10, defect 2)",
-	faultReceiver404:     "a 404 storm dead-letters every queued change (issue 10, defect 5)",
-	invConvergence:       "capture mode can leave the receiver on a stale snapshot (issue 10, defect 3)",
-	invFirstInOrder:      "capture-mode rows of one customer can commit out of id order (issue 10, defect 3)",
-	invErasure:           "in-memory retries send a deleted customer's data after the delete (issue 10, defect 4)",
-}
+var historyAwaitingFixes = map[string]string{}
 
 // historyScale is CDC_HISTORY_SCALE (default 1): it multiplies the writing time (20 s at 1).
 var historyScale = func() float64 {
