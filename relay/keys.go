@@ -250,12 +250,14 @@ func (w *window) dropAfter(k *keyState, id int64) []*row {
 	return dropped
 }
 
-// markRecheck marks every row held to be re-checked before it is sent (after a pause: a
-// customer may have been deleted meanwhile, its rows purged from the queues).
+// markRecheck marks every row held (not in flight) to be re-checked before it is sent, after a
+// pause: a customer may have been deleted meanwhile, its rows purged from the queues.
 func (w *window) markRecheck() {
 	for _, k := range w.keys {
 		for _, r := range k.rows {
-			r.recheck = true
+			if !r.sent { // a row in flight belongs to its request's goroutine until it reports
+				r.recheck = true
+			}
 		}
 	}
 }
