@@ -47,6 +47,55 @@ type Querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
+// SettingDef is one Data Sync setting: its name in data_sync_config, the default install
+// stores ("" for none), whether it is cdc-relay's extension to the appendix's five, and how the
+// relay reads it. The values each accepts are checked in the database (data_sync_config_validate,
+// sql/repeatable/10_config.sql), so psql and `cdc-relay config set` give the same errors.
+type SettingDef struct {
+	Name      string
+	Default   string
+	Extension bool
+	apply     func(s *Settings, value string) // value is never empty: an empty one means Default
+}
+
+// SettingDefs is the one table of Data Sync settings, in the order `config show` lists them.
+// The install SQL (its validation and its default rows), the README's table and the CLI are
+// checked against it by TestSettingsAreDefinedOnce.
+var SettingDefs = []SettingDef{
+	{Name: "DataSyncEnabled", Default: "false", apply: func(s *Settings, v string) { s.Enabled = v == "true" }},
+	{Name: "DataSyncApiUrl", apply: func(s *Settings, v string) { s.APIURL = v }},
+	{Name: "DataSyncTokenUrl", apply: func(s *Settings, v string) { s.TokenURL = v }},
+	{Name: "DataSyncCredentialMapName", Default: "ce_credentials", apply: func(s *Settings, v string) { s.CredentialMapName = v }},
+	{Name: "DataSyncCredentialKeyName", Default: "datasync", apply: func(s *Settings, v string) { s.CredentialKeyName = v }},
+	{Name: "DataSyncSnapshotMode", Default: "capture", Extension: true, apply: func(s *Settings, v string) { s.SnapshotAtMove = v == "move" }},
+	{Name: "DataSyncBulkSnapshotMode", Default: "capture", Extension: true, apply: func(s *Settings, v string) { s.BulkSnapshotAtMove = v == "move" }},
+	{Name: "DataSyncTokenScope", Extension: true, apply: func(s *Settings, v string) { s.TokenScope = v }},
+	{Name: "DataSyncTokenAudience", Extension: true, apply: func(s *Settings, v string) { s.TokenAudience = v }},
+	{Name: "DataSyncTokenAuthStyle", Default: "auto", Extension: true, apply: func(s *Settings, v string) { s.TokenAuthStyle = v }},
+	{Name: "DataSyncSigning", Default: "off", Extension: true, apply: func(s *Settings, v string) { s.Signing = v }},
+}
+
+// LookupSetting finds a setting by name, case-insensitively as the database does.
+func LookupSetting(name string) (SettingDef, bool) {
+	for _, d := range SettingDefs {
+		if strings.EqualFold(d.Name, strings.TrimSpace(name)) {
+			return d, true
+		}
+	}
+	return SettingDef{}, false
+}
+
+// DefaultSettings are the settings of a fresh install.
+func DefaultSettings() Settings {
+	var s Settings
+	for _, d := range SettingDefs {
+		if d.Default != "" {
+			d.apply(&s, d.Default)
+		}
+	}
+	return s
+}
+
 // LoadSettings reads data_sync_config.
 func LoadSettings(ctx context.Context, db Querier) (Settings, error) {
 	rows, err := db.Query(ctx, "SELECT name, coalesce(value, '') FROM data_sync_config")
@@ -54,43 +103,14 @@ func LoadSettings(ctx context.Context, db Querier) (Settings, error) {
 		return Settings{}, fmt.Errorf("reading data_sync_config (run cdc-relay install first?): %w", err)
 	}
 	defer rows.Close()
-	s := Settings{CredentialMapName: "ce_credentials", CredentialKeyName: "datasync", TokenAuthStyle: "auto", Signing: "off"}
+	s := DefaultSettings()
 	for rows.Next() {
 		var name, value string
 		if err := rows.Scan(&name, &value); err != nil {
 			return Settings{}, fmt.Errorf("reading data_sync_config: %w", err)
 		}
-		switch name {
-		case "DataSyncEnabled":
-			s.Enabled = value == "true"
-		case "DataSyncApiUrl":
-			s.APIURL = value
-		case "DataSyncTokenUrl":
-			s.TokenURL = value
-		case "DataSyncCredentialMapName":
-			if value != "" {
-				s.CredentialMapName = value
-			}
-		case "DataSyncCredentialKeyName":
-			if value != "" {
-				s.CredentialKeyName = value
-			}
-		case "DataSyncSnapshotMode":
-			s.SnapshotAtMove = value == "move"
-		case "DataSyncBulkSnapshotMode":
-			s.BulkSnapshotAtMove = value == "move"
-		case "DataSyncTokenScope":
-			s.TokenScope = value
-		case "DataSyncTokenAudience":
-			s.TokenAudience = value
-		case "DataSyncTokenAuthStyle":
-			if value != "" {
-				s.TokenAuthStyle = value
-			}
-		case "DataSyncSigning":
-			if value != "" {
-				s.Signing = value
-			}
+		if d, ok := LookupSetting(name); ok && value != "" {
+			d.apply(&s, value)
 		}
 	}
 	if err := rows.Err(); err != nil {

@@ -458,6 +458,10 @@ func TestConfigCommand(t *testing.T) {
 	code, out := runCLI(t, "config", "--database-url", s.url, "set", "datasyncenabled", "No")
 	require.Equal(t, 0, code, out)
 	require.Contains(t, out, "DataSyncEnabled  false")
+	// Any setting, in any case, prints what was stored (an extension's name once printed nothing).
+	code, out = runCLI(t, "config", "--database-url", s.url, "set", "datasyncbulksnapshotmode", "move")
+	require.Equal(t, 0, code, out)
+	require.Equal(t, "DataSyncBulkSnapshotMode  move\n", out)
 	code, out = runCLI(t, "config", "--database-url", s.url, "set", "DataSyncApiUrl", "not a url")
 	require.Equal(t, 1, code, out)
 	require.Contains(t, out, `invalid value "not a url" for DataSyncApiUrl`)

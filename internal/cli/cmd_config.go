@@ -7,6 +7,9 @@ import (
 	"text/tabwriter"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/cdc-relay/cdc-relay/internal/safetext"
+	"github.com/cdc-relay/cdc-relay/relay"
 )
 
 func init() {
@@ -29,19 +32,29 @@ func runConfig(ctx context.Context, env Env, args []string) error {
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	if rest[0] == "set" {
-		tag, err := conn.Exec(ctx, `INSERT INTO data_sync_config (name, value) VALUES ($1, $2)
-			ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value`, rest[1], rest[2])
+		// The database validates and canonicalises the name and value (data_sync_config_validate);
+		// what it stored is what is printed.
+		var name, value string
+		err := conn.QueryRow(ctx, `INSERT INTO data_sync_config (name, value) VALUES ($1, $2)
+			ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value
+			RETURNING name, coalesce(value, '(not set)')`, rest[1], rest[2]).Scan(&name, &value)
 		if err != nil {
 			var pgErr *pgconn.PgError
 			if errors.As(err, &pgErr) && pgErr.Hint != "" {
-				return fmt.Errorf("%s: %s", pgErr.Message, pgErr.Hint)
+				return fmt.Errorf("%s: %s", safetext.Clean(pgErr.Message), safetext.Clean(pgErr.Hint))
 			}
-			return fmt.Errorf("setting %s: %w", rest[1], err)
+			return fmt.Errorf("setting %s: %w", safetext.Clean(rest[1]), err)
 		}
-		_ = tag
+		tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintf(tw, "%s\t%s\n", name, safetext.Clean(value))
+		return tw.Flush()
 	}
-	rows, err := conn.Query(ctx, `SELECT name, coalesce(value, '(not set)'), updated_at FROM data_sync_config ORDER BY
-		array_position(ARRAY['DataSyncEnabled','DataSyncApiUrl','DataSyncTokenUrl','DataSyncCredentialMapName','DataSyncCredentialKeyName'], name), name`)
+	order := make([]string, len(relay.SettingDefs))
+	for i, d := range relay.SettingDefs {
+		order[i] = d.Name
+	}
+	rows, err := conn.Query(ctx, `SELECT name, coalesce(value, '(not set)') FROM data_sync_config
+		ORDER BY array_position($1::text[], name), name`, order)
 	if err != nil {
 		return fmt.Errorf("reading data_sync_config (run cdc-relay install first?): %w", err)
 	}
@@ -49,46 +62,13 @@ func runConfig(ctx context.Context, env Env, args []string) error {
 	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
 	for rows.Next() {
 		var name, value string
-		var at any
-		if err := rows.Scan(&name, &value, &at); err != nil {
+		if err := rows.Scan(&name, &value); err != nil {
 			return err
 		}
-		if rest[0] == "set" && name != canonicalName(rest[1]) {
-			continue
-		}
-		fmt.Fprintf(tw, "%s\t%s\n", name, value)
+		fmt.Fprintf(tw, "%s\t%s\n", name, safetext.Clean(value))
 	}
 	if err := rows.Err(); err != nil {
 		return err
 	}
 	return tw.Flush()
-}
-
-// canonicalName matches a setting name the way data_sync_config_validate does (case-insensitively).
-func canonicalName(n string) string {
-	for _, k := range []string{"DataSyncEnabled", "DataSyncApiUrl", "DataSyncTokenUrl", "DataSyncCredentialMapName", "DataSyncCredentialKeyName", "DataSyncSnapshotMode"} {
-		if equalFold(k, n) {
-			return k
-		}
-	}
-	return n
-}
-
-func equalFold(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
 }

@@ -107,11 +107,15 @@ var (
 	})
 )
 
+// Relay lists cdc-relay's own metrics (those named cdc_relay_*), all registered in Registry.
+var Relay = []prometheus.Collector{QueueRows, OldestUndeliveredSeconds, Deliveries, MessagesDelivered,
+	RequestDuration, CommitToDelivery, Retries, DeadLetters, Coalesced, TokenFetches, WakeUps,
+	SlotLagBytes, Concurrency, DBQueries, ReplicationMessages, ReplicationConnected, ResyncRemaining, ResyncQueued,
+	EndpointFailing}
+
 func init() {
-	Registry.MustRegister(QueueRows, OldestUndeliveredSeconds, Deliveries, MessagesDelivered,
-		RequestDuration, CommitToDelivery, Retries, DeadLetters, Coalesced, TokenFetches, WakeUps,
-		SlotLagBytes, Concurrency, DBQueries, ReplicationMessages, ReplicationConnected, ResyncRemaining, ResyncQueued, EndpointFailing,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	Registry.MustRegister(Relay...)
+	Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 }
 
 type queryByKey struct{}

@@ -1,0 +1,151 @@
+package tests
+
+import (
+	"context"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/cdc-relay/cdc-relay/internal/cli"
+	"github.com/cdc-relay/cdc-relay/internal/metrics"
+	"github.com/cdc-relay/cdc-relay/internal/pgtest"
+	"github.com/cdc-relay/cdc-relay/relay"
+)
+
+// readme returns the README and the lines of the section under heading (up to the next "## ").
+func readme(t *testing.T, heading string) (all string, section []string) {
+	t.Helper()
+	b, err := os.ReadFile("../README.md")
+	require.NoError(t, err)
+	all = string(b)
+	in := false
+	for _, l := range strings.Split(all, "\n") {
+		if strings.HasPrefix(l, "## ") {
+			in = l == "## "+heading
+			continue
+		}
+		if in {
+			section = append(section, l)
+		}
+	}
+	require.NotEmpty(t, section, "README has no section %q", heading)
+	return all, section
+}
+
+// TestSettingsAreDefinedOnce: relay.SettingDefs is the one table of settings. The install (its
+// validation trigger and the rows it stores) and the README's table must agree with it.
+func TestSettingsAreDefinedOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.Pool(t, pgtest.NewDB(t))
+	want := map[string]string{}
+	var names []string
+	for _, d := range relay.SettingDefs {
+		want[d.Name] = d.Default
+		names = append(names, d.Name)
+	}
+
+	// The rows a fresh install stores, with their defaults.
+	rows, err := db.Query(ctx, `SELECT name, coalesce(value, '') FROM data_sync_config`)
+	require.NoError(t, err)
+	installed := map[string]string{}
+	for rows.Next() {
+		var n, v string
+		require.NoError(t, rows.Scan(&n, &v))
+		installed[n] = v
+	}
+	require.NoError(t, rows.Err())
+	require.Equal(t, want, installed, "install's default rows differ from relay.SettingDefs")
+
+	// The names the validation trigger knows.
+	var src string
+	require.NoError(t, db.QueryRow(ctx, `SELECT prosrc FROM pg_proc WHERE proname = 'data_sync_config_validate'`).Scan(&src))
+	m := regexp.MustCompile(`(?s)known text\[\] := ARRAY\[(.*?)\];`).FindStringSubmatch(src)
+	require.NotNil(t, m, "data_sync_config_validate no longer lists its known names as expected")
+	known := regexp.MustCompile(`'([A-Za-z]+)'`).FindAllStringSubmatch(m[1], -1)
+	var knownNames []string
+	for _, k := range known {
+		knownNames = append(knownNames, k[1])
+	}
+	require.ElementsMatch(t, names, knownNames, "data_sync_config_validate knows other names than relay.SettingDefs")
+
+	// The README's table: name and default of each row.
+	_, conf := readme(t, "Configuration")
+	row := regexp.MustCompile("^\\| `(DataSync[A-Za-z]+)` \\| ([^|]+) \\|")
+	documented := map[string]string{}
+	for _, l := range conf {
+		if r := row.FindStringSubmatch(l); r != nil {
+			d := strings.Trim(strings.TrimSpace(r[2]), "`")
+			if d == "–" {
+				d = ""
+			}
+			documented[r[1]] = d
+		}
+	}
+	require.Equal(t, want, documented, "the README's settings table differs from relay.SettingDefs")
+}
+
+// TestREADMEListsEveryRunFlag: the README's table of `cdc-relay run` flags names exactly the
+// flags run accepts.
+func TestREADMEListsEveryRunFlag(t *testing.T) {
+	t.Parallel()
+	var out strings.Builder
+	code := cli.Main([]string{"run", "-h"}, cli.Env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &out,
+		Getenv: func(string) string { return "" }})
+	require.Equal(t, 0, code, out.String())
+	var flags []string
+	for _, m := range regexp.MustCompile(`(?m)^  -([a-z][a-z0-9-]*)`).FindAllStringSubmatch(out.String(), -1) {
+		flags = append(flags, m[1])
+	}
+	require.NotEmpty(t, flags)
+
+	_, conf := readme(t, "Configuration")
+	var documented []string
+	inTable := false
+	for _, l := range conf {
+		if strings.HasPrefix(l, "| flag |") {
+			inTable = true
+			continue
+		}
+		if inTable && !strings.HasPrefix(l, "|") {
+			break
+		}
+		if inTable {
+			first := strings.SplitN(strings.TrimPrefix(l, "|"), "|", 2)[0]
+			for _, m := range regexp.MustCompile("`--([a-z][a-z0-9-]*)`").FindAllStringSubmatch(first, -1) {
+				documented = append(documented, m[1])
+			}
+		}
+	}
+	slices.Sort(flags)
+	slices.Sort(documented)
+	require.Equal(t, flags, documented, "the README's run flags table differs from `cdc-relay run -h`")
+}
+
+// TestREADMEListsEveryMetric: the metrics the README lists are exactly cdc-relay's own.
+func TestREADMEListsEveryMetric(t *testing.T) {
+	t.Parallel()
+	fq := regexp.MustCompile(`fqName: "([a-z_]+)"`)
+	var registered []string
+	for _, c := range metrics.Relay {
+		ch := make(chan *prometheus.Desc, 16)
+		c.Describe(ch)
+		close(ch)
+		for d := range ch {
+			m := fq.FindStringSubmatch(d.String())
+			require.NotNil(t, m, "cannot read the name of %s", d)
+			registered = append(registered, m[1])
+		}
+	}
+	all, _ := readme(t, "Operations")
+	documented := regexp.MustCompile(`cdc_relay_[a-z_]+`).FindAllString(all, -1)
+	slices.Sort(documented)
+	documented = slices.Compact(documented)
+	slices.Sort(registered)
+	require.Equal(t, registered, documented, "the README's metrics differ from internal/metrics.Relay")
+}
