@@ -91,3 +91,20 @@ func TestStatusPinsItsSearchPath(t *testing.T) {
 	require.Contains(t, out, "API URL: https://real.example/datasync")
 	require.NotContains(t, out, "decoy.example")
 }
+
+// status says which relay leads and, while the receiver's endpoint fails as a whole, since when
+// and how (the leader writes both into data_sync_leader).
+func TestStatusShowsTheLeaderAndAFailingEndpoint(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDB(t)
+	code, out := runCLI(t, "status", "--database-url", url)
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, "Leader: none")
+	pgtest.Exec(t, url, `UPDATE data_sync_leader SET holder = 'relay-host pid 42', since = now(), lease_until = now() + interval '1 hour',
+		epoch = 7, endpoint_failing_since = now(), endpoint_error = E'HTTP 404\x1b[2J'`)
+	code, out = runCLI(t, "status", "--database-url", url)
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, "Leader: relay-host pid 42 since ")
+	require.Contains(t, out, "(epoch 7)")
+	require.Contains(t, out, `Endpoint failing: HTTP 404\x1b[2J since `, "the endpoint error, escaped")
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"text/tabwriter"
+	"time"
 
 	"github.com/cdc-relay/cdc-relay/internal/safetext"
 	"github.com/cdc-relay/cdc-relay/internal/status"
@@ -45,6 +46,17 @@ func runStatus(ctx context.Context, env Env, args []string) error {
 	if warn := credentialWarning(env, rep.Settings.CredentialMapName, rep.Settings.CredentialKeyName); warn != "" {
 		fmt.Fprintf(w, "WARNING: %s\n\n", c(warn))
 	}
+	switch l := rep.Leader; {
+	case l.Holder == nil || l.LeaseUntil == nil || l.LeaseUntil.Before(time.Now()):
+		fmt.Fprintf(w, "Leader: none (no relay delivers now)\n")
+	default:
+		fmt.Fprintf(w, "Leader: %s since %s (epoch %d)\n", c(*l.Holder), l.Since.UTC().Format(time.RFC3339), l.Epoch)
+	}
+	if l := rep.Leader; l.EndpointFailingSince != nil {
+		fmt.Fprintf(w, "Endpoint failing: %s since %s (delivery paused and probed; nothing is dead-lettered meanwhile)\n",
+			c(deref(l.EndpointError)), l.EndpointFailingSince.UTC().Format(time.RFC3339))
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "QUEUE\tSTAGE\tROWS\tOLDEST AGE\tFAILING\tLAST ERROR")
 	for _, q := range rep.Queues {
@@ -94,4 +106,11 @@ func orNotSet(s string) string {
 		return "(not set)"
 	}
 	return s
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }

@@ -5,9 +5,11 @@ package status
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/cdc-relay/cdc-relay/cdc"
@@ -46,6 +48,17 @@ type Report struct {
 	Failing  []Failing      `json:"failing"`
 	Slots    []cdc.SlotInfo `json:"replication_slots"`
 	WALLevel string         `json:"wal_level"`
+	Leader   Leader         `json:"leader"`
+}
+
+// Leader is the data_sync_leader row: which relay delivers, and the endpoint as it sees it.
+type Leader struct {
+	Holder               *string    `json:"holder"` // "host pid N"; nil when no relay leads
+	Since                *time.Time `json:"since"`
+	LeaseUntil           *time.Time `json:"lease_until"`
+	Epoch                int64      `json:"epoch"`
+	EndpointFailingSince *time.Time `json:"endpoint_failing_since"`
+	EndpointError        *string    `json:"endpoint_error"`
 }
 
 // Collect reads the report; failing lists at most maxFailing rows per queue.
@@ -76,6 +89,11 @@ func Collect(ctx context.Context, db *pgxpool.Pool, maxFailing int) (Report, err
 		if err := fr.Err(); err != nil {
 			return r, fmt.Errorf("reading failing rows: %w", err)
 		}
+	}
+	if err := db.QueryRow(ctx, `SELECT holder, since, lease_until, epoch, endpoint_failing_since, endpoint_error
+		FROM data_sync_leader WHERE id = 1`).Scan(&r.Leader.Holder, &r.Leader.Since, &r.Leader.LeaseUntil, &r.Leader.Epoch,
+		&r.Leader.EndpointFailingSince, &r.Leader.EndpointError); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return r, fmt.Errorf("reading data_sync_leader: %w", err)
 	}
 	if err := db.QueryRow(ctx, "SHOW wal_level").Scan(&r.WALLevel); err != nil {
 		return r, fmt.Errorf("reading wal_level: %w", err)
