@@ -11,12 +11,14 @@ bench-quick:
 # The one test command (CI runs exactly this via .ci/run): vet, every test including the
 # fault-injection suite and the history checker (build tag "fault"), the packages that run
 # goroutines again under the race detector, then each fuzzer briefly.
+# The packages whose own goroutines race run only under -race; all others without it.
 RACE_PACKAGES = ./relay ./cdc ./internal/daemon ./internal/sender/... ./internal/receiver ./internal/status ./internal/credentials
+OTHER_PACKAGES = $(shell go list ./... | grep -v -E '/cdc-relay/(relay|cdc|internal/daemon|internal/sender|internal/receiver|internal/status|internal/credentials)(/|$$)')
 test:
 	go vet ./...
 	go vet -tags fault ./tests/reliability/
-	go test -tags fault -timeout 30m ./...
 	go test -race -timeout 20m $(RACE_PACKAGES)
+	go test -tags fault -timeout 30m $(OTHER_PACKAGES)
 	go test -run '^$$' -fuzz '^FuzzAppendEnvelope$$' -fuzztime 5s ./mapping
 	go test -run '^$$' -fuzz '^FuzzDecodeEnvelope$$' -fuzztime 5s ./mapping
 	go test -run '^$$' -fuzz '^FuzzCheckPayload$$' -fuzztime 5s ./mapping

@@ -74,8 +74,8 @@ func (e *env) updateRounds(customers []int64, rounds int) {
 // shared cluster, which no other test may be using meanwhile.)
 func TestDatabaseOutageMidDrain(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	customers := e.createCustomers(scaled(400, 200))
-	e.updateRounds(customers, scaled(40, 20))
+	customers := e.createCustomers(scaled(300, 200))
+	e.updateRounds(customers, scaled(30, 20))
 	ids := e.queuedIDs()
 	// A slow receiver keeps the drain going for several seconds.
 	e.rcv.SetFaults(receiver.Faults{Delay: 3 * time.Millisecond})

@@ -170,7 +170,7 @@ func TestLeaderSessionTerminatedOneSenderAtATime(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	total := scaled(3000, 600)
+	total := scaled(1500, 600)
 	w, written := e.load(ctx, customers, total)
 	require.True(t, waitFor(2*time.Minute, func() bool { return hist.byPID(aPID) >= 100 }), "the leader delivered nothing")
 
@@ -212,7 +212,7 @@ func TestLeaderKilledStandbyTakesOver(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	total := scaled(2000, 400)
+	total := scaled(1000, 400)
 	w, written := e.load(ctx, customers, total)
 	require.True(t, waitFor(2*time.Minute, func() bool { return hist.byPID(aPID) >= 100 }), "the leader delivered nothing")
 

@@ -93,8 +93,8 @@ func resyncUnderWritesAndKills(t *testing.T, mode string) {
 		prev := c.OnMessage
 		c.OnMessage = func(m receiver.Received) { prev(m); log.add(m) }
 	}})
-	customers := e.createCustomers(scaled(4000, 1000))
-	nTrn := scaled(1500, 300)
+	customers := e.createCustomers(scaled(2000, 1000))
+	nTrn := scaled(800, 300)
 	e.exec(`UPDATE data_sync_config SET value = 'false' WHERE name = 'DataSyncEnabled'`)
 	// Transactions belong to customers nobody changes or deletes here (a deleted customer's
 	// transactions change: their customer becomes NULL, which is not a transaction message).
@@ -116,7 +116,7 @@ func resyncUnderWritesAndKills(t *testing.T, mode string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	w := &writer{}
-	total := scaled(3000, 600)
+	total := scaled(1500, 600)
 	writersDone := startWriters(ctx, e, w, live, total, 1, 5)
 
 	selected := func() int64 {
