@@ -14,7 +14,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	mathrand "math/rand/v2"
 	"regexp"
 	"strings"
 	"sync"
@@ -26,6 +25,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	"go.uber.org/zap"
 
+	"github.com/cdc-relay/cdc-relay/internal/backoff"
 	"github.com/cdc-relay/cdc-relay/internal/metrics"
 	"github.com/cdc-relay/cdc-relay/internal/schema"
 )
@@ -253,7 +253,7 @@ func (l *Listener) Run(ctx context.Context) error {
 			l.log.Error("replication doorbell cannot start", zap.Error(err))
 			return err
 		}
-		delay := backoff(l.cfg.ReconnectMin, l.cfg.ReconnectMax, failures)
+		delay := backoff.Delay(failures+1, l.cfg.ReconnectMin, l.cfg.ReconnectMax)
 		failures++
 		l.update(func(s *Status) { s.LastError = err.Error() })
 		l.log.Warn("replication stream lost; reconnecting", zap.Error(err), zap.Int("attempt", failures), zap.Duration("delay", delay))
@@ -265,23 +265,6 @@ func (l *Listener) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
-}
-
-// backoff returns the delay before reconnect attempt n (0-based): min·2ⁿ capped at max, then
-// jittered into its upper half so a fleet of relays does not reconnect in lockstep.
-func backoff(minD, maxD time.Duration, n int) time.Duration {
-	d := minD
-	for i := 0; i < n && d < maxD; i++ {
-		d *= 2
-	}
-	if d > maxD {
-		d = maxD
-	}
-	if d <= 1 {
-		return d
-	}
-	half := d / 2
-	return half + time.Duration(mathrand.Int64N(int64(d-half)+1))
 }
 
 // session runs one replication connection until it fails or ctx is cancelled. started reports

@@ -371,22 +371,6 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	assert.Equal(t, "database", l.pgcfg.RuntimeParams["replication"])
 }
 
-func TestBackoffBounds(t *testing.T) {
-	t.Parallel()
-	minD, maxD := 100*time.Millisecond, 30*time.Second
-	for n := 0; n < 40; n++ {
-		want := minD << min(n, 20)
-		if want > maxD || want <= 0 {
-			want = maxD
-		}
-		for i := 0; i < 20; i++ {
-			d := backoff(minD, maxD, n)
-			require.GreaterOrEqual(t, d, want/2, "attempt %d", n)
-			require.LessOrEqual(t, d, want, "attempt %d", n)
-		}
-	}
-}
-
 // A failure to create the slot (here: no free slot) is not a configuration fault: Run retries and
 // starts as soon as a slot is free.
 func TestSlotCreationFailureIsRetried(t *testing.T) {

@@ -3,9 +3,10 @@ package relay
 import (
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"time"
+
+	expbackoff "github.com/cdc-relay/cdc-relay/internal/backoff"
 )
 
 // Response is what a Poster reports of one POST.
@@ -58,18 +59,12 @@ func describe(resp Response, err error) string {
 	}
 }
 
-// backoff returns the delay before attempt number attempts+1: exponential from min, capped at
-// max, with full jitter, and never sooner than the receiver's Retry-After, itself capped at
-// max: nothing a receiver says delays delivery longer than the operator allowed.
+// backoff returns the delay before attempt number attempts+1 (internal/backoff: exponential
+// from min, capped at max, jittered into its upper half), and never sooner than the receiver's
+// Retry-After, itself capped at max: nothing a receiver says delays delivery longer than the
+// operator allowed.
 func backoff(attempts int, min, max, retryAfter time.Duration) time.Duration {
-	d := min
-	for i := 1; i < attempts && d < max; i++ {
-		d *= 2
-	}
-	if d > max {
-		d = max
-	}
-	d = d/2 + rand.N(d/2+1)
+	d := expbackoff.Delay(attempts, min, max)
 	if retryAfter > d {
 		d = capWait(retryAfter, max)
 	}

@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
+	expbackoff "github.com/cdc-relay/cdc-relay/internal/backoff"
 	"github.com/cdc-relay/cdc-relay/internal/metrics"
 	"github.com/cdc-relay/cdc-relay/mapping"
 )
@@ -108,14 +109,14 @@ func (r *Relay) State() string { return r.state.Load().(string) }
 // backoff. It returns an error only for a fault found at start-up that a retry cannot fix.
 func (r *Relay) Run(ctx context.Context) error {
 	first := true
-	delay := 100 * time.Millisecond
+	failures := 0
 	for {
 		r.healthy.Store(false)
 		err := r.session(ctx, first)
 		if r.healthy.Load() {
 			// The session recovered (it delivered, or led for a while): the next failure is a
 			// new incident, not the continuation of an old one.
-			delay = 100 * time.Millisecond
+			failures = 0
 		}
 		if ctx.Err() != nil {
 			r.state.Store("stopped")
@@ -125,6 +126,8 @@ func (r *Relay) Run(ctx context.Context) error {
 			return err
 		}
 		first = false
+		failures++
+		delay := expbackoff.Delay(failures, 100*time.Millisecond, 30*time.Second)
 		r.state.Store("reconnecting: " + err.Error())
 		r.log.Warn("relay session ended; starting again", zap.Error(err), zap.Duration("after", delay))
 		select {
@@ -133,7 +136,6 @@ func (r *Relay) Run(ctx context.Context) error {
 			return nil
 		case <-time.After(delay):
 		}
-		delay = min(delay*2, 30*time.Second)
 	}
 }
 
