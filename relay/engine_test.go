@@ -142,7 +142,9 @@ func TestEndpointFailingPausesAndDeadLettersNothing(t *testing.T) {
 	}
 	r := e.start(relay.Config{Concurrency: 8, PermanentAttempts: 1, MaxAttempts: 2,
 		BackoffMin: 2 * time.Millisecond, BackoffMax: 20 * time.Millisecond})
-	require.Eventually(t, func() bool { return strings.HasPrefix(r.State(), "endpoint failing: HTTP 404 since ") },
+	require.Eventually(t, func() bool {
+		return r.State().Phase == relay.PhaseEndpointFailing && strings.HasPrefix(r.State().String(), "endpoint failing: HTTP 404 since ")
+	},
 		30*time.Second, 2*time.Millisecond)
 	require.Eventually(t, func() bool {
 		return e.count(`SELECT count(*) FROM data_sync_leader WHERE endpoint_failing_since IS NOT NULL AND endpoint_error = 'HTTP 404'`) == 1
@@ -155,7 +157,7 @@ func TestEndpointFailingPausesAndDeadLettersNothing(t *testing.T) {
 	storm.Store(false)
 	e.waitDelivered(60)
 	require.Zero(t, e.count(`SELECT count(*) FROM data_sync_cust_failed`))
-	require.Eventually(t, func() bool { return r.State() == "delivering" }, 30*time.Second, 2*time.Millisecond)
+	require.Eventually(t, func() bool { return r.State().Phase == relay.PhaseDelivering }, 30*time.Second, 2*time.Millisecond)
 	require.Eventually(t, func() bool {
 		return e.count(`SELECT count(*) FROM data_sync_leader WHERE endpoint_failing_since IS NULL AND endpoint_error IS NULL`) == 1
 	}, 30*time.Second, 5*time.Millisecond)
@@ -180,7 +182,7 @@ func TestRecordRefusedWhileOthersAreDeliveredIsARecordFailure(t *testing.T) {
 	r := e.start(relay.Config{PermanentAttempts: 3, Concurrency: 4})
 	e.waitDelivered(30)
 	require.Equal(t, 1, e.count(`SELECT count(*) FROM data_sync_cust_failed WHERE id = $1 AND reason = 'failed' AND attempts = 3 AND last_status = 404`, refused))
-	require.Equal(t, "delivering", r.State())
+	require.Equal(t, relay.PhaseDelivering, r.State().Phase)
 }
 
 // TestWindowIsBoundedInBytes: with the receiver stalled, the relay holds no more rows than

@@ -69,7 +69,7 @@ type Relay struct {
 	log      *zap.Logger
 	leader   *Leader // one relay delivers at a time; the others wait as standby (leader.go)
 
-	state   atomic.Value // string, for Status
+	state   atomic.Value // State
 	healthy atomic.Bool  // the current session delivered something or led for healthyAfter
 }
 
@@ -83,15 +83,15 @@ func New(cfg Config, db *pgxpool.Pool, posters PosterFactory, doorbell Doorbell)
 		return nil, err
 	}
 	r := &Relay{cfg: cfg, db: db, posters: posters, doorbell: doorbell, log: cfg.Logger}
-	r.state.Store("starting")
+	r.setState(PhaseStarting, "")
 	if db != nil {
 		l, err := NewLeader(LeaderConfig{Lease: cfg.LeaderLease, Grace: cfg.LeaderGrace, Logger: cfg.Logger,
 			OnStandby: func(holder string, since time.Time) {
 				if holder == "" {
-					r.state.Store("standby: another relay is taking over")
+					r.setState(PhaseStandby, "standby: another relay is taking over")
 					return
 				}
-				r.state.Store(fmt.Sprintf("standby: relay %s leads since %s", holder, since.Format(time.RFC3339)))
+				r.setState(PhaseStandby, fmt.Sprintf("standby: relay %s leads since %s", holder, since.Format(time.RFC3339)))
 			}}, db.Config().ConnConfig)
 		if err != nil {
 			return nil, err
@@ -102,7 +102,7 @@ func New(cfg Config, db *pgxpool.Pool, posters PosterFactory, doorbell Doorbell)
 }
 
 // State is a one-line description of what the relay is doing, for /readyz and logs.
-func (r *Relay) State() string { return r.state.Load().(string) }
+func (r *Relay) State() State { return r.state.Load().(State) }
 
 // Run delivers until ctx is cancelled and returns nil then. A database failure ends the
 // current session (memory is dropped; the rows stay in progress) and a new one starts after a
@@ -119,7 +119,7 @@ func (r *Relay) Run(ctx context.Context) error {
 			failures = 0
 		}
 		if ctx.Err() != nil {
-			r.state.Store("stopped")
+			r.setState(PhaseStopped, "")
 			return nil
 		}
 		if first && (errors.Is(err, ErrSettings) || errors.Is(err, ErrConfig)) {
@@ -128,11 +128,11 @@ func (r *Relay) Run(ctx context.Context) error {
 		first = false
 		failures++
 		delay := expbackoff.Delay(failures, 100*time.Millisecond, 30*time.Second)
-		r.state.Store("reconnecting: " + err.Error())
+		r.setState(PhaseReconnecting, "reconnecting: "+err.Error())
 		r.log.Warn("relay session ended; starting again", zap.Error(err), zap.Duration("after", delay))
 		select {
 		case <-ctx.Done():
-			r.state.Store("stopped")
+			r.setState(PhaseStopped, "")
 			return nil
 		case <-time.After(delay):
 		}
@@ -419,7 +419,7 @@ loop:
 // requests in flight finish and flushes acknowledgements until the deadline, then cancels them
 // (the rows stay in progress and are sent again by the next session: at least once).
 func (d *dispatcher) stop(sessionErr error, cancelPosts context.CancelFunc, wg *sync.WaitGroup) error {
-	d.r.state.Store("stopping")
+	d.r.setState(PhaseStopping, "")
 	deadline := time.NewTimer(d.r.cfg.ShutdownTimeout)
 	defer deadline.Stop()
 	expired := false
@@ -472,13 +472,13 @@ func (d *dispatcher) applySettings(s Settings, force bool) {
 	d.posterOK = false
 	d.expandDue = true
 	if !s.Enabled {
-		d.r.state.Store("idle: DataSyncEnabled is false")
+		d.r.setState(PhaseDisabled, "")
 		d.r.log.Info("Data Sync is disabled; delivery paused (rows stay queued)")
 		return
 	}
 	p, closeFn, err := d.r.buildPoster(d.ctx, s)
 	if err != nil {
-		d.r.state.Store("paused: " + err.Error())
+		d.r.setState(PhasePaused, "paused: "+err.Error())
 		d.r.log.Error("cannot deliver with the current Data Sync settings; delivery paused until they change", zap.Error(err))
 		return
 	}
@@ -487,7 +487,7 @@ func (d *dispatcher) applySettings(s Settings, force bool) {
 	if d.ep.reset() || d.failing.failing {
 		d.endpointChanged("the Data Sync settings changed")
 	}
-	d.r.state.Store("delivering")
+	d.r.setState(PhaseDelivering, "")
 }
 
 func (d *dispatcher) reloadSettings() error {
@@ -1162,7 +1162,7 @@ func (d *dispatcher) endpointChanged(why string) {
 	d.epRow.set(s)
 	if s.failing {
 		d.probes = 0
-		d.r.state.Store(s.String())
+		d.r.setState(PhaseEndpointFailing, s.String())
 		d.r.log.Warn(s.String()+"; delivery paused, probing one request at a time, nothing dead-lettered meanwhile",
 			zap.String("error", s.desc), zap.Int("distinct_keys", d.r.cfg.EndpointFailureKeys))
 		return
@@ -1172,7 +1172,7 @@ func (d *dispatcher) endpointChanged(why string) {
 	}
 	d.probes = 0
 	d.paused = time.Time{}
-	d.r.state.Store("delivering")
+	d.r.setState(PhaseDelivering, "")
 	d.r.log.Info("endpoint recovered: "+why, zap.Duration("failing_for", time.Since(was.since).Round(time.Millisecond)),
 		zap.String("was", was.desc))
 }

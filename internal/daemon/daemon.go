@@ -304,8 +304,8 @@ func adminHandler(gauges *status.Gauges, r *relay.Relay, l *cdc.Listener) http.H
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		state := r.State()
-		ready := state == "delivering" || state == "idle: DataSyncEnabled is false"
+		st := r.State()
+		ready, state := st.Phase.Ready(), st.String()
 		if l != nil && !l.Status().Connected {
 			ready, state = false, state+"; replication doorbell not connected"
 		}
