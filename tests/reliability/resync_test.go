@@ -84,7 +84,7 @@ func runCLI(t *testing.T, e *env, args ...string) string {
 // built at move, carries the same state).
 func TestResyncUnderWritesAndKills(t *testing.T) {
 	if os.Getenv("CDC_RESYNC_KILLS") == "" {
-		// Known defect (issue 13): in about one run in four, one transaction that only the
+		// Known defect (issue 13): in 2 of 14 runs, one transaction that only the
 		// resync queued is never delivered (both snapshot modes); every other invariant holds.
 		// Until it is found, the test runs on request rather than failing CI at random.
 		t.Skip("intermittently loses one resynced transaction (issue 13, under investigation): run with CDC_RESYNC_KILLS=1")
