@@ -23,6 +23,7 @@ import (
 	"github.com/cdc-relay/cdc-relay/internal/cli"
 	"github.com/cdc-relay/cdc-relay/internal/credentials"
 	"github.com/cdc-relay/cdc-relay/internal/daemon"
+	"github.com/cdc-relay/cdc-relay/internal/logbuf"
 	"github.com/cdc-relay/cdc-relay/internal/pgtest"
 	"github.com/cdc-relay/cdc-relay/internal/receiver"
 	"github.com/cdc-relay/cdc-relay/mapping"
@@ -39,27 +40,10 @@ type stack struct {
 	caFile   string
 	credFile string
 	secret   string
-	logs     *syncBuffer
+	logs     *logbuf.Buffer
 
 	mu  sync.Mutex
 	got []receiver.Received
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) Sync() error { return nil }
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func newStack(t *testing.T, rcfg receiver.Config) *stack {
@@ -70,7 +54,7 @@ func newStack(t *testing.T, rcfg receiver.Config) *stack {
 // newStackOn is newStack on a database of the test's own (an installed cdc-relay).
 func newStackOn(t *testing.T, url string, rcfg receiver.Config) *stack {
 	t.Helper()
-	s := &stack{t: t, url: url, secret: "s3cr3t-" + strings.ReplaceAll(t.Name(), "/", "-"), logs: &syncBuffer{}}
+	s := &stack{t: t, url: url, secret: "s3cr3t-" + strings.ReplaceAll(t.Name(), "/", "-"), logs: &logbuf.Buffer{}}
 	s.db = pgtest.Pool(t, s.url)
 	rcfg.ClientID, rcfg.ClientSecret, rcfg.Strict = "relay-client", s.secret, true
 	rcfg.OnMessage = func(r receiver.Received) {

@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/url"
@@ -11,7 +10,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 
 	"github.com/cdc-relay/cdc-relay/cdc"
 	"github.com/cdc-relay/cdc-relay/internal/credentials"
+	"github.com/cdc-relay/cdc-relay/internal/logbuf"
 	"github.com/cdc-relay/cdc-relay/internal/receiver"
 	"github.com/cdc-relay/cdc-relay/internal/schema"
 )
@@ -237,33 +236,9 @@ func waitSlot(ctx context.Context, dbURL, db string, timeout time.Duration, exit
 // child is the relay running as a child process (`cdc-relay run`).
 type child struct {
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *logbuf.Buffer
 	exited chan struct{}
 	err    error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.b.Len() > 1<<20 {
-		return len(p), nil
-	}
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) tail() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	b := s.b.Bytes()
-	if len(b) > 2000 {
-		b = b[len(b)-2000:]
-	}
-	return strings.TrimSpace(string(b))
 }
 
 // startRelay starts `cdc-relay run` against dbURL, delivering to r.
@@ -280,7 +255,7 @@ func (e *env) startRelay(dbURL string, r *recv, messagesPerRequest int, extra ..
 	args = append(args, extra...) // a repeated flag's last value wins
 	cmd := exec.Command(e.o.RelayExe, args...)
 	cmd.Env = append(os.Environ(), e.o.RelayEnv...)
-	c := &child{cmd: cmd, stderr: &syncBuffer{}, exited: make(chan struct{})}
+	c := &child{cmd: cmd, stderr: &logbuf.Buffer{Max: 1 << 20}, exited: make(chan struct{})}
 	cmd.Stderr = c.stderr
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("%w: starting the relay (%s run): %w", ErrBench, e.o.RelayExe, err)
@@ -314,7 +289,7 @@ func (c *child) stop() error {
 
 func (c *child) exitErr() error {
 	if c.err != nil {
-		return fmt.Errorf("%w: relay exited: %w: %s", ErrBench, c.err, c.stderr.tail())
+		return fmt.Errorf("%w: relay exited: %w: %s", ErrBench, c.err, c.stderr.Tail(2000))
 	}
 	return nil
 }

@@ -85,7 +85,7 @@ func (e *env) remote(ctx context.Context, latency time.Duration, maxInflight int
 	}
 	defer ch.stop()
 	if err := waitClosed(ctx, cnt.done, deliverTimeout, ch.exited); err != nil {
-		return res, fmt.Errorf("%w: the relay delivered %d of %d messages: %w: %s", ErrBench, cnt.n.Load(), n, err, ch.stderr.tail())
+		return res, fmt.Errorf("%w: the relay delivered %d of %d messages: %w: %s", ErrBench, cnt.n.Load(), n, err, ch.stderr.Tail(2000))
 	}
 	res.RelaySeconds = time.Since(start).Seconds()
 	res.RelayRate = cnt.rate()

@@ -101,7 +101,7 @@ func (e *env) resync(ctx context.Context, n, mark int, tpsFor time.Duration) (Re
 	}()
 	if err := waitClosed(ctx, cnt.done, deliverTimeout, ch.exited); err != nil {
 		<-markDone
-		return res, fmt.Errorf("%w: the relay delivered %d of %d resync messages: %w: %s", ErrBench, cnt.n.Load(), n, err, ch.stderr.tail())
+		return res, fmt.Errorf("%w: the relay delivered %d of %d resync messages: %w: %s", ErrBench, cnt.n.Load(), n, err, ch.stderr.Tail(2000))
 	}
 	res.Seconds = time.Since(start).Seconds()
 	<-markDone

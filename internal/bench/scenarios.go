@@ -431,7 +431,7 @@ func (e *env) throughput(ctx context.Context, label string, n, per, mark int) (T
 	}()
 	if err := waitClosed(ctx, cnt.done, deliverTimeout, ch.exited); err != nil {
 		<-markDone
-		return res, fmt.Errorf("%w: the relay delivered %d of %d messages: %w: %s", ErrBench, cnt.n.Load(), n, err, ch.stderr.tail())
+		return res, fmt.Errorf("%w: the relay delivered %d of %d messages: %w: %s", ErrBench, cnt.n.Load(), n, err, ch.stderr.Tail(2000))
 	}
 	res.RelaySeconds = time.Since(start).Seconds()
 	<-markDone
@@ -551,7 +551,7 @@ func (e *env) idle(ctx context.Context, d time.Duration) (IdleResult, error) {
 	defer ch.stop()
 	if err := waitSlot(ctx, dbURL, name, startTimeout, ch.exited); err != nil {
 		conn.Close(ctx)
-		return res, fmt.Errorf("%w: %s", err, ch.stderr.tail())
+		return res, fmt.Errorf("%w: %s", err, ch.stderr.Tail(2000))
 	}
 	c, err := writer{conn: conn}.change(ctx, 1, 0)
 	conn.Close(context.WithoutCancel(ctx))
@@ -559,7 +559,7 @@ func (e *env) idle(ctx context.Context, d time.Duration) (IdleResult, error) {
 		return res, err
 	}
 	if err := waitClosed(ctx, arr.wait(c.id), startTimeout, ch.exited); err != nil {
-		return res, fmt.Errorf("%w: the warm-up change was not delivered: %w: %s", ErrBench, err, ch.stderr.tail())
+		return res, fmt.Errorf("%w: the warm-up change was not delivered: %w: %s", ErrBench, err, ch.stderr.Tail(2000))
 	}
 	// Let the acknowledgement of the warm-up change commit, and the relay's last look at pending
 	// after its doorbell rang (relay.RecheckSpan), pass before counting.
@@ -591,7 +591,7 @@ func (e *env) idle(ctx context.Context, d time.Duration) (IdleResult, error) {
 		return res, ctx.Err()
 	case <-ch.exited:
 		t.Stop()
-		return res, fmt.Errorf("%w: the relay exited while idle: %s", ErrBench, ch.stderr.tail())
+		return res, fmt.Errorf("%w: the relay exited while idle: %s", ErrBench, ch.stderr.Tail(2000))
 	case <-t.C:
 	}
 	cpu1, err := ch.cpu()

@@ -18,7 +18,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -32,6 +31,7 @@ import (
 	"github.com/cdc-relay/cdc-relay/internal/cli"
 	"github.com/cdc-relay/cdc-relay/internal/credentials"
 	"github.com/cdc-relay/cdc-relay/internal/daemon"
+	"github.com/cdc-relay/cdc-relay/internal/logbuf"
 	"github.com/cdc-relay/cdc-relay/internal/pgtest"
 	"github.com/cdc-relay/cdc-relay/internal/receiver"
 	"github.com/cdc-relay/cdc-relay/relay"
@@ -40,23 +40,6 @@ import (
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
 const clientID = "relay-client"
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) Sync() error { return nil }
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // stack is a CE database with cdc-relay installed, the reference receiver and a directory for
 // credentials; secrets lists every secret the relay's logs must never show.
@@ -67,14 +50,14 @@ type stack struct {
 	recv    *receiver.Server
 	caFile  string
 	dir     string
-	logs    *syncBuffer
+	logs    *logbuf.Buffer
 	env     map[string]string
 	secrets []string
 }
 
 func newStack(t *testing.T, rcfg receiver.Config, secret string) *stack {
 	t.Helper()
-	s := &stack{t: t, url: pgtest.NewDB(t), logs: &syncBuffer{}, env: map[string]string{}, secrets: []string{secret}}
+	s := &stack{t: t, url: pgtest.NewDB(t), logs: &logbuf.Buffer{}, env: map[string]string{}, secrets: []string{secret}}
 	s.db = pgtest.Pool(t, s.url)
 	s.secrets = append(s.secrets, rcfg.SigningSecrets...)
 	rcfg.ClientID, rcfg.ClientSecret, rcfg.Strict = clientID, secret, true
