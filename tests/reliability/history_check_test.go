@@ -302,16 +302,25 @@ func checkQueuesEmpty(h history) checkResult {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-var pidInUserAgent = regexp.MustCompile(`pid (\d+)\)`)
+var pidInUserAgent = regexp.MustCompile(`; pid (\d+)\)`)
+
+// senderPID is the pid of the relay process that sent a message, from the User-Agent the daemon
+// sends (`cdc-relay (host; pid N)`); -1 when it names none.
+func senderPID(userAgent string) int {
+	if s := pidInUserAgent.FindStringSubmatch(userAgent); s != nil {
+		if pid, err := strconv.Atoi(s[1]); err == nil {
+			return pid
+		}
+	}
+	return -1
+}
 
 // histMessageOf turns what the receiver accepted into a histMessage: the key comes from the
 // payload (customerID, retailTransactionId, or the customer id a CUSTOMERDEL carries).
 func histMessageOf(seq int, rc receiver.Received) histMessage {
 	m := histMessage{Seq: seq, At: rc.At, Type: rc.Message.Type, Action: rc.Message.Action, Payload: rc.Message.Payload}
 	m.ID, _ = strconv.ParseInt(rc.Message.UniqueID, 10, 64)
-	if s := pidInUserAgent.FindStringSubmatch(rc.UserAgent); s != nil {
-		m.Pid, _ = strconv.Atoi(s[1])
-	}
+	m.Pid = senderPID(rc.UserAgent)
 	switch {
 	case m.Action == mapping.ActionCustomerDelete:
 		m.Key = strings.TrimSpace(m.Payload)

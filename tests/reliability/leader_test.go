@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"regexp"
 	"sort"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -34,18 +32,12 @@ type senderLog struct {
 	all []arrival
 }
 
-var uaPID = regexp.MustCompile(`; pid (\d+)\)`)
-
 func (h *senderLog) add(m receiver.Received) {
 	if m.Sample {
 		return
 	}
-	pid := -1
-	if s := uaPID.FindStringSubmatch(m.UserAgent); s != nil {
-		pid, _ = strconv.Atoi(s[1])
-	}
 	h.mu.Lock()
-	h.all = append(h.all, arrival{at: m.At, pid: pid, id: m.Message.UniqueID})
+	h.all = append(h.all, arrival{at: m.At, pid: senderPID(m.UserAgent), id: m.Message.UniqueID})
 	h.mu.Unlock()
 }
 
