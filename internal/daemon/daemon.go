@@ -228,28 +228,19 @@ func NewSender(cfg Config, s relay.Settings) (*sender.Sender, error) {
 // including while it has no sender (Data Sync disabled, settings unusable): operators send it to
 // make the relay read its credential again, never to stop it. The senders' own handlers
 // (reloadOnSIGHUP) do the reading.
-func holdSIGHUP() (stop func()) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	done := make(chan struct{})
-	go func() {
-		for {
-			select {
-			case <-hup:
-			case <-done:
-				return
-			}
-		}
-	}()
-	return func() {
-		signal.Stop(hup)
-		close(done)
-	}
-}
+func holdSIGHUP() (stop func()) { return onSIGHUP(func() {}) }
 
 // reloadOnSIGHUP makes src read the credential again on every SIGHUP until the returned
 // function is called.
 func reloadOnSIGHUP(src *credentials.Source, log *zap.Logger) func() {
+	return onSIGHUP(func() {
+		log.Info("SIGHUP: reading the credential again")
+		src.Reload()
+	})
+}
+
+// onSIGHUP calls fn on every SIGHUP until the returned function is called (once or more).
+func onSIGHUP(fn func()) (stop func()) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	done := make(chan struct{})
@@ -257,8 +248,7 @@ func reloadOnSIGHUP(src *credentials.Source, log *zap.Logger) func() {
 		for {
 			select {
 			case <-hup:
-				log.Info("SIGHUP: reading the credential again")
-				src.Reload()
+				fn()
 			case <-done:
 				return
 			}
