@@ -25,8 +25,8 @@ func TestInstallNeverQueuesCEWritesBehindALongTransaction(t *testing.T) {
 	admin := connect(t, url)
 	_, err := admin.Exec(ctx, `INSERT INTO customer (customer_id) VALUES (1), (2)`)
 	require.NoError(t, err)
-	// An upgrade whose capture script changed: it re-creates the triggers on the CE tables.
-	_, err = admin.Exec(ctx, `DELETE FROM data_sync_schema_version WHERE name = 'repeatable/20_capture.sql'`)
+	// An upgrade whose triggers script changed: it re-creates the triggers on the CE tables.
+	_, err = admin.Exec(ctx, `DELETE FROM data_sync_schema_version WHERE name = 'repeatable/26_triggers.sql'`)
 	require.NoError(t, err)
 
 	long := connect(t, url)
@@ -72,7 +72,7 @@ func TestInstallNeverQueuesCEWritesBehindALongTransaction(t *testing.T) {
 		t.Fatal("install did not finish after the long transaction ended")
 	}
 	var n int
-	require.NoError(t, admin.QueryRow(ctx, `SELECT count(*) FROM data_sync_schema_version WHERE name = 'repeatable/20_capture.sql'`).Scan(&n))
+	require.NoError(t, admin.QueryRow(ctx, `SELECT count(*) FROM data_sync_schema_version WHERE name = 'repeatable/26_triggers.sql'`).Scan(&n))
 	require.Equal(t, 1, n)
 }
 
@@ -82,17 +82,17 @@ func TestInstallGivesUpClearlyWhileATableStaysLocked(t *testing.T) {
 	ctx := context.Background()
 	url := pgtest.NewDB(t)
 	admin := connect(t, url)
-	_, err := admin.Exec(ctx, `DELETE FROM data_sync_schema_version WHERE name = 'repeatable/20_capture.sql'`)
+	_, err := admin.Exec(ctx, `DELETE FROM data_sync_schema_version WHERE name = 'repeatable/26_triggers.sql'`)
 	require.NoError(t, err)
 	long := connect(t, url)
 	_, err = long.Exec(ctx, `BEGIN; LOCK TABLE customer IN ROW EXCLUSIVE MODE`)
 	require.NoError(t, err)
 	_, err = schema.Install(ctx, connect(t, url), schema.Options{LockTimeout: 50 * time.Millisecond, LockAttempts: 2, LockBackoff: time.Millisecond})
 	require.ErrorIs(t, err, schema.ErrBusy)
-	require.ErrorContains(t, err, "repeatable/20_capture.sql")
+	require.ErrorContains(t, err, "repeatable/26_triggers.sql")
 	require.ErrorContains(t, err, "pg_stat_activity")
 	var n int
-	require.NoError(t, admin.QueryRow(ctx, `SELECT count(*) FROM data_sync_schema_version WHERE name = 'repeatable/20_capture.sql'`).Scan(&n))
+	require.NoError(t, admin.QueryRow(ctx, `SELECT count(*) FROM data_sync_schema_version WHERE name = 'repeatable/26_triggers.sql'`).Scan(&n))
 	require.Zero(t, n)
 }
 

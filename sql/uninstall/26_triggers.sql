@@ -1,5 +1,6 @@
--- Undoes repeatable/20_capture.sql: every capture trigger and function, and the transient hook
--- table (it never holds a row past its transaction). The CE tables and the queued rows stay.
+-- Undoes repeatable/26_triggers.sql: every capture trigger. The CE tables and the queued rows
+-- stay. Runs before the capture functions' scripts are undone (uninstall goes in reverse name
+-- order), so no trigger is left calling a dropped function.
 DO $do$
 DECLARE
     t text;
@@ -28,21 +29,8 @@ BEGIN
         DROP TRIGGER IF EXISTS data_sync_transaction_post ON retail_transaction;
         DROP TRIGGER IF EXISTS data_sync_transaction_change ON retail_transaction;
     END IF;
+    IF to_regclass('data_sync_capture_hook') IS NOT NULL THEN
+        DROP TRIGGER IF EXISTS data_sync_hook ON data_sync_capture_hook;
+    END IF;
 END
 $do$;
-DROP TABLE IF EXISTS data_sync_capture_hook;
-DROP FUNCTION IF EXISTS data_sync_capture_hook_fire();
-DROP FUNCTION IF EXISTS data_sync_customers_touched();
-DROP FUNCTION IF EXISTS data_sync_queue_customer_set(text, text, bigint[]);
-DROP FUNCTION IF EXISTS data_sync_rebuild_customer(bigint);
-DROP FUNCTION IF EXISTS data_sync_expand_customer_sets(integer);
-DROP FUNCTION IF EXISTS data_sync_customers_deleted();
-DROP FUNCTION IF EXISTS data_sync_segment_renamed();
-DROP FUNCTION IF EXISTS data_sync_customer_changed();
-DROP FUNCTION IF EXISTS data_sync_transaction_posted();
-DROP FUNCTION IF EXISTS data_sync_queue_customer(bigint, text, text);
-DROP FUNCTION IF EXISTS merge_customers(bigint[]);
-DROP FUNCTION IF EXISTS data_sync_customer_json(bigint);
-DROP FUNCTION IF EXISTS data_sync_transaction_json(text);
-DROP FUNCTION IF EXISTS data_sync_customers_json(bigint[]);
-DROP FUNCTION IF EXISTS data_sync_capture_mode_fast();
