@@ -11,7 +11,8 @@
 // it and takes no lock those writes wait for. The capture triggers therefore live alone in
 // 26_triggers.sql, and the functions they run in scripts of their own (20_builders.sql,
 // 22_queueing.sql, 24_merge.sql), none of which drops anything with CASCADE (that would take
-// the triggers with it).
+// the triggers with it). A script that is renamed or split leaves its old name's row in
+// data_sync_schema_version, which install removes once every current script is applied.
 package sql
 
 import "embed"

@@ -108,3 +108,21 @@ func TestStatusShowsTheLeaderAndAFailingEndpoint(t *testing.T) {
 	require.Contains(t, out, "(epoch 7)")
 	require.Contains(t, out, `Endpoint failing: HTTP 404\x1b[2J since `, "the endpoint error, escaped")
 }
+
+// install names the row it removes of a repeatable script no longer shipped (here a hostile
+// one), escaped, rather than leaving it to look like a missing script; a second run has nothing
+// to change.
+func TestInstallForgetsScriptsNoLongerShipped(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDB(t)
+	pgtest.Exec(t, url, `INSERT INTO data_sync_schema_version (name, kind, checksum)
+		VALUES ('repeatable/20_capture.sql', 'repeatable', 'x'), ($1, 'repeatable', 'x')`, hostile)
+	code, out := runCLI(t, "install", "--database-url", url)
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, "forgot repeatable/20_capture.sql")
+	require.NotContains(t, out, "applied")
+	assertSafeOutput(t, out)
+	code, out = runCLI(t, "install", "--database-url", url)
+	require.Equal(t, 0, code, out)
+	require.Contains(t, out, "nothing to change")
+}

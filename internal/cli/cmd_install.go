@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/cdc-relay/cdc-relay/internal/safetext"
 	"github.com/cdc-relay/cdc-relay/internal/schema"
 	"github.com/cdc-relay/cdc-relay/relay"
 )
@@ -76,12 +77,19 @@ func runInstall(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(rep.Applied) == 0 {
+	if len(rep.Applied) == 0 && len(rep.Retired) == 0 {
 		fmt.Fprintln(env.Stdout, "cdc-relay is installed and up to date: nothing to change")
 		return nil
 	}
 	for _, s := range rep.Applied {
 		fmt.Fprintln(env.Stdout, "applied", s)
+	}
+	for _, s := range rep.Retired {
+		// The name is a row of the database, not one of ours.
+		fmt.Fprintln(env.Stdout, "forgot", safetext.Clean(s), "(no longer shipped: its objects now come from the current scripts)")
+	}
+	if len(rep.Applied) == 0 {
+		return nil
 	}
 	fmt.Fprintln(env.Stdout, "installed. Next: cdc-relay config set DataSyncApiUrl https://...; config set DataSyncTokenUrl https://...; credentials set; config set DataSyncEnabled true")
 	return nil

@@ -4,7 +4,9 @@
 // Versioned migrations run once each, in order, every one in its own transaction, and are
 // recorded in data_sync_schema_version. Repeatable scripts (functions, triggers, publications,
 // views) are re-applied only when their text changed, so a second install changes nothing. An
-// advisory lock keeps two installs from interleaving.
+// advisory lock keeps two installs from interleaving. The row of a repeatable script that this
+// version no longer ships (one renamed or split) is removed once every current script is
+// applied.
 package schema
 
 import (
@@ -82,6 +84,10 @@ const maxLockBackoff = 30 * time.Second
 // Report says what an Install or Uninstall did.
 type Report struct {
 	Applied []string // script names applied (empty when nothing changed)
+	// Retired names the data_sync_schema_version rows Install removed: repeatable scripts an
+	// earlier version applied and this one no longer ships (their objects now come from the
+	// scripts applied). Empty for Uninstall.
+	Retired []string
 }
 
 // Script is one embedded SQL file.
@@ -93,16 +99,19 @@ type Script struct {
 }
 
 // Scripts returns the embedded migrations then repeatable scripts, each group in name order.
-func Scripts() ([]Script, error) {
+func Scripts() ([]Script, error) { return scripts(cdcsql.Files) }
+
+// scripts reads the migrations and repeatable scripts of fsys, laid out as package sql's Files.
+func scripts(fsys fs.FS) ([]Script, error) {
 	var out []Script
 	for _, kind := range []string{"migrations", "repeatable"} {
-		names, err := fs.Glob(cdcsql.Files, kind+"/*.sql")
+		names, err := fs.Glob(fsys, kind+"/*.sql")
 		if err != nil {
 			return nil, err
 		}
 		sort.Strings(names)
 		for _, n := range names {
-			b, err := fs.ReadFile(cdcsql.Files, n)
+			b, err := fs.ReadFile(fsys, n)
 			if err != nil {
 				return nil, err
 			}
@@ -138,8 +147,14 @@ func CheckWALLevel(ctx context.Context, conn *pgx.Conn) error {
 	return nil
 }
 
-// Install applies every migration not yet applied and every repeatable script whose text changed.
+// Install applies every migration not yet applied and every repeatable script whose text
+// changed, then removes the rows of repeatable scripts no longer shipped.
 func Install(ctx context.Context, conn *pgx.Conn, opts Options) (Report, error) {
+	return install(ctx, conn, opts, cdcsql.Files)
+}
+
+// install is Install with the scripts of fsys, so tests can install another version's scripts.
+func install(ctx context.Context, conn *pgx.Conn, opts Options, fsys fs.FS) (Report, error) {
 	var rep Report
 	opts.defaults()
 	if !opts.AllowNonLogical {
@@ -147,7 +162,7 @@ func Install(ctx context.Context, conn *pgx.Conn, opts Options) (Report, error) 
 			return rep, err
 		}
 	}
-	scripts, err := Scripts()
+	scripts, err := scripts(fsys)
 	if err != nil {
 		return rep, fmt.Errorf("reading embedded SQL: %w", err)
 	}
@@ -189,7 +204,37 @@ func Install(ctx context.Context, conn *pgx.Conn, opts Options) (Report, error) 
 		}
 		rep.Applied = append(rep.Applied, s.Name)
 	}
+	retired, err := retire(ctx, conn, scripts)
+	if err != nil {
+		return rep, err
+	}
+	rep.Retired = retired
 	return rep, nil
+}
+
+// retire removes the data_sync_schema_version rows of repeatable scripts not among scripts:
+// ones an earlier version applied under a name this version no longer ships (a script renamed
+// or split). It runs after every current script applied, so their objects are in place: the
+// old row would only make the table disagree with the scripts shipped. Migration rows stay
+// whatever the files: each records a change made to the data.
+func retire(ctx context.Context, conn *pgx.Conn, scripts []Script) ([]string, error) {
+	var current []string
+	for _, s := range scripts {
+		if s.Kind == "repeatable" {
+			current = append(current, s.Name)
+		}
+	}
+	rows, err := conn.Query(ctx, `DELETE FROM data_sync_schema_version
+		WHERE kind = 'repeatable' AND NOT (name = ANY ($1)) RETURNING name`, current)
+	if err != nil {
+		return nil, fmt.Errorf("removing the rows of repeatable scripts no longer shipped: %w", err)
+	}
+	retired, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("removing the rows of repeatable scripts no longer shipped: %w", err)
+	}
+	sort.Strings(retired)
+	return retired, nil
 }
 
 // applyScript runs one script and records it, in one transaction, with lock_timeout set: a
