@@ -877,7 +877,6 @@ func (d *dispatcher) send(ctx context.Context, p Poster, req *request) {
 	start := time.Now()
 	resp, err := p.Post(ctx, body)
 	res := result{req: req, resp: resp, err: err, took: time.Since(start), gone: gone}
-	metrics.RequestDuration.Observe(res.took.Seconds())
 	res.outcome, res.pressure = classify(resp, err, d.r.cfg.Delivered)
 	if res.outcome == delivered {
 		res.epChanged = d.ep.delivered()
