@@ -82,6 +82,9 @@ type Config struct {
 	ReconnectMin, ReconnectMax time.Duration
 	// Logger receives connection events (never row contents); default none.
 	Logger *zap.Logger
+	// Metrics are the doorbell's instruments (the daemon's, served on /metrics); default
+	// instruments of its own that nothing serves.
+	Metrics *metrics.Doorbell
 }
 
 // Status is a snapshot of the listener's state, for `cdc-relay status` and health checks.
@@ -155,6 +158,9 @@ func New(cfg Config) (*Listener, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.NewDoorbell(nil)
+	}
 	return &Listener{
 		cfg:    cfg,
 		pgcfg:  pgcfg,
@@ -168,7 +174,8 @@ func New(cfg Config) (*Listener, error) {
 // Queued rings after every commit (or streamed commit) that inserted into a pending table, and
 // once after every (re)connect, since commits may have happened while disconnected. It has
 // capacity 1: rings coalesce, so one receive drains any number of commits. Each ring that was
-// not coalesced counts in metrics.WakeUps{source="replication"}; consumers need not count it.
+// not coalesced counts in cdc_relay_wakeups_total{source="replication"}; consumers need not
+// count it.
 func (l *Listener) Queued() <-chan struct{} { return l.queued }
 
 // maxQueuedXids bounds the transaction ids kept between two TakeQueued calls; older ones were
@@ -199,7 +206,7 @@ func (l *Listener) TakeQueued() []uint32 {
 
 // ConfigChanged rings after a committed transaction touched data_sync_config, and after every
 // connect, since the configuration may have changed while no stream was listening. It has
-// capacity 1, like Queued, and counts in metrics.WakeUps{source="config"}.
+// capacity 1, like Queued, and counts in cdc_relay_wakeups_total{source="config"}.
 func (l *Listener) ConfigChanged() <-chan struct{} { return l.config }
 
 // Ready is closed after the first successful START_REPLICATION, for readiness probes and tests.
@@ -218,10 +225,10 @@ func (l *Listener) update(f func(*Status)) {
 	l.mu.Unlock()
 }
 
-func ring(ch chan struct{}, source string) {
+func (l *Listener) ring(ch chan struct{}, source string) {
 	select {
 	case ch <- struct{}{}:
-		metrics.WakeUps.WithLabelValues(source).Inc()
+		l.cfg.Metrics.WakeUps.WithLabelValues(source).Inc()
 	default:
 	}
 }
@@ -236,7 +243,7 @@ func (l *Listener) Run(ctx context.Context) error {
 		return ErrAlreadyRunning
 	}
 	defer l.running.Store(false)
-	defer metrics.ReplicationConnected.Set(0)
+	defer l.cfg.Metrics.ReplicationConnected.Set(0)
 	everStarted := false
 	failures := 0
 	for {
@@ -284,7 +291,7 @@ func (l *Listener) session(ctx context.Context, reconnect bool) (started bool, e
 		defer cancel()
 		conn.Close(cctx)
 		if started {
-			metrics.ReplicationConnected.Set(0)
+			l.cfg.Metrics.ReplicationConnected.Set(0)
 			l.update(func(s *Status) { s.Connected = false })
 		}
 	}()
@@ -323,7 +330,7 @@ func (l *Listener) session(ctx context.Context, reconnect bool) (started bool, e
 		return false, fmt.Errorf("starting replication on slot %s: %w", slot, err)
 	}
 	started = true
-	metrics.ReplicationConnected.Set(1)
+	l.cfg.Metrics.ReplicationConnected.Set(1)
 	l.update(func(s *Status) {
 		s.Connected = true
 		s.SlotName = slot
@@ -334,8 +341,8 @@ func (l *Listener) session(ctx context.Context, reconnect bool) (started bool, e
 	l.log.Info("replication stream started", zap.String("slot", slot), zap.Bool("reconnect", reconnect))
 	// Commits may have happened while we were not listening, including before the first
 	// slot's consistent point (the relay may have read its settings before then).
-	ring(l.queued, "replication")
-	ring(l.config, "config")
+	l.ring(l.queued, "replication")
+	l.ring(l.config, "config")
 	l.readyMu.Do(func() { close(l.ready) })
 
 	return true, l.stream(ctx, conn)
@@ -530,7 +537,7 @@ func (l *Listener) stream(ctx context.Context, conn *pgconn.PgConn) error {
 				// each time it reads past what we confirmed (measured: 24,000 in 30 s of an idle
 				// relay after the bench's backlog runs, 0.9 CPU-s). Confirming each at once keeps
 				// that rate lowest: confirming at most every 100 ms doubled it.
-				metrics.ReplicationMessages.WithLabelValues("keepalive").Inc()
+				l.cfg.Metrics.ReplicationMessages.WithLabelValues("keepalive").Inc()
 				ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(msg.Data[1:])
 				if err != nil {
 					return fmt.Errorf("parsing keepalive: %w", err)
@@ -542,7 +549,7 @@ func (l *Listener) stream(ctx context.Context, conn *pgconn.PgConn) error {
 				}
 				next = time.Now().Add(l.cfg.StandbyInterval)
 			case pglogrepl.XLogDataByteID:
-				metrics.ReplicationMessages.WithLabelValues("data").Inc()
+				l.cfg.Metrics.ReplicationMessages.WithLabelValues("data").Inc()
 				x, err := pglogrepl.ParseXLogData(msg.Data[1:])
 				if err != nil {
 					return fmt.Errorf("parsing XLogData: %w", err)
@@ -554,10 +561,10 @@ func (l *Listener) stream(ctx context.Context, conn *pgconn.PgConn) error {
 				seen = max(seen, end)
 				if fired&flagQueued != 0 {
 					l.noteQueued(xid)
-					ring(l.queued, "replication")
+					l.ring(l.queued, "replication")
 				}
 				if fired&flagConfig != 0 {
-					ring(l.config, "config")
+					l.ring(l.config, "config")
 				}
 			}
 		}

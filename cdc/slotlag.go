@@ -5,8 +5,6 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/cdc-relay/cdc-relay/internal/metrics"
 )
 
 // Querier is the part of *pgx.Conn, *pgxpool.Pool and pgx.Tx that SlotLag needs, so callers
@@ -26,8 +24,7 @@ type SlotInfo struct {
 }
 
 // SlotLag returns every slot whose name starts with prefix, with the WAL it pins, so
-// `cdc-relay status` and the metrics poller can show that the doorbell never retains WAL. It
-// also sets metrics.SlotLagBytes to the largest lag found (0 when there is no such slot).
+// `cdc-relay status` can show that the doorbell never retains WAL.
 func SlotLag(ctx context.Context, q Querier, prefix string) ([]SlotInfo, error) {
 	rows, err := q.Query(ctx, `
 		SELECT slot_name::text, coalesce(database::text, ''), active, coalesce(active_pid, 0), temporary,
@@ -39,19 +36,16 @@ func SlotLag(ctx context.Context, q Querier, prefix string) ([]SlotInfo, error) 
 		return nil, fmt.Errorf("querying replication slot lag: %w", err)
 	}
 	var out []SlotInfo
-	var worst int64
 	for rows.Next() {
 		var s SlotInfo
 		if err := rows.Scan(&s.Name, &s.Database, &s.Active, &s.ActivePID, &s.Temporary, &s.LagBytes); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("reading replication slot lag: %w", err)
 		}
-		worst = max(worst, s.LagBytes)
 		out = append(out, s)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("querying replication slot lag: %w", err)
 	}
-	metrics.SlotLagBytes.Set(float64(worst))
 	return out, nil
 }

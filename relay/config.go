@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/cdc-relay/cdc-relay/internal/metrics"
 )
 
 // OnFailure values: what a failed delivery blocks.
@@ -100,6 +102,9 @@ type Config struct {
 	LeaderGrace time.Duration
 	// Logger receives structured logs; default zap.NewNop().
 	Logger *zap.Logger
+	// Metrics are the relay's instruments (the daemon's, served on /metrics). Default (New):
+	// instruments of its own that nothing serves.
+	Metrics *metrics.Relay
 }
 
 // MaxInFlight is the most requests the relay may have in flight: the fixed concurrency, or

@@ -212,10 +212,10 @@ func (w *endpointRow) run(ctx context.Context, db *pgxpool.Pool, log *zap.Logger
 }
 
 // setEndpointGauge exports the endpoint state as a metric.
-func setEndpointGauge(s endpointState) {
+func setEndpointGauge(m *metrics.Relay, s endpointState) {
 	v := 0.0
 	if s.failing {
 		v = 1
 	}
-	metrics.EndpointFailing.Set(v)
+	m.EndpointFailing.Set(v)
 }

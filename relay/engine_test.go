@@ -140,8 +140,9 @@ func TestEndpointFailingPausesAndDeadLettersNothing(t *testing.T) {
 	for i := range 60 {
 		e.queueCust(strconv.Itoa(i), "UPDATE")
 	}
+	m := metrics.NewRelay(nil)
 	r := e.start(relay.Config{Concurrency: 8, PermanentAttempts: 1, MaxAttempts: 2,
-		BackoffMin: 2 * time.Millisecond, BackoffMax: 20 * time.Millisecond})
+		BackoffMin: 2 * time.Millisecond, BackoffMax: 20 * time.Millisecond, Metrics: m})
 	require.Eventually(t, func() bool {
 		return r.State().Phase == relay.PhaseEndpointFailing && strings.HasPrefix(r.State().String(), "endpoint failing: HTTP 404 since ")
 	},
@@ -149,7 +150,7 @@ func TestEndpointFailingPausesAndDeadLettersNothing(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return e.count(`SELECT count(*) FROM data_sync_leader WHERE endpoint_failing_since IS NOT NULL AND endpoint_error = 'HTTP 404'`) == 1
 	}, 30*time.Second, 5*time.Millisecond)
-	require.Equal(t, 1.0, testutil.ToFloat64(metrics.EndpointFailing))
+	require.Equal(t, 1.0, testutil.ToFloat64(m.EndpointFailing))
 	require.Eventually(t, func() bool { return stormAnswers.Load() > 100 }, 30*time.Second, 2*time.Millisecond)
 	require.Zero(t, e.count(`SELECT count(*) FROM data_sync_cust_failed`), "nothing is dead-lettered while the endpoint fails")
 	require.LessOrEqual(t, maxDuringStorm.Load(), int64(1), "one probe at a time once the endpoint fails")
@@ -158,6 +159,7 @@ func TestEndpointFailingPausesAndDeadLettersNothing(t *testing.T) {
 	e.waitDelivered(60)
 	require.Zero(t, e.count(`SELECT count(*) FROM data_sync_cust_failed`))
 	require.Eventually(t, func() bool { return r.State().Phase == relay.PhaseDelivering }, 30*time.Second, 2*time.Millisecond)
+	require.Equal(t, 0.0, testutil.ToFloat64(m.EndpointFailing))
 	require.Eventually(t, func() bool {
 		return e.count(`SELECT count(*) FROM data_sync_leader WHERE endpoint_failing_since IS NULL AND endpoint_error IS NULL`) == 1
 	}, 30*time.Second, 5*time.Millisecond)

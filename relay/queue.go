@@ -240,13 +240,13 @@ func (q *queue) move(ctx context.Context, db *pgxpool.Pool, n int, keepOrder, ex
 
 // holdBehind holds progress rows whose key has a dead letter (see holdBehindSQL), fenced by
 // the leadership term.
-func (q *queue) holdBehind(ctx context.Context, db *pgxpool.Pool, f fence) error {
+func (q *queue) holdBehind(ctx context.Context, db *pgxpool.Pool, f fence, m *metrics.Relay) error {
 	tag, err := db.Exec(ctx, q.holdBehindSQL, f.epoch, f.renew)
 	if err = f.done(err); err != nil {
 		return fmt.Errorf("holding %s progress rows behind dead letters: %w", q.name, err)
 	}
 	if n := tag.RowsAffected(); n > 0 {
-		metrics.DeadLetters.WithLabelValues("held").Add(float64(n))
+		m.DeadLetters.WithLabelValues("held").Add(float64(n))
 	}
 	return nil
 }

@@ -82,6 +82,9 @@ func New(cfg Config, db *pgxpool.Pool, posters PosterFactory, doorbell Doorbell)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.NewRelay(nil)
+	}
 	r := &Relay{cfg: cfg, db: db, posters: posters, doorbell: doorbell, log: cfg.Logger}
 	r.setState(PhaseStarting, "")
 	if db != nil {
@@ -278,7 +281,7 @@ func (d *dispatcher) run() error {
 	d.ep = newEndpointHealth(cfg.EndpointFailureKeys)
 	d.epRow = newEndpointRow()
 	d.epRow.set(endpointState{}) // a new session starts with the endpoint presumed healthy
-	setEndpointGauge(endpointState{})
+	setEndpointGauge(cfg.Metrics, endpointState{})
 	d.lim = newConcurrencyLimit(cfg.Concurrency, cfg.MaxConcurrency)
 	if cfg.RateLimit > 0 {
 		d.rate = rate.NewLimiter(rate.Limit(cfg.RateLimit), max(1, cfg.MessagesPerRequest))
@@ -318,7 +321,7 @@ func (d *dispatcher) run() error {
 		queued, configChanged = d.r.doorbell.Queued(), d.r.doorbell.ConfigChanged()
 	}
 	d.pending = true // (expandDue was set by applySettings above)
-	metrics.WakeUps.WithLabelValues("start").Inc()
+	cfg.Metrics.WakeUps.WithLabelValues("start").Inc()
 
 	var sessionErr error
 loop:
@@ -396,14 +399,14 @@ loop:
 				break loop
 			}
 		case <-sweep.C:
-			metrics.WakeUps.WithLabelValues("sweep").Inc()
+			cfg.Metrics.WakeUps.WithLabelValues("sweep").Inc()
 			d.pending, d.expandDue = true, true
 			if err := d.reloadSettings(); err != nil {
 				sessionErr = err
 				break loop
 			}
 		case <-timer.C:
-			metrics.WakeUps.WithLabelValues("retry").Inc()
+			cfg.Metrics.WakeUps.WithLabelValues("retry").Inc()
 		case <-d.acks.freed: // room in the window again: fill at the top of the loop
 		case err := <-d.ackDone: // only on a cancelled context: the acknowledger retries for ever
 			sessionErr = fmt.Errorf("acknowledging delivered rows: %w", err)
@@ -579,7 +582,7 @@ func (d *dispatcher) mover(ctx context.Context) {
 			var err error
 			if !loaded[q] {
 				if cursor[q] == 0 && keepOrder {
-					err = q.holdBehind(opCtx, d.r.db, d.term.fence())
+					err = q.holdBehind(opCtx, d.r.db, d.term.fence(), d.r.cfg.Metrics)
 				}
 				if err == nil {
 					rows, err = q.load(opCtx, d.r.db, cursor[q], n)
@@ -707,7 +710,7 @@ func (d *dispatcher) admit(r *row, seq uint64, now time.Time) []*row {
 	}
 	d.win.add(r, now)
 	if d.win.saved > 0 {
-		metrics.Coalesced.Add(float64(d.win.saved))
+		d.r.cfg.Metrics.Coalesced.Add(float64(d.win.saved))
 		d.win.saved = 0
 	}
 	return nil
@@ -764,7 +767,7 @@ func (d *dispatcher) hold(rows []*row) error {
 		if err = f.done(err); err != nil {
 			return fmt.Errorf("holding %s rows behind a dead letter: %w", q.name, err)
 		}
-		metrics.DeadLetters.WithLabelValues("held").Add(float64(tag.RowsAffected()))
+		d.r.cfg.Metrics.DeadLetters.WithLabelValues("held").Add(float64(tag.RowsAffected()))
 	}
 	return nil
 }
@@ -834,7 +837,7 @@ func (d *dispatcher) dispatch(ctx context.Context, now time.Time) {
 	if !d.posterOK || d.paused.After(now) || d.ctx.Err() != nil || !d.term.Valid(now) {
 		return
 	}
-	metrics.Concurrency.Set(float64(d.lim.limit))
+	d.r.cfg.Metrics.Concurrency.Set(float64(d.lim.limit))
 	limit := d.lim.limit
 	if d.failing.failing {
 		limit = 1 // the endpoint fails as a whole: one probe at a time
@@ -877,7 +880,6 @@ func (d *dispatcher) send(ctx context.Context, p Poster, req *request) {
 	start := time.Now()
 	resp, err := p.Post(ctx, body)
 	res := result{req: req, resp: resp, err: err, took: time.Since(start), gone: gone}
-	metrics.RequestDuration.Observe(res.took.Seconds())
 	res.outcome, res.pressure = classify(resp, err, d.r.cfg.Delivered)
 	if res.outcome == delivered {
 		res.epChanged = d.ep.delivered()
@@ -1042,8 +1044,8 @@ func (d *dispatcher) deadLetter(ctx context.Context, rows []*row, counted, statu
 	if err != nil {
 		return err
 	}
-	metrics.DeadLetters.WithLabelValues("failed").Add(float64(parked))
-	metrics.DeadLetters.WithLabelValues("held").Add(float64(held))
+	d.r.cfg.Metrics.DeadLetters.WithLabelValues("failed").Add(float64(parked))
+	d.r.cfg.Metrics.DeadLetters.WithLabelValues("held").Add(float64(held))
 	return nil
 }
 
@@ -1088,12 +1090,12 @@ func (d *dispatcher) apply(res result) error {
 	status := strconv.Itoa(res.resp.Status)
 	switch {
 	case res.outcome == delivered:
-		metrics.Deliveries.WithLabelValues("delivered", status).Inc()
+		d.r.cfg.Metrics.Deliveries.WithLabelValues("delivered", status).Inc()
 		for _, r := range res.req.rows {
 			typ, _, _ := mapping.Lookup(r.objName, r.action)
-			metrics.MessagesDelivered.WithLabelValues(typ).Inc()
+			d.r.cfg.Metrics.MessagesDelivered.WithLabelValues(typ).Inc()
 			if !r.resync { // not a commit: a resync row waits behind live ones by design
-				metrics.CommitToDelivery.Observe(now.Sub(r.createdAt).Seconds())
+				d.r.cfg.Metrics.CommitToDelivery.Observe(now.Sub(r.createdAt).Seconds())
 			}
 		}
 		d.acks.add(idsByQueue(res.req.rows))
@@ -1101,7 +1103,7 @@ func (d *dispatcher) apply(res result) error {
 		d.lim.success(res.took, now)
 		d.win.release(res.req, true, now)
 	case res.dead:
-		metrics.Deliveries.WithLabelValues("dead_letter", status).Inc()
+		d.r.cfg.Metrics.Deliveries.WithLabelValues("dead_letter", status).Inc()
 		d.r.log.Warn("delivery failed permanently; rows moved to the dead-letter table",
 			zap.Int64("first_id", res.req.rows[0].id), zap.Int("rows", len(res.req.rows)), zap.String("error", describe(res.resp, res.err)))
 		later := d.parked(res.req.rows, d.moveSeq)
@@ -1110,8 +1112,8 @@ func (d *dispatcher) apply(res result) error {
 			return err
 		}
 	default:
-		metrics.Deliveries.WithLabelValues("retry", status).Inc()
-		metrics.Retries.Add(float64(len(res.req.rows)))
+		d.r.cfg.Metrics.Deliveries.WithLabelValues("retry", status).Inc()
+		d.r.cfg.Metrics.Retries.Add(float64(len(res.req.rows)))
 		for _, r := range res.req.rows {
 			if !res.endpointWide {
 				r.attempts++
@@ -1158,7 +1160,7 @@ func (d *dispatcher) endpointChanged(why string) {
 		return
 	}
 	d.failing = s
-	setEndpointGauge(s)
+	setEndpointGauge(d.r.cfg.Metrics, s)
 	d.epRow.set(s)
 	if s.failing {
 		d.probes = 0

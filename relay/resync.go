@@ -68,6 +68,7 @@ type resyncer struct {
 	lim       *rate.Limiter // enforces rate
 	perRow    time.Duration // what moving a resync row cost lately (0: not measured yet)
 	lastPage  time.Time     // when the last page was queued
+	metrics   *metrics.Relay
 	// queued holds the queue ids of rows this resync queued and no move has taken yet; a move
 	// marks them, so the dispatcher sends them after live changes. A hint only: rows purged
 	// before their move stay here until the set is reset, and after a restart the rows left
@@ -76,7 +77,7 @@ type resyncer struct {
 }
 
 func newResyncer(cfg Config) *resyncer {
-	return &resyncer{batch: cfg.MoveBatch, log: cfg.Logger, queued: map[int64]struct{}{}}
+	return &resyncer{batch: cfg.MoveBatch, log: cfg.Logger, queued: map[int64]struct{}{}, metrics: cfg.Metrics}
 }
 
 // tag marks the moved rows a resync queued, and learns from the move's duration what a row
@@ -141,7 +142,7 @@ func (s *resyncer) step(ctx context.Context, db *pgxpool.Pool, m *moved, room in
 		err := db.QueryRow(ctx, resyncActiveSQL).Scan(&id, &r)
 		if errors.Is(err, pgx.ErrNoRows) {
 			s.nextCheck = now.Add(resyncIdleRecheck)
-			metrics.ResyncRemaining.Set(0)
+			s.metrics.ResyncRemaining.Set(0)
 			return nil
 		}
 		if err != nil {
@@ -186,8 +187,8 @@ func (s *resyncer) step(ctx context.Context, db *pgxpool.Pool, m *moved, room in
 	for _, q := range ids {
 		s.queued[q] = struct{}{}
 	}
-	metrics.ResyncQueued.Add(float64(queued))
-	metrics.ResyncRemaining.Set(float64(max(0, estimated-selected)))
+	s.metrics.ResyncQueued.Add(float64(queued))
+	s.metrics.ResyncRemaining.Set(float64(max(0, estimated-selected)))
 	switch state {
 	case "done":
 		s.log.Info("resync request done", zap.Int64("request", id), zap.Int64("keys", selected))

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/sync/errgroup"
 
@@ -123,6 +124,7 @@ func runDemo(ctx context.Context, env Env, args []string) error {
 	fmt.Fprintln(out, "credentials saved; DataSyncEnabled = true; relay running; writing CE activity (Ctrl-C to stop)")
 
 	cfg.DatabaseURL, cfg.Logger, cfg.AdminAddr = dbURL, log, "off"
+	cfg.Registry = metrics.NewRegistry() // the progress lines read the relay's metrics from it
 	pool, err := pgxpool.New(ctx, dbURL)
 	if err != nil {
 		return err
@@ -149,7 +151,7 @@ func runDemo(ctx context.Context, env Env, args []string) error {
 				return fmt.Errorf("relay stopped: %w", err)
 			case <-tick.C:
 			}
-			progress(out, pool, gen, received.Load(), received.Load()-last)
+			progress(out, cfg.Registry, pool, gen, received.Load(), received.Load()-last)
 			last = received.Load()
 			if ticks++; ticks >= demoResyncAfter {
 				demoResync(gctx, out, pool, ticks == demoResyncAfter) // cmd_resync.go
@@ -171,7 +173,7 @@ func runDemo(ctx context.Context, env Env, args []string) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	progress(out, pool, gen, received.Load(), 0)
+	progress(out, cfg.Registry, pool, gen, received.Load(), 0)
 	stopRelay()
 	relayErr := <-relayDone
 	st := recv.Stats()
@@ -205,22 +207,23 @@ func undelivered(rep status.Report) int64 {
 	return n
 }
 
-// progress prints one live line: queued, delivered, rate and commit-to-delivery latency.
-func progress(out interface{ Write([]byte) (int, error) }, pool *pgxpool.Pool, gen *load.Generator, delivered, perSec int64) {
+// progress prints one live line: queued, delivered, rate and commit-to-delivery latency (read
+// from reg, the relay's metrics).
+func progress(out interface{ Write([]byte) (int, error) }, reg prometheus.Gatherer, pool *pgxpool.Pool, gen *load.Generator, delivered, perSec int64) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	queued := int64(-1)
 	if rep, err := status.Collect(ctx, pool, 0); err == nil {
 		queued = undelivered(rep)
 	}
-	p50, p99 := latencyQuantiles()
+	p50, p99 := latencyQuantiles(reg)
 	fmt.Fprintf(out, "ops written %6d | queued %5d | delivered %6d | %5d msg/s | commit->200 p50 %s p99 %s | in flight <= %s\n",
-		gen.Counts.Total(), queued, delivered, perSec, p50, p99, concurrencyLimit())
+		gen.Counts.Total(), queued, delivered, perSec, p50, p99, concurrencyLimit(reg))
 }
 
 // concurrencyLimit reads the relay's current limit on requests in flight.
-func concurrencyLimit() string {
-	fams, err := metrics.Registry.Gather()
+func concurrencyLimit(reg prometheus.Gatherer) string {
+	fams, err := reg.Gather()
 	if err != nil {
 		return "-"
 	}
@@ -233,8 +236,8 @@ func concurrencyLimit() string {
 }
 
 // latencyQuantiles reads the relay's commit-to-delivery histogram.
-func latencyQuantiles() (p50, p99 string) {
-	fams, err := metrics.Registry.Gather()
+func latencyQuantiles(reg prometheus.Gatherer) (p50, p99 string) {
+	fams, err := reg.Gather()
 	if err != nil {
 		return "-", "-"
 	}

@@ -47,7 +47,7 @@ func runSendSample(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	snd, err := daemon.NewSender(cfg, settings)
+	snd, err := daemon.NewSender(cfg, settings, nil) // nil: no metrics served
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
@@ -63,6 +64,10 @@ type Config struct {
 	Metrics status.GaugesConfig
 	// OnAdminListen, when set, is told the admin server's address once it listens (tests).
 	OnAdminListen func(addr string)
+	// Registry receives the daemon's metrics (metrics.New: the relay's, the doorbell's, the
+	// senders', the queue gauges and the statement counter) and is what /metrics serves.
+	// Default metrics.NewRegistry(), which adds the Go runtime and process collectors.
+	Registry *prometheus.Registry
 }
 
 // Run runs the daemon until ctx is cancelled (nil) or a part fails for good (its error).
@@ -80,6 +85,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.CredentialsPath == "" {
 		cfg.CredentialsPath = credentials.DefaultPath(cfg.Getenv)
 	}
+	if cfg.Registry == nil {
+		cfg.Registry = metrics.NewRegistry()
+	}
+	m := metrics.New(cfg.Registry)
 	defer holdSIGHUP()()
 	log := cfg.Logger
 	// The admin address is bound before anything else: a relay that cannot serve it must refuse
@@ -96,6 +105,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	cfg.Relay.Logger = log.Named("relay")
+	cfg.Relay.Metrics = m.Relay
 	rcfg := cfg.Relay.WithDefaults()
 	poolCfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
 	if err != nil {
@@ -103,7 +113,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	poolCfg.MaxConns = int32(min(rcfg.MaxInFlight()+4, 32))
 	relay.ConfigurePool(poolCfg)
-	poolCfg.ConnConfig.Tracer = metrics.QueryCounter{}
+	poolCfg.ConnConfig.Tracer = m.Queries
 	db, err := pgxpool.NewWithConfig(ctx, poolCfg)
 	if err != nil {
 		return fmt.Errorf("connecting to the database: %w", err)
@@ -126,7 +136,7 @@ func Run(ctx context.Context, cfg Config) error {
 		if err != nil {
 			return err
 		}
-		listener, err = cdc.New(cdc.Config{ConnString: cfg.DatabaseURL, Logger: log.Named("cdc")})
+		listener, err = cdc.New(cdc.Config{ConnString: cfg.DatabaseURL, Logger: log.Named("cdc"), Metrics: m.Doorbell})
 		if err != nil {
 			return err
 		}
@@ -137,7 +147,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if listener != nil {
 		bell = listener
 	}
-	r, err := relay.New(cfg.Relay, db, Posters(cfg), bell)
+	r, err := relay.New(cfg.Relay, db, Posters(cfg, m.Sender), bell)
 	if err != nil {
 		return err
 	}
@@ -149,10 +159,13 @@ func Run(ctx context.Context, cfg Config) error {
 	g.Go(func() error { return r.Run(gctx) })
 	if ln != nil {
 		mcfg := cfg.Metrics
-		mcfg.ConnString, mcfg.Logger = cfg.DatabaseURL, log.Named("metrics")
+		mcfg.ConnString, mcfg.Logger, mcfg.Metrics = cfg.DatabaseURL, log.Named("metrics"), m.Queue
+		if mcfg.Tracer == nil {
+			mcfg.Tracer = m.Queries
+		}
 		gauges := status.NewGauges(mcfg)
 		defer gauges.Close()
-		srv := &http.Server{Handler: adminHandler(gauges, r, listener), ReadHeaderTimeout: 5 * time.Second}
+		srv := &http.Server{Handler: adminHandler(cfg.Registry, gauges, r, listener), ReadHeaderTimeout: 5 * time.Second}
 		g.Go(func() error {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("admin server: %w", err)
@@ -171,11 +184,11 @@ func Run(ctx context.Context, cfg Config) error {
 }
 
 // Posters returns the relay's PosterFactory: settings and credentials checked, then one
-// sender per settings version. The sender reads the credential again when its files change
-// and on SIGHUP, so a rotated secret or certificate needs no restart.
-func Posters(cfg Config) relay.PosterFactory {
+// sender per settings version, all recording in m. The sender reads the credential again when
+// its files change and on SIGHUP, so a rotated secret or certificate needs no restart.
+func Posters(cfg Config, m *metrics.Sender) relay.PosterFactory {
 	return func(ctx context.Context, s relay.Settings) (relay.Poster, func(), error) {
-		snd, err := NewSender(cfg, s)
+		snd, err := NewSender(cfg, s, m)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -184,8 +197,9 @@ func Posters(cfg Config) relay.PosterFactory {
 }
 
 // NewSender checks the settings and builds the sender for them, with a credential source that
-// follows rotations (and a SIGHUP handler, stopped by the sender's Close).
-func NewSender(cfg Config, s relay.Settings) (*sender.Sender, error) {
+// follows rotations (and a SIGHUP handler, stopped by the sender's Close). It records in m
+// (nil: instruments of its own that nothing serves).
+func NewSender(cfg Config, s relay.Settings, m *metrics.Sender) (*sender.Sender, error) {
 	if err := s.CheckDelivery(cfg.AllowInsecureHTTP); err != nil {
 		return nil, err
 	}
@@ -216,6 +230,7 @@ func NewSender(cfg Config, s relay.Settings) (*sender.Sender, error) {
 		MaxConns: max(64, 2*rcfg.MaxInFlight()), Logger: log.Named("sender"),
 		UserAgent: userAgent(),
 		OnClose:   stopHUP,
+		Metrics:   m,
 	})
 	if err != nil {
 		stopHUP()
@@ -279,13 +294,13 @@ func (p poster) Post(ctx context.Context, body []byte) (relay.Response, error) {
 		Location: res.Location, TokenRefreshed: res.TokenRefreshed}, err
 }
 
-// adminHandler serves /metrics, /livez and /readyz. The queue gauges are read at scrape time
-// (an idle relay issues no queries unless scraped), at most once per cache period and on their
-// own connection (status.Gauges); when the read fails or times out, the previous values are
-// served.
-func adminHandler(gauges *status.Gauges, r *relay.Relay, l *cdc.Listener) http.Handler {
+// adminHandler serves reg on /metrics, and /livez and /readyz. The queue gauges are read at
+// scrape time (an idle relay issues no queries unless scraped), at most once per cache period
+// and on their own connection (status.Gauges); when the read fails or times out, the previous
+// values are served.
+func adminHandler(reg prometheus.Gatherer, gauges *status.Gauges, r *relay.Relay, l *cdc.Listener) http.Handler {
 	mux := http.NewServeMux()
-	prom := promhttp.HandlerFor(metrics.Registry, promhttp.HandlerOpts{})
+	prom := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	mux.HandleFunc("/metrics", func(w http.ResponseWriter, req *http.Request) {
 		_ = gauges.Refresh(req.Context()) // failures are logged by Gauges; stale values are served
 		prom.ServeHTTP(w, req)

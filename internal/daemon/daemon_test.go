@@ -99,8 +99,10 @@ func TestConcurrentScrapesShareOneQuery(t *testing.T) {
 	t.Parallel()
 	dbURL := pgtest.NewDB(t)
 	pgtest.Exec(t, dbURL, `INSERT INTO data_sync_cust_pending_queue (unique_id, action, json_object) VALUES ('5', 'UPDATE', '{}')`)
-	addr := startDaemonWith(t, Config{DatabaseURL: dbURL, Metrics: status.GaugesConfig{TTL: time.Hour}})
-	scrapes := metrics.DBQueries.WithLabelValues("scrape")
+	// The daemon records in the metrics it finds registered on its registry (see metrics.New).
+	reg := metrics.NewRegistry()
+	scrapes := metrics.New(reg).Queries.Counter.WithLabelValues("scrape")
+	addr := startDaemonWith(t, Config{DatabaseURL: dbURL, Metrics: status.GaugesConfig{TTL: time.Hour}, Registry: reg})
 	before := testutil.ToFloat64(scrapes)
 
 	const scrapers = 20

@@ -102,6 +102,9 @@ type Config struct {
 	Logger *zap.Logger
 	// OnClose, when set, is called by Close (to stop what was started for this sender).
 	OnClose func()
+	// Metrics are the sender's and its token cache's instruments (the daemon's, served on
+	// /metrics); default instruments of its own that nothing serves.
+	Metrics *metrics.Sender
 }
 
 // Result describes the receiver's answer to one Post.
@@ -133,6 +136,7 @@ type Sender struct {
 	sign      bool
 	cancel    context.CancelFunc
 	onClose   func()
+	metrics   *metrics.Sender
 	log       *zap.Logger
 	now       func() time.Time
 }
@@ -155,6 +159,9 @@ func New(cfg Config) (*Sender, error) {
 	}
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = DefaultUserAgent
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.NewSender(nil)
 	}
 	for _, u := range []struct{ name, value string }{
 		{"DataSyncApiUrl", cfg.APIURL}, {"DataSyncTokenUrl", cfg.TokenURL},
@@ -219,6 +226,7 @@ func New(cfg Config) (*Sender, error) {
 		authStyle: cfg.TokenAuthStyle,
 		sign:      cfg.Sign,
 		onClose:   cfg.OnClose,
+		metrics:   cfg.Metrics,
 	}
 	if s.authStyle == "" {
 		s.authStyle = AuthStyleBasic
@@ -232,6 +240,7 @@ func New(cfg Config) (*Sender, error) {
 		defaultTTL: cfg.DefaultTokenTTL,
 		now:        func() time.Time { return s.now() },
 		log:        log,
+		fetches:    cfg.Metrics.TokenFetches,
 	}
 	// Check the credential now: a missing secret, an unusable certificate or signing secret is
 	// a configuration fault to report before anything is sent.
@@ -362,7 +371,7 @@ func (s *Sender) send(ctx context.Context, body []byte, tok string, sig *signing
 	start := time.Now()
 	resp, err := s.client.Do(req)
 	if err != nil {
-		metrics.RequestDuration.Observe(time.Since(start).Seconds())
+		s.metrics.RequestDuration.Observe(time.Since(start).Seconds())
 		return Result{}, s.describe(ctx, err)
 	}
 	res := Result{Status: resp.StatusCode, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), s.now()), Signed: signed}
@@ -373,7 +382,7 @@ func (s *Sender) send(ctx context.Context, body []byte, tok string, sig *signing
 	// body closes the connection, which is cheaper than reading a huge body.
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, drainCap-excerptBytes))
 	resp.Body.Close()
-	metrics.RequestDuration.Observe(time.Since(start).Seconds())
+	s.metrics.RequestDuration.Observe(time.Since(start).Seconds())
 
 	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
 		res.Location = resp.Header.Get("Location")

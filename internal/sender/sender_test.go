@@ -20,6 +20,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -812,60 +815,52 @@ func TestRedactURL(t *testing.T) {
 	assert.Equal(t, "the receiver", redactURL("https://r.example/%zz"))
 }
 
-// TestMetrics is not parallel: it reads process-wide counters.
+// TestMetrics: each POST to the receiver is timed once (a resend after a 401 is a POST of its
+// own), and each token request is counted by result, in the sender's own instruments.
 func TestMetrics(t *testing.T) {
+	t.Parallel()
 	te := newTokenEndpoint(t)
 	srv := startTLS(t, &receiver{}, nil)
 	cfg, _ := testConfig(t, srv.URL, te.tokenURL())
+	m := metrics.NewSender(nil)
+	cfg.Metrics = m
 	s := newSender(t, cfg)
 
-	okBefore := counterValue(t, "ok")
-	errBefore := counterValue(t, "error")
-	durBefore := histogramCount(t)
 	for range 3 {
 		_, err := s.Post(context.Background(), []byte(samplePayload))
 		require.NoError(t, err)
 	}
-	assert.Equal(t, okBefore+1, counterValue(t, "ok"))
-	assert.Equal(t, durBefore+3, histogramCount(t))
+	assert.Equal(t, 1.0, testutil.ToFloat64(m.TokenFetches.WithLabelValues("ok")))
+	assert.Equal(t, uint64(3), sampleCount(t, m.RequestDuration))
+
+	// A 401 makes one Post two POSTs and two token requests.
+	rc := &receiver{accept: func(tok string) bool { return tok != tokenPrefix+"1" }}
+	te401 := newTokenEndpoint(t)
+	cfg401, _ := testConfig(t, startTLS(t, rc, nil).URL, te401.tokenURL())
+	m401 := metrics.NewSender(nil)
+	cfg401.Metrics = m401
+	res, err := newSender(t, cfg401).Post(context.Background(), []byte(samplePayload))
+	require.NoError(t, err)
+	require.True(t, res.TokenRefreshed)
+	assert.Equal(t, 2.0, testutil.ToFloat64(m401.TokenFetches.WithLabelValues("ok")))
+	assert.Equal(t, uint64(2), sampleCount(t, m401.RequestDuration))
 
 	bad := newTokenEndpoint(t)
 	bad.respond = func(w http.ResponseWriter, r *http.Request) bool { w.WriteHeader(500); return true }
 	cfg2, _ := testConfig(t, srv.URL, bad.tokenURL())
+	cfg2.Metrics = m
 	s2 := newSender(t, cfg2)
 	require.Error(t, s2.Token(context.Background()))
-	assert.Equal(t, errBefore+1, counterValue(t, "error"))
+	assert.Equal(t, 1.0, testutil.ToFloat64(m.TokenFetches.WithLabelValues("error")))
+	assert.Equal(t, 1.0, testutil.ToFloat64(m.TokenFetches.WithLabelValues("ok")))
 }
 
-func counterValue(t *testing.T, result string) float64 {
+// sampleCount is how many durations h observed.
+func sampleCount(t *testing.T, h prometheus.Histogram) uint64 {
 	t.Helper()
-	fams, err := metrics.Registry.Gather()
-	require.NoError(t, err)
-	for _, f := range fams {
-		if f.GetName() != "cdc_relay_token_fetches_total" {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "result" && l.GetValue() == result {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return 0
-}
-
-func histogramCount(t *testing.T) uint64 {
-	t.Helper()
-	fams, err := metrics.Registry.Gather()
-	require.NoError(t, err)
-	for _, f := range fams {
-		if f.GetName() == "cdc_relay_request_duration_seconds" {
-			return f.GetMetric()[0].GetHistogram().GetSampleCount()
-		}
-	}
-	return 0
+	var d dto.Metric
+	require.NoError(t, h.Write(&d))
+	return d.GetHistogram().GetSampleCount()
 }
 
 func BenchmarkPost(b *testing.B) {

@@ -10,11 +10,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
 
 	"github.com/cdc-relay/cdc-relay/internal/credentials"
-	"github.com/cdc-relay/cdc-relay/internal/metrics"
 	"github.com/cdc-relay/cdc-relay/internal/safetext"
 )
 
@@ -33,6 +33,7 @@ type tokenCache struct {
 	defaultTTL time.Duration
 	now        func() time.Time
 	log        *zap.Logger
+	fetches    *prometheus.CounterVec // token requests by result (ok, error)
 
 	mu       sync.Mutex
 	tok      string
@@ -120,15 +121,15 @@ func (c *tokenCache) fetch() (string, time.Time, error) {
 	start := c.now()
 	id, err := c.ident()
 	if err != nil {
-		metrics.TokenFetches.WithLabelValues("error").Inc()
+		c.fetches.WithLabelValues("error").Inc()
 		return "", time.Time{}, fmt.Errorf("%w: %w", ErrToken, err)
 	}
 	t, err := id.conf.Token(ctx)
 	if err != nil {
-		metrics.TokenFetches.WithLabelValues("error").Inc()
+		c.fetches.WithLabelValues("error").Inc()
 		return "", time.Time{}, c.describe(err, id)
 	}
-	metrics.TokenFetches.WithLabelValues("ok").Inc()
+	c.fetches.WithLabelValues("ok").Inc()
 	var lifetime time.Duration
 	switch {
 	case !t.Expiry.IsZero():

@@ -36,9 +36,12 @@ type GaugesConfig struct {
 	// up after twice that. Default 2s. A slow or locked database delays a scrape by at most
 	// that, after which the previous values are served.
 	Timeout time.Duration
-	// Tracer, when set, sees every statement (tests count them); default metrics.QueryCounter,
-	// which counts them in cdc_relay_db_queries_total{by="scrape"}.
+	// Tracer, when set, sees every statement (tests count them); default a metrics.QueryCounter
+	// of its own. The daemon's counts them in cdc_relay_db_queries_total{by="scrape"}.
 	Tracer pgx.QueryTracer
+	// Metrics are the queue gauges to set (the daemon's, served on /metrics); default gauges of
+	// their own that nothing serves.
+	Metrics *metrics.Queue
 	// Logger receives refresh failures; default none.
 	Logger *zap.Logger
 }
@@ -69,7 +72,10 @@ func NewGauges(cfg GaugesConfig) *Gauges {
 		cfg.Timeout = DefaultGaugesTimeout
 	}
 	if cfg.Tracer == nil {
-		cfg.Tracer = metrics.QueryCounter{}
+		cfg.Tracer = metrics.NewQueryCounter(nil)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.NewQueue(nil)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
@@ -146,7 +152,7 @@ func (g *Gauges) read1(ctx context.Context) error {
 		g.conn = nil
 		return err
 	}
-	Export(qs)
+	Export(g.cfg.Metrics, qs)
 	return nil
 }
 

@@ -38,7 +38,8 @@ func TestGaugesOneQueryPerPeriodHoweverManyScrapes(t *testing.T) {
 	pgtest.Exec(t, url, `INSERT INTO data_sync_trn_pending_queue (unique_id, action, json_object)
 		SELECT g::text, 'CREATE', '{}' FROM generate_series(1, 3) g`)
 	tr := &countingTracer{}
-	g := status.NewGauges(status.GaugesConfig{ConnString: url, TTL: time.Hour, Tracer: tr})
+	m := metrics.NewQueue(nil)
+	g := status.NewGauges(status.GaugesConfig{ConnString: url, TTL: time.Hour, Tracer: tr, Metrics: m})
 	defer g.Close()
 
 	const scrapers = 32
@@ -60,7 +61,7 @@ func TestGaugesOneQueryPerPeriodHoweverManyScrapes(t *testing.T) {
 		require.NoError(t, err)
 	}
 	assert.Equal(t, int64(1), tr.n.Load(), "concurrent scrapes must share one query")
-	assert.Equal(t, 3.0, testutil.ToFloat64(metrics.QueueRows.WithLabelValues("trn_pending")))
+	assert.Equal(t, 3.0, testutil.ToFloat64(m.Rows.WithLabelValues("trn_pending")))
 	require.NoError(t, g.Refresh(context.Background()))
 	assert.Equal(t, int64(1), tr.n.Load(), "a scrape within the cache period must not query")
 }
@@ -72,7 +73,6 @@ func TestGaugesLockedDatabaseDoesNotHangAScrape(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	url := pgtest.NewDB(t)
-	// The gauges are process-wide: the same rows as the test above, so either may set them.
 	pgtest.Exec(t, url, `INSERT INTO data_sync_trn_pending_queue (unique_id, action, json_object)
 		SELECT g::text, 'CREATE', '{}' FROM generate_series(1, 3) g`)
 	locker, err := pgx.Connect(ctx, url)
@@ -83,15 +83,17 @@ func TestGaugesLockedDatabaseDoesNotHangAScrape(t *testing.T) {
 	_, err = tx.Exec(ctx, `LOCK TABLE data_sync_cust_progress_queue IN ACCESS EXCLUSIVE MODE`)
 	require.NoError(t, err)
 
-	g := status.NewGauges(status.GaugesConfig{ConnString: url, TTL: time.Nanosecond, Timeout: 200 * time.Millisecond})
+	m := metrics.NewQueue(nil)
+	g := status.NewGauges(status.GaugesConfig{ConnString: url, TTL: time.Nanosecond, Timeout: 200 * time.Millisecond, Metrics: m})
 	defer g.Close()
 	err = g.Refresh(ctx) // no deadline of its own: only the gauges' timeout can end it
 	var pgErr *pgconn.PgError
 	require.True(t, errors.As(err, &pgErr), "want the server's statement timeout, got %v", err)
 	assert.Equal(t, "57014", pgErr.Code)
 	assert.Contains(t, pgErr.Message, "statement timeout")
+	assert.Zero(t, testutil.CollectAndCount(m.Rows), "a failed read sets no gauge")
 
 	require.NoError(t, tx.Rollback(ctx))
 	require.NoError(t, g.Refresh(ctx))
-	assert.Equal(t, 3.0, testutil.ToFloat64(metrics.QueueRows.WithLabelValues("trn_pending")))
+	assert.Equal(t, 3.0, testutil.ToFloat64(m.Rows.WithLabelValues("trn_pending")))
 }

@@ -127,16 +127,16 @@ func Queues(ctx context.Context, db relay.Querier) ([]Queue, error) {
 	return out, nil
 }
 
-// Export sets the queue gauges from the queue rows.
-func Export(queues []Queue) {
+// Export sets the queue gauges m from the queue rows.
+func Export(m *metrics.Queue, queues []Queue) {
 	oldest := map[string]float64{}
 	for _, q := range queues {
-		metrics.QueueRows.WithLabelValues(q.Queue + "_" + q.Stage).Set(float64(q.Rows))
+		m.Rows.WithLabelValues(q.Queue + "_" + q.Stage).Set(float64(q.Rows))
 		if q.Stage != "failed" && q.OldestAgeSeconds != nil && *q.OldestAgeSeconds > oldest[q.Queue] {
 			oldest[q.Queue] = *q.OldestAgeSeconds
 		}
 	}
 	for _, name := range []string{"cust", "trn"} {
-		metrics.OldestUndeliveredSeconds.WithLabelValues(name).Set(oldest[name])
+		m.OldestUndeliveredSeconds.WithLabelValues(name).Set(oldest[name])
 	}
 }
