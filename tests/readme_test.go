@@ -133,7 +133,9 @@ func TestREADMEListsEveryMetric(t *testing.T) {
 	t.Parallel()
 	rec := &recordingRegisterer{Registerer: prometheus.NewRegistry()}
 	metrics.New(rec)
+	// Desc has no accessors: its String() names the metric and its variable labels.
 	fq := regexp.MustCompile(`fqName: "([a-z_]+)"`)
+	labels := regexp.MustCompile(`variableLabels: \{([a-z_,]*)\}`)
 	var registered []string
 	for _, c := range rec.registered {
 		ch := make(chan *prometheus.Desc, 16)
@@ -142,15 +144,22 @@ func TestREADMEListsEveryMetric(t *testing.T) {
 		for d := range ch {
 			m := fq.FindStringSubmatch(d.String())
 			require.NotNil(t, m, "cannot read the name of %s", d)
-			registered = append(registered, m[1])
+			l := labels.FindStringSubmatch(d.String())
+			require.NotNil(t, l, "cannot read the labels of %s", d)
+			name := m[1]
+			if l[1] != "" {
+				name += "{" + l[1] + "}"
+			}
+			registered = append(registered, name)
 		}
 	}
 	all, _ := readme(t, "Operations")
-	documented := regexp.MustCompile(`cdc_relay_[a-z_]+`).FindAllString(all, -1)
+	// Each metric as the README writes it, with its labels in braces when it has any.
+	documented := regexp.MustCompile(`cdc_relay_[a-z_]+(?:\{[a-z_,]+\})?`).FindAllString(all, -1)
 	slices.Sort(documented)
 	documented = slices.Compact(documented)
 	slices.Sort(registered)
-	require.Equal(t, registered, documented, "the README's metrics differ from those metrics.New registers")
+	require.Equal(t, registered, documented, "the README's metrics (with their labels) differ from those metrics.New registers")
 }
 
 // recordingRegisterer keeps the collectors its registry accepted (a vector without series yet
