@@ -491,7 +491,9 @@ func (d *decoder) handle(data []byte) (fired uint8, xid uint32, end pglogrepl.LS
 // stream reads the replication stream, rings the doorbells and acknowledges positions.
 func (l *Listener) stream(ctx context.Context, conn *pgconn.PgConn) error {
 	d := &decoder{rels: map[uint32]relKind{}, streamed: map[uint32]uint8{}}
-	var seen, acked pglogrepl.LSN
+	// serverEnd is the server's WAL end as its last message said: the slot lag gauge is what
+	// lies between it and the position confirmed, known without a query.
+	var seen, acked, serverEnd pglogrepl.LSN
 	ack := func() error {
 		if err := pglogrepl.SendStandbyStatusUpdate(ctx, conn, pglogrepl.StandbyStatusUpdate{
 			WALWritePosition: seen, WALFlushPosition: seen, WALApplyPosition: seen,
@@ -500,6 +502,7 @@ func (l *Listener) stream(ctx context.Context, conn *pgconn.PgConn) error {
 		}
 		acked = seen
 		l.update(func(s *Status) { s.LastAcked = acked })
+		l.cfg.Metrics.SlotLagBytes.Set(float64(max(serverEnd, acked) - acked))
 		return nil
 	}
 	next := time.Now().Add(l.cfg.StandbyInterval)
@@ -543,6 +546,7 @@ func (l *Listener) stream(ctx context.Context, conn *pgconn.PgConn) error {
 					return fmt.Errorf("parsing keepalive: %w", err)
 				}
 				seen = max(seen, ka.ServerWALEnd)
+				serverEnd = max(serverEnd, ka.ServerWALEnd)
 				l.update(func(s *Status) { s.LastServerWALEnd = ka.ServerWALEnd })
 				if err := ack(); err != nil {
 					return err
@@ -554,6 +558,7 @@ func (l *Listener) stream(ctx context.Context, conn *pgconn.PgConn) error {
 				if err != nil {
 					return fmt.Errorf("parsing XLogData: %w", err)
 				}
+				serverEnd = max(serverEnd, x.ServerWALEnd)
 				fired, xid, end, err := d.handle(x.WALData)
 				if err != nil {
 					return err

@@ -8,9 +8,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cdc-relay/cdc-relay/internal/metrics"
 	"github.com/cdc-relay/cdc-relay/internal/pgtest"
 	"github.com/cdc-relay/cdc-relay/internal/schema"
 )
@@ -277,7 +279,9 @@ func TestSlotDoesNotRetainWAL(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDB(t)
 	prefix := uniquePrefix()
-	r := start(t, Config{ConnString: db, SlotPrefix: prefix, StandbyInterval: time.Second})
+	m := metrics.NewDoorbell(nil)
+	m.SlotLagBytes.Set(-1) // unset: the doorbell sets it on each confirmation
+	r := start(t, Config{ConnString: db, SlotPrefix: prefix, StandbyInterval: time.Second, Metrics: m})
 	ctx := context.Background()
 	admin := connect(t, db)
 
@@ -308,6 +312,9 @@ func TestSlotDoesNotRetainWAL(t *testing.T) {
 	assert.NotZero(t, r.l.Status().LastAcked)
 	assert.GreaterOrEqual(t, r.l.Status().LastAcked, r.l.Status().LastServerWALEnd)
 	require.Eventually(t, func() bool { return r.l.Status().LastServerWALEnd > 0 }, wait, 5*time.Millisecond)
+	// The gauge served on /metrics says the same, from the positions the stream reported.
+	lag := testutil.ToFloat64(m.SlotLagBytes)
+	assert.True(t, lag >= 0 && lag < 16<<20, "cdc_relay_slot_lag_bytes = %v", lag)
 }
 
 func TestSlotGoneAfterCancel(t *testing.T) {
