@@ -111,6 +111,7 @@ type Listener struct {
 	// TakeQueued (the latest maxQueuedXids).
 	queuedMu   sync.Mutex
 	queuedXids []uint32
+	resync     bool // a committed transaction inserted a resync request since TakeResync
 
 	mu     sync.Mutex
 	status Status
@@ -202,6 +203,23 @@ func (l *Listener) TakeQueued() []uint32 {
 	x := l.queuedXids
 	l.queuedXids = nil
 	return x
+}
+
+func (l *Listener) noteResync() {
+	l.queuedMu.Lock()
+	l.resync = true
+	l.queuedMu.Unlock()
+}
+
+// TakeResync reports whether a committed transaction inserted a resync request
+// (data_sync_resync) since the last call, which also rang Queued: the relay then looks for the
+// request at once rather than at its next sweep.
+func (l *Listener) TakeResync() bool {
+	l.queuedMu.Lock()
+	defer l.queuedMu.Unlock()
+	r := l.resync
+	l.resync = false
+	return r
 }
 
 // ConfigChanged rings after a committed transaction touched data_sync_config, and after every
@@ -393,11 +411,13 @@ type relKind uint8
 const (
 	relQueue relKind = iota
 	relConfig
+	relResync
 )
 
 const (
 	flagQueued uint8 = 1 << iota
 	flagConfig
+	flagResync
 )
 
 // decoder holds the only state the doorbell keeps: what each relation is, and one flag set for
@@ -420,6 +440,8 @@ func (d *decoder) mark(rel uint32, truncate bool) {
 	switch {
 	case kind == relConfig:
 		f = flagConfig
+	case kind == relResync && !truncate:
+		f = flagQueued | flagResync
 	case !truncate:
 		f = flagQueued
 	}
@@ -452,9 +474,12 @@ func (d *decoder) handle(data []byte) (fired uint8, xid uint32, end pglogrepl.LS
 	case *pglogrepl.BeginMessage:
 		d.tx, d.txXid = 0, m.Xid
 	case *pglogrepl.RelationMessageV2:
-		if m.RelationName == "data_sync_config" {
+		switch m.RelationName {
+		case "data_sync_config":
 			d.rels[m.RelationID] = relConfig
-		} else {
+		case "data_sync_resync":
+			d.rels[m.RelationID] = relResync
+		default:
 			d.rels[m.RelationID] = relQueue
 		}
 	case *pglogrepl.InsertMessageV2:
@@ -564,6 +589,9 @@ func (l *Listener) stream(ctx context.Context, conn *pgconn.PgConn) error {
 					return err
 				}
 				seen = max(seen, end)
+				if fired&flagResync != 0 {
+					l.noteResync()
+				}
 				if fired&flagQueued != 0 {
 					l.noteQueued(xid)
 					l.ring(l.queued, "replication")

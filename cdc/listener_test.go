@@ -42,6 +42,24 @@ func TestQueuedRingsAfterCommitNotBefore(t *testing.T) {
 	}
 }
 
+// A resync request rings Queued and says so (TakeResync), so the relay looks for it at once;
+// a queue insert does not.
+func TestResyncRequestRingsResync(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	pgtest.Exec(t, db, "UPDATE data_sync_config SET value = 'true' WHERE name = 'DataSyncEnabled'")
+	r := start(t, Config{ConnString: db})
+
+	pgtest.Exec(t, db, insertCust)
+	waitRing(t, r.l.Queued(), "Queued after a queue insert")
+	assert.False(t, r.l.TakeResync(), "a queue insert is not a resync request")
+
+	pgtest.Exec(t, db, "INSERT INTO data_sync_resync (object, select_all) VALUES ('customer', true)")
+	waitRing(t, r.l.Queued(), "Queued after a resync request")
+	assert.True(t, r.l.TakeResync(), "TakeResync after a resync request")
+	assert.False(t, r.l.TakeResync(), "TakeResync forgets what it returned")
+}
+
 func TestRolledBackInsertRingsNothing(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDB(t)
