@@ -1,9 +1,11 @@
 // Package pgtest gives every test its own real PostgreSQL database.
 //
-// A test package calls Main from TestMain: it starts one throwaway cluster with wal_level=logical
-// (or uses TEST_DATABASE_URL, a superuser URL of an existing server) and installs cdc-relay into a
-// template database once. NewDB then clones that template in milliseconds, so tests can run in
-// parallel without sharing state.
+// A test package calls Main from TestMain. The first test that asks for a database starts one
+// throwaway cluster with wal_level=logical (or uses TEST_DATABASE_URL, a superuser URL of an
+// existing server) and installs cdc-relay into a template database once; Main stops and removes
+// them after the tests. NewDB then clones that template in milliseconds, so tests can run in
+// parallel without sharing state. A run that needs no database (a fuzzer's workers, a -run
+// that selects only pure tests) starts nothing.
 package pgtest
 
 import (
@@ -12,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -24,10 +27,12 @@ import (
 )
 
 var (
-	adminURL string             // superuser URL of the "postgres" database
-	cluster  *pgcluster.Cluster // nil when TEST_DATABASE_URL is used
-	template string             // installed template database
-	counter  atomic.Int64
+	setupOnce sync.Once
+	setupErr  error
+	adminURL  string             // superuser URL of the "postgres" database
+	cluster   *pgcluster.Cluster // nil when TEST_DATABASE_URL is used
+	template  string             // installed template database ("" until set up)
+	counter   atomic.Int64
 )
 
 // Main runs the package's tests against a throwaway cluster and exits.
@@ -36,31 +41,52 @@ func Main(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if u := os.Getenv("TEST_DATABASE_URL"); u != "" {
-		adminURL = u
-	} else {
-		c, err := pgcluster.Start(ctx, pgcluster.Options{})
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "pgtest: starting PostgreSQL:", err)
-			return 1
-		}
-		cluster = c
-		defer c.Stop()
-		adminURL = c.URL("postgres")
+	code := m.Run()
+	if template != "" {
+		dropDatabase(context.Background(), template)
 	}
-	template = fmt.Sprintf("cdc_tmpl_%d", os.Getpid())
-	if err := createTemplate(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "pgtest: preparing template database:", err)
-		return 1
+	if cluster != nil {
+		cluster.Stop()
 	}
-	defer dropDatabase(context.Background(), template)
-	return m.Run()
+	return code
 }
 
-func createTemplate(ctx context.Context) error {
-	u, err := createDatabase(ctx, template, "")
+// setup starts the server and installs the template, once; every later call returns the
+// first one's error.
+func setup() error {
+	setupOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if u := os.Getenv("TEST_DATABASE_URL"); u != "" {
+			adminURL = u
+		} else {
+			c, err := pgcluster.Start(ctx, pgcluster.Options{})
+			if err != nil {
+				setupErr = fmt.Errorf("starting PostgreSQL: %w", err)
+				return
+			}
+			cluster = c
+			adminURL = c.URL("postgres")
+		}
+		name := fmt.Sprintf("cdc_tmpl_%d", os.Getpid())
+		if err := createTemplate(ctx, name); err != nil {
+			setupErr = fmt.Errorf("preparing template database: %w", err)
+			return
+		}
+		template = name
+	})
+	return setupErr
+}
+
+// mustSetup is setup for the accessors without a test at hand.
+func mustSetup() {
+	if err := setup(); err != nil {
+		panic("pgtest: " + err.Error())
+	}
+}
+
+func createTemplate(ctx context.Context, name string) error {
+	u, err := createDatabase(ctx, name, "")
 	if err != nil {
 		return err
 	}
@@ -75,15 +101,24 @@ func createTemplate(ctx context.Context) error {
 
 // Cluster returns the throwaway cluster, or nil when TEST_DATABASE_URL is in use (tests that
 // must stop or restart the server check for nil).
-func Cluster() *pgcluster.Cluster { return cluster }
+func Cluster() *pgcluster.Cluster {
+	mustSetup()
+	return cluster
+}
 
 // AdminURL returns the superuser URL of the server's "postgres" database.
-func AdminURL() string { return adminURL }
+func AdminURL() string {
+	mustSetup()
+	return adminURL
+}
 
 // NewDB returns the URL of a new database with cdc-relay installed (Data Sync disabled, as
 // after a fresh install). It is dropped when the test ends.
 func NewDB(t testing.TB) string {
 	t.Helper()
+	if err := setup(); err != nil { // template is known only after set-up
+		t.Fatalf("pgtest: %v", err)
+	}
 	return newDB(t, template)
 }
 
@@ -95,6 +130,9 @@ func NewEmptyDB(t testing.TB) string {
 
 func newDB(t testing.TB, tmpl string) string {
 	t.Helper()
+	if err := setup(); err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	name := fmt.Sprintf("t_%d_%d_%s", os.Getpid(), counter.Add(1), sanitize(t.Name()))
