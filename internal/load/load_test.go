@@ -179,6 +179,7 @@ func TestInterleaved(t *testing.T) {
 	require.EqualValues(t, 300, st.Total()+st.Aborts(), "committed %v, aborted %v", st.Committed, st.Aborted)
 	require.Positive(t, st.Committed[OpInterleaved])
 	require.Positive(t, st.Tally[TallyEarlyCaptures]+st.Tally[TallySavepointsRolledBack])
+	t.Logf("%v %v %v", st.Committed, st.Aborted, st.Tally)
 	require.Positive(t, len(deleted))
 	for id := range deleted {
 		require.Empty(t, query[int64](t, url, `SELECT customer_id FROM customer WHERE customer_id = $1`, id), "customer %d", id)
