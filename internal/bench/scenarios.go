@@ -23,6 +23,7 @@ import (
 
 	"github.com/cdc-relay/cdc-relay/cdc"
 	"github.com/cdc-relay/cdc-relay/internal/daemon"
+	"github.com/cdc-relay/cdc-relay/internal/load"
 	"github.com/cdc-relay/cdc-relay/internal/receiver"
 	"github.com/cdc-relay/cdc-relay/internal/sender"
 	"github.com/cdc-relay/cdc-relay/mapping"
@@ -89,23 +90,13 @@ type commit struct {
 	at time.Time
 }
 
-// writer commits one customer change per call: an UPDATE in its own transaction (the deferred
-// capture trigger queues the row at commit), then reads the queue row's id with currval in the
-// same session.
-type writer struct {
-	conn *pgx.Conn
-}
-
-func (w writer) change(ctx context.Context, customer, n int) (commit, error) {
-	at := time.Now()
-	if _, err := w.conn.Exec(ctx, "UPDATE customer SET first_name = $2 WHERE customer_id = $1", customer, "F"+strconv.Itoa(n)); err != nil {
-		return commit{}, fmt.Errorf("%w: updating customer %d: %w", ErrBench, customer, err)
+// touch commits one change of customer outside a run (load.Touch): the warm-up change.
+func touch(ctx context.Context, conn *pgx.Conn, customer, n int64) (commit, error) {
+	c, err := load.Touch(ctx, conn, customer, n)
+	if err != nil {
+		return commit{}, fmt.Errorf("%w: %w", ErrBench, err)
 	}
-	var id int64
-	if err := w.conn.QueryRow(ctx, "SELECT currval('data_sync_queue_id_seq')").Scan(&id); err != nil {
-		return commit{}, fmt.Errorf("%w: reading the queue row id: %w", ErrBench, err)
-	}
-	return commit{id: strconv.FormatInt(id, 10), at: at}, nil
+	return commit{id: strconv.FormatInt(c.Rows[0].ID, 10), at: c.Sent}, nil
 }
 
 // durableCommit is the median time of one single-row autocommit UPDATE on a table of its own
@@ -173,24 +164,37 @@ func (e *env) latency(ctx context.Context, rate int, d time.Duration, label stri
 		return res, err
 	}
 
-	// Writers: enough sessions that commit latency never limits the rate.
-	nw := min(16, max(2, rate/40))
-	ws := make([]writer, nw)
-	for i := range ws {
-		c, err := pgx.Connect(ctx, dbURL)
-		if err != nil {
-			return res, fmt.Errorf("%w: connecting a writer: %w", ErrBench, err)
-		}
-		defer c.Close(context.WithoutCancel(ctx))
-		ws[i] = writer{conn: c}
+	// Writers: enough sessions that commit latency never limits the rate, changing the
+	// customers round-robin, one change per tick of the schedule.
+	total := int(float64(rate) * d.Seconds())
+	if total < 1 {
+		return res, fmt.Errorf("%w: a latency run of %s at %d changes/s makes no change", ErrBench, d, rate)
 	}
-	dc, err := durableCommit(ctx, ws[0].conn)
+	customers := make([]int64, e.o.Sizes.Customers)
+	for i := range customers {
+		customers[i] = int64(i + 1)
+	}
+	var mu sync.Mutex
+	var commits []commit
+	gen := load.New(load.Config{DatabaseURL: dbURL, Mix: load.Touches(), Rate: float64(rate), Workers: min(16, max(2, rate/40)),
+		IDs: customers, Ops: total, OnCommit: func(c load.Commit) {
+			if c.Err == nil && len(c.Rows) == 1 {
+				mu.Lock()
+				commits = append(commits, commit{id: strconv.FormatInt(c.Rows[0].ID, 10), at: c.Sent})
+				mu.Unlock()
+			}
+		}})
+	if err := gen.Open(ctx); err != nil {
+		return res, fmt.Errorf("%w: opening the writers' sessions: %w", ErrBench, err)
+	}
+	defer gen.Close()
+	dc, err := durableCommit(ctx, gen.Conn(0))
 	if err != nil {
 		return res, err
 	}
 	res.CommitMS = float64(dc) / float64(time.Millisecond)
 	// Warm up: one change delivered end to end (token fetched, connections open).
-	c, err := ws[0].change(ctx, 1, 0)
+	c, err := touch(ctx, gen.Conn(0), 1, 0)
 	if err != nil {
 		return res, err
 	}
@@ -198,45 +202,13 @@ func (e *env) latency(ctx context.Context, rate int, d time.Duration, label stri
 		return res, fmt.Errorf("%w: the warm-up change was not delivered: %w", ErrBench, err)
 	}
 
-	ticks := make(chan int, rate*int(d/time.Second+1))
-	var mu sync.Mutex
-	var commits []commit
-	g, gctx := errgroup.WithContext(ctx)
-	for _, w := range ws {
-		g.Go(func() error {
-			for n := range ticks {
-				c, err := w.change(gctx, 1+n%e.o.Sizes.Customers, n)
-				if err != nil {
-					return err
-				}
-				mu.Lock()
-				commits = append(commits, c)
-				mu.Unlock()
-			}
-			return nil
-		})
+	if err := gen.Run(ctx); err != nil {
+		return res, fmt.Errorf("%w: %w", ErrBench, err)
 	}
-	start := time.Now()
-	total := int(float64(rate) * d.Seconds())
-pace:
-	for n := 0; n < total; n++ {
-		due := start.Add(time.Duration(float64(n) / float64(rate) * float64(time.Second)))
-		if wait := time.Until(due); wait > 0 {
-			t := time.NewTimer(wait)
-			select {
-			case <-gctx.Done():
-				t.Stop()
-				break pace
-			case <-t.C:
-			}
-		}
-		ticks <- n + 1
-	}
-	close(ticks)
-	if err := g.Wait(); err != nil {
+	if err := ctx.Err(); err != nil {
 		return res, err
 	}
-	elapsed := time.Since(start)
+	elapsed := gen.Elapsed()
 	res.Changes, res.Seconds = len(commits), elapsed.Seconds()
 	res.AchievedRate = float64(len(commits)) / elapsed.Seconds()
 	if len(commits) > 0 {
@@ -553,7 +525,7 @@ func (e *env) idle(ctx context.Context, d time.Duration) (IdleResult, error) {
 		conn.Close(ctx)
 		return res, fmt.Errorf("%w: %s", err, ch.stderr.Tail(2000))
 	}
-	c, err := writer{conn: conn}.change(ctx, 1, 0)
+	c, err := touch(ctx, conn, 1, 0)
 	conn.Close(context.WithoutCancel(ctx))
 	if err != nil {
 		return res, err

@@ -24,6 +24,7 @@ import (
 	"github.com/cdc-relay/cdc-relay/internal/receiver"
 	"github.com/cdc-relay/cdc-relay/internal/schema"
 	"github.com/cdc-relay/cdc-relay/internal/status"
+	"github.com/cdc-relay/cdc-relay/relay"
 )
 
 func init() {
@@ -130,7 +131,7 @@ func runDemo(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	defer pool.Close()
-	gen := load.New(load.Config{Rate: *rate, Customers: *customers}, pool)
+	gen := load.New(load.Config{DatabaseURL: dbURL, Rate: *rate, Customers: *customers})
 
 	relayCtx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRelay()
@@ -178,7 +179,7 @@ func runDemo(ctx context.Context, env Env, args []string) error {
 	relayErr := <-relayDone
 	st := recv.Stats()
 	fmt.Fprintf(out, "done: %d CE operations written, %d messages delivered (%d unique, %d duplicates), receiver rejected %d\n",
-		gen.Counts.Total(), st.Messages, st.Unique, st.Duplicates, sumMap(st.Rejected))
+		gen.Total(), st.Messages, st.Unique, st.Duplicates, sumMap(st.Rejected))
 	fmt.Fprintln(out, "removed the throwaway database, receiver and credentials")
 	if loadErr != nil && !errors.Is(loadErr, context.Canceled) {
 		return loadErr
@@ -218,7 +219,7 @@ func progress(out interface{ Write([]byte) (int, error) }, reg prometheus.Gather
 	}
 	p50, p99 := latencyQuantiles(reg)
 	fmt.Fprintf(out, "ops written %6d | queued %5d | delivered %6d | %5d msg/s | commit->200 p50 %s p99 %s | in flight <= %s\n",
-		gen.Counts.Total(), queued, delivered, perSec, p50, p99, concurrencyLimit(reg))
+		gen.Total(), queued, delivered, perSec, p50, p99, concurrencyLimit(reg))
 }
 
 // concurrencyLimit reads the relay's current limit on requests in flight.
@@ -277,15 +278,16 @@ func runLoad(ctx context.Context, env Env, args []string) error {
 	if err := parse(fs, args, 0); err != nil {
 		return err
 	}
-	pool, err := poolDB(ctx, *db)
-	if err != nil {
+	if err := requireDatabase(*db); err != nil {
 		return err
 	}
-	defer pool.Close()
-	gen := load.New(cfg, pool)
-	err = gen.Run(ctx)
+	// Its sessions pin the relay's search_path, as the other commands' do.
+	cfg.DatabaseURL, cfg.ConfigureConn = *db, relay.ConfigureConn
+	gen := load.New(cfg)
+	err := gen.Run(ctx)
+	st := gen.Stats()
 	fmt.Fprintf(env.Stdout, "wrote %d CE operations: %d creates, %d updates, %d cards, %d segment changes, %d transactions, %d merges, %d deletes\n",
-		gen.Counts.Total(), gen.Counts.Creates.Load(), gen.Counts.Updates.Load(), gen.Counts.Cards.Load(), gen.Counts.Segments.Load(),
-		gen.Counts.Transactions.Load(), gen.Counts.Merges.Load(), gen.Counts.Deletes.Load())
+		st.Total(), st.Committed[load.OpCreate], st.Committed[load.OpUpdate], st.Committed[load.OpCard], st.Committed[load.OpSegment],
+		st.Committed[load.OpTransaction], st.Committed[load.OpMerge], st.Committed[load.OpDelete])
 	return err
 }

@@ -5,6 +5,10 @@
 //
 // Every (workload, variant) pair runs in its own fresh database, so queue growth and table
 // bloat of one run never slow another.
+//
+// The pgbench scripts (Script) are this measurement's harness, not a second generator of CE
+// activity (that is internal/load): pgbench runs them without a Go client in the way, and their
+// statements stay fixed so that the figures compare across variants and across runs.
 package triggerbench
 
 import (

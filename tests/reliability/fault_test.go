@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,18 +16,15 @@ import (
 	"github.com/cdc-relay/cdc-relay/internal/receiver"
 )
 
-// startWriters runs n writers sharing one writer state until total changes are committed; the
-// returned function waits for them.
+// startWriters runs n writer sessions sharing one writer state until total changes are
+// committed; the returned function waits for them.
 func startWriters(ctx context.Context, e *env, w *writer, customers []int64, total, n, perTx int) (wait func()) {
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			w.run(ctx, e.dbURL, customers, total, perTx, i*1_000_003)
-		}()
-	}
-	return wg.Wait
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.runWorkers(ctx, e.dbURL, customers, total, perTx, 0, n)
+	}()
+	return func() { <-done }
 }
 
 // checkVerdict asserts nothing was lost and first deliveries kept per-customer order.

@@ -44,6 +44,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cdc-relay/cdc-relay/internal/credentials"
+	"github.com/cdc-relay/cdc-relay/internal/load"
 	"github.com/cdc-relay/cdc-relay/internal/pgcluster"
 	"github.com/cdc-relay/cdc-relay/internal/pgtest"
 	"github.com/cdc-relay/cdc-relay/internal/receiver"
@@ -812,9 +813,10 @@ func head(ids []int64, n int) []int64 {
 // ---------------------------------------------------------------------------------------------
 // Writer
 
-// writer commits customer updates through the capture triggers and records the queue rows each
-// committed transaction produced (read in the transaction itself, after firing the deferred
-// triggers with SET CONSTRAINTS ALL IMMEDIATE).
+// writer records what load.CapturedRenames committed: each transaction renames customers
+// through the capture triggers and reads back the queue rows it produced (after firing the
+// deferred triggers with SET CONSTRAINTS ALL IMMEDIATE). One writer accumulates over several
+// runs.
 type writer struct {
 	mu        sync.Mutex
 	committed []change
@@ -822,106 +824,39 @@ type writer struct {
 	errors    int
 }
 
-// run commits until total changes were committed or ctx ends, perTx distinct customers per
-// transaction, on its own connection (reconnecting after failures).
-func (w *writer) run(ctx context.Context, url string, customers []int64, total, perTx int, seed int) {
-	var c *pgx.Conn
-	defer func() {
-		if c != nil {
-			c.Close(context.Background())
-		}
-	}()
-	n := seed
-	for ctx.Err() == nil {
-		w.mu.Lock()
-		done := len(w.committed) >= total
-		w.mu.Unlock()
-		if done {
-			return
-		}
-		if c == nil || c.IsClosed() {
-			var err error
-			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			c, err = pgx.Connect(cctx, url)
-			cancel()
-			if err != nil {
-				c = nil
-				w.mu.Lock()
-				w.errors++
-				w.mu.Unlock()
-				select {
-				case <-ctx.Done():
-				case <-time.After(100 * time.Millisecond): // reconnect pacing, not a test wait
-				}
-				continue
-			}
-		}
-		ids := make([]int64, 0, perTx)
-		for len(ids) < perTx {
-			n++
-			id := customers[(n*7919)%len(customers)]
-			if !slices.Contains(ids, id) {
-				ids = append(ids, id)
-			}
-		}
-		got, err := w.tx(ctx, c, ids, n)
-		w.mu.Lock()
-		if err != nil {
-			w.errors++
-			w.uncertain = append(w.uncertain, got...)
-			if c != nil {
-				c.Close(context.Background())
-				c = nil
-			}
-		} else {
-			w.committed = append(w.committed, got...)
-		}
-		w.mu.Unlock()
+// run commits on one session until total changes were committed or ctx ends, perTx distinct
+// customers per transaction, walking customers from start (reconnecting after failures).
+func (w *writer) run(ctx context.Context, url string, customers []int64, total, perTx, start int) {
+	w.runWorkers(ctx, url, customers, total, perTx, start, 1)
+}
+
+// runWorkers is run with several sessions at once, each walking customers from its own start.
+func (w *writer) runWorkers(ctx context.Context, url string, customers []int64, total, perTx, start, workers int) {
+	g := load.New(load.Config{DatabaseURL: url, Mix: load.CapturedRenames(perTx), Rate: load.Unlimited, Workers: workers,
+		IDs: customers, Start: int64(start), KeepGoing: true, OnCommit: w.record,
+		Done: func() bool { return w.count() >= total }})
+	err := g.Run(ctx)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.errors += int(g.Stats().Failures())
+	if err != nil {
+		w.errors++
 	}
 }
 
-// tx updates the customers in one transaction and returns the queue rows it produced; on a
-// failed COMMIT they are returned with the error (their fate is unknown).
-func (w *writer) tx(ctx context.Context, c *pgx.Conn, ids []int64, n int) ([]change, error) {
-	tctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	tx, err := c.Begin(tctx)
-	if err != nil {
-		return nil, err
+// record keeps the queue rows of one COMMIT: committed, or uncertain when the COMMIT failed.
+func (w *writer) record(c load.Commit) {
+	got := make([]change, len(c.Rows))
+	for i, r := range c.Rows {
+		got[i] = change{ID: r.ID, Key: r.Key}
 	}
-	defer tx.Rollback(context.Background())
-	for _, id := range ids {
-		if _, err := tx.Exec(tctx, `UPDATE customer SET first_name = $1 WHERE customer_id = $2`, fmt.Sprintf("n%d-%d", n, id), id); err != nil {
-			return nil, err
-		}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if c.Err != nil {
+		w.uncertain = append(w.uncertain, got...)
+	} else {
+		w.committed = append(w.committed, got...)
 	}
-	if _, err := tx.Exec(tctx, `SET CONSTRAINTS ALL IMMEDIATE`); err != nil {
-		return nil, err
-	}
-	rows, err := tx.Query(tctx, `SELECT id, unique_id FROM data_sync_cust_pending_queue WHERE xmin = pg_current_xact_id()::xid ORDER BY id`)
-	if err != nil {
-		return nil, err
-	}
-	var got []change
-	for rows.Next() {
-		var ch change
-		if err := rows.Scan(&ch.ID, &ch.Key); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		got = append(got, ch)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	if len(got) != len(ids) {
-		return nil, fmt.Errorf("expected %d queue rows in the transaction, found %d", len(ids), len(got))
-	}
-	if err := tx.Commit(tctx); err != nil {
-		return got, err
-	}
-	return got, nil
 }
 
 // count returns how many changes were committed so far.

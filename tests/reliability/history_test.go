@@ -8,7 +8,6 @@ package reliability
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -16,15 +15,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
+	"github.com/cdc-relay/cdc-relay/internal/load"
 	"github.com/cdc-relay/cdc-relay/internal/receiver"
 )
 
@@ -221,25 +219,25 @@ SELECT customer_id FROM n`, o.Customers)
 	}
 	t.Logf("history: %d customers, %d writers, %s of writes, faults %v, changes after an early capture %v, seed %d (CDC_HISTORY_SEED to repeat the writers' choices)",
 		o.Customers, o.Writers, o.Duration, onNames(o.Faults), o.MoreAfterEarly, seed)
-	r.w = newHistWorkload(ids)
-	r.w.moreAfterEarly = o.MoreAfterEarly
+	r.w = newHistWorkload()
+	gen := load.New(load.Config{DatabaseURL: e.dbURL, Mix: load.Interleaved(o.MoreAfterEarly), Rate: load.Unlimited,
+		Workers: o.Writers, IDs: ids, Seed: seed, KeepGoing: true, OnCommit: r.w.record})
 
 	r.startRelay()
 	if o.Faults[faultStandby] {
 		r.startRelay()
 	}
 	wctx, stopWriters := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	for i := range o.Writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r.w.run(wctx, e.dbURL, rand.New(rand.NewPCG(seed, uint64(i))), i)
-		}()
-	}
+	writersDone := make(chan struct{})
+	go func() {
+		defer close(writersDone)
+		if err := gen.Run(wctx); err != nil {
+			t.Errorf("history: the writers: %v", err)
+		}
+	}()
 	r.injectFaults(time.Now().Add(o.Duration), rand.New(rand.NewPCG(seed, 1<<32)))
 	stopWriters()
-	wg.Wait()
+	<-writersDone
 	e.rcv.SetFaults(receiver.Faults{})
 
 	// Drain: every relay still running gets its chance; one is started if none lives.
@@ -269,7 +267,7 @@ SELECT customer_id FROM n`, o.Customers)
 		x.Off = why
 		res[name] = x
 	}
-	w := r.w.snapshot()
+	w := histWriters(gen.Stats())
 	unique, dups := e.rec.stats()
 	table := formatChecks(fmt.Sprintf("history checker (CDC_HISTORY_SCALE=%g): %d committed changes, %d messages (%d unique, %d duplicates); writers: %s; faults: %d relay kills, %d PostgreSQL restarts, %d leader session terminations (%d backends), %d receiver 503 bursts, %d 404 storms; %d stalls",
 		historyScale, len(h.Changes), len(h.Messages), unique, dups, w, r.kills, r.restarts, r.terminations, r.terminatedBackends, r.bursts503, r.storms404, r.stalls), res)
@@ -565,328 +563,35 @@ func (r *histRun) collect() history {
 // ---------------------------------------------------------------------------------------------
 // Writers
 
-// histWorkload is the CE activity: writers share a pool of live customers and change them
-// through different tables at once.
+// histWorkload records the deletes the writers (load.Interleaved) committed: when each COMMIT
+// returned, and, for a COMMIT that failed (a restart), when the failure returned.
 type histWorkload struct {
 	mu               sync.Mutex
-	live             []int64
 	deletes          map[string]time.Time
 	uncertainDeletes map[string]time.Time
-	seq              atomic.Int64
-	// moreAfterEarly lets a transaction go on changing customers after its capture fired early
-	// (the first capture of a customer in a transaction is the one kept).
-	moreAfterEarly bool
-
-	committed, aborted, savepointsRolledBack, earlyCaptures, deleted, merged, created, posted int
-	errCodes                                                                                  map[string]int
 }
 
-func newHistWorkload(ids []int64) *histWorkload {
-	return &histWorkload{live: slices.Clone(ids), deletes: map[string]time.Time{}, uncertainDeletes: map[string]time.Time{}, errCodes: map[string]int{}}
+func newHistWorkload() *histWorkload {
+	return &histWorkload{deletes: map[string]time.Time{}, uncertainDeletes: map[string]time.Time{}}
 }
 
-func (w *histWorkload) snapshot() string {
+func (w *histWorkload) record(c load.Commit) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	codes := make([]string, 0, len(w.errCodes))
-	for _, k := range sortedKeys(w.errCodes) {
-		codes = append(codes, fmt.Sprintf("%s×%d", k, w.errCodes[k]))
-	}
-	return fmt.Sprintf("%d transactions committed, %d aborted (%s), %d savepoints rolled back, %d early captures, %d deletes, %d merges, %d creates, %d posted transactions",
-		w.committed, w.aborted, strings.Join(codes, " "), w.savepointsRolledBack, w.earlyCaptures, w.deleted, w.merged, w.created, w.posted)
-}
-
-// pick returns n distinct live customers (fewer if the pool is smaller).
-func (w *histWorkload) pick(rng *rand.Rand, n int) []int64 {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	var out []int64
-	for tries := 0; len(out) < n && tries < 10*n; tries++ {
-		if len(w.live) == 0 {
-			break
-		}
-		id := w.live[rng.IntN(len(w.live))]
-		if !slices.Contains(out, id) {
-			out = append(out, id)
-		}
-	}
-	return out
-}
-
-func (w *histWorkload) poolSize() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return len(w.live)
-}
-
-func (w *histWorkload) forget(ids ...int64) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.live = slices.DeleteFunc(w.live, func(x int64) bool { return slices.Contains(ids, x) })
-}
-
-func (w *histWorkload) add(id int64) {
-	w.mu.Lock()
-	w.live = append(w.live, id)
-	w.mu.Unlock()
-}
-
-// run commits transactions on its own connection until ctx ends, reconnecting after failures.
-func (w *histWorkload) run(ctx context.Context, url string, rng *rand.Rand, writer int) {
-	var c *pgx.Conn
-	defer func() {
-		if c != nil {
-			c.Close(context.Background())
-		}
-	}()
-	target := w.poolSize()
-	for ctx.Err() == nil {
-		if c == nil || c.IsClosed() {
-			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			var err error
-			c, err = pgx.Connect(cctx, url)
-			cancel()
-			if err != nil {
-				c = nil
-				select {
-				case <-ctx.Done():
-				case <-time.After(100 * time.Millisecond): // reconnect pacing, not a test wait
-				}
-				continue
-			}
-		}
-		var err error
-		switch p := rng.IntN(100); {
-		case p < 4 && w.poolSize() > target/2:
-			err = w.deleteOne(ctx, c, rng)
-		case p < 6 && w.poolSize() > target/2:
-			err = w.mergeTwo(ctx, c, rng)
-		case p < 12 && w.poolSize() < target:
-			err = w.createOne(ctx, c, writer)
-		default:
-			err = w.mixed(ctx, c, rng, writer)
-		}
-		w.mu.Lock()
-		if err != nil {
-			w.aborted++
-			var pe *pgconn.PgError
-			code := "other"
-			if errors.As(err, &pe) {
-				code = pe.Code
-			} else if ctx.Err() != nil {
-				code = "stopped"
-			} else if c.IsClosed() {
-				code = "connection"
-			}
-			w.errCodes[code]++
-		} else {
-			w.committed++
-		}
-		w.mu.Unlock()
-		if err != nil && c.IsClosed() {
-			c = nil
-		}
-	}
-}
-
-// mixed is one transaction of 1-4 changes to one or two customers through different tables,
-// some inside savepoints (half of those rolled back), some followed by SET CONSTRAINTS ALL
-// IMMEDIATE (the deferred capture fires early, and the transaction stays open a moment).
-func (w *histWorkload) mixed(ctx context.Context, c *pgx.Conn, rng *rand.Rand, writer int) error {
-	ids := w.pick(rng, 1+rng.IntN(2))
-	if len(ids) == 0 {
-		return nil
-	}
-	tctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	tx, err := c.Begin(tctx)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback(context.Background())
-	var rolledBack, early, posted int
-	for step := range 1 + rng.IntN(4) {
-		id := ids[rng.IntN(len(ids))]
-		sp := rng.IntN(3) == 0
-		if sp {
-			if _, err := tx.Exec(tctx, "SAVEPOINT s"+strconv.Itoa(step)); err != nil {
-				return err
-			}
-		}
-		n := w.seq.Add(1)
-		tag := fmt.Sprintf("w%d-%d", writer, n)
-		var stmts []string
-		var args [][]any
-		switch rng.IntN(9) {
-		case 0, 1:
-			stmts, args = []string{`UPDATE customer SET first_name = $1, updated_at = now() WHERE customer_id = $2`}, [][]any{{tag, id}}
-		case 2:
-			stmts, args = []string{`INSERT INTO card (card_number, customer_id, status, serial_number) VALUES ($1, $2, 'ACTIVE', $1)`}, [][]any{{"C-" + tag, id}}
-		case 3:
-			stmts, args = []string{`UPDATE card SET status = CASE status WHEN 'ACTIVE' THEN 'BLOCKED' ELSE 'ACTIVE' END, serial_number = $2
-				WHERE card_number = (SELECT card_number FROM card WHERE customer_id = $1 ORDER BY card_number LIMIT 1)`}, [][]any{{id, tag}}
-		case 4:
-			stmts, args = []string{`INSERT INTO customer_segment (customer_id, segment_id) SELECT $1, segment_id FROM segment ORDER BY segment_id OFFSET $2 LIMIT 1 ON CONFLICT DO NOTHING`}, [][]any{{id, rng.IntN(6)}}
-		case 5:
-			stmts, args = []string{`DELETE FROM customer_segment WHERE customer_id = $1 AND segment_id = (SELECT segment_id FROM segment ORDER BY segment_id OFFSET $2 LIMIT 1)`}, [][]any{{id, rng.IntN(6)}}
-		case 6:
-			stmts, args = []string{`UPDATE customer_address SET city = $1 WHERE customer_id = $2`}, [][]any{{tag, id}}
-		case 7:
-			stmts, args = []string{`INSERT INTO customer_address (customer_id, city, address_type_code) VALUES ($1, $2, 'WORK')`}, [][]any{{id, tag}}
-		case 8:
-			amount := 1 + rng.IntN(500)
-			stmts = []string{
-				`INSERT INTO retail_transaction (retail_transaction_id, customer_id, posted_flag, subtotal, total) VALUES ($1, $2, true, $3, $3)`,
-				`INSERT INTO line_item (retail_transaction_id, line_item_sequence, line_item_type_code, quantity, extended_amount) VALUES ($1, 1, 'Sale', 1, $2)`,
-			}
-			args = [][]any{{"T-" + tag, id, amount}, {"T-" + tag, amount}}
-		}
-		for i, s := range stmts {
-			if _, err := tx.Exec(tctx, s, args[i]...); err != nil {
-				return err
-			}
-		}
-		if sp {
-			if rng.IntN(2) == 0 {
-				if _, err := tx.Exec(tctx, "ROLLBACK TO SAVEPOINT s"+strconv.Itoa(step)); err != nil {
-					return err
-				}
-				rolledBack++
-				continue
-			} else if _, err := tx.Exec(tctx, "RELEASE SAVEPOINT s"+strconv.Itoa(step)); err != nil {
-				return err
-			}
-		}
-		if len(stmts) == 2 {
-			posted++
-		}
-		if rng.IntN(5) == 0 {
-			// Fire the deferred capture now and keep the transaction open a little: another
-			// writer may commit a change of the same customer in between.
-			if _, err := tx.Exec(tctx, `SET CONSTRAINTS ALL IMMEDIATE`); err != nil {
-				return err
-			}
-			if _, err := tx.Exec(tctx, `SELECT pg_sleep($1)`, float64(rng.IntN(30))/1000); err != nil {
-				return err
-			}
-			early++
-			if !w.moreAfterEarly {
-				break
-			}
-			// Later statements of this transaction are deferred again, as usual.
-			if _, err := tx.Exec(tctx, `SET CONSTRAINTS ALL DEFERRED`); err != nil {
-				return err
-			}
-		}
-	}
-	if err := tx.Commit(tctx); err != nil {
-		return err
-	}
-	w.mu.Lock()
-	w.savepointsRolledBack += rolledBack
-	w.earlyCaptures += early
-	w.posted += posted
-	w.mu.Unlock()
-	return nil
-}
-
-// deleteOne deletes a live customer and records when its COMMIT returned.
-func (w *histWorkload) deleteOne(ctx context.Context, c *pgx.Conn, rng *rand.Rand) error {
-	ids := w.pick(rng, 1)
-	if len(ids) == 0 {
-		return nil
-	}
-	w.forget(ids...)
-	tctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	tx, err := c.Begin(tctx)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback(context.Background())
-	tag, err := tx.Exec(tctx, `DELETE FROM customer WHERE customer_id = $1`, ids[0])
-	if err != nil {
-		return err
-	}
-	err = tx.Commit(tctx)
-	w.recordDeletes(err, tag.RowsAffected() == 1, ids)
-	if err == nil {
-		w.mu.Lock()
-		w.deleted++
-		w.mu.Unlock()
-	}
-	return err
-}
-
-func (w *histWorkload) recordDeletes(commitErr error, happened bool, ids []int64) {
-	if !happened {
-		return
-	}
-	now := time.Now()
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for _, id := range ids {
+	for _, id := range c.Deleted {
 		k := strconv.FormatInt(id, 10)
-		if commitErr == nil {
-			w.deletes[k] = now
+		if c.Err == nil {
+			w.deletes[k] = c.Returned
 		} else {
-			w.uncertainDeletes[k] = now
+			w.uncertainDeletes[k] = c.Returned
 		}
 	}
 }
 
-// mergeTwo merges two live customers into a new one (merge_customers deletes both).
-func (w *histWorkload) mergeTwo(ctx context.Context, c *pgx.Conn, rng *rand.Rand) error {
-	ids := w.pick(rng, 2)
-	if len(ids) < 2 {
-		return nil
-	}
-	w.forget(ids...)
-	tctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	tx, err := c.Begin(tctx)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback(context.Background())
-	var newID int64
-	if err := tx.QueryRow(tctx, `SELECT merge_customers($1)`, ids).Scan(&newID); err != nil {
-		return err
-	}
-	err = tx.Commit(tctx)
-	w.recordDeletes(err, true, ids)
-	if err == nil {
-		w.add(newID)
-		w.mu.Lock()
-		w.merged++
-		w.mu.Unlock()
-	}
-	return err
-}
-
-// createOne creates a customer with an address.
-func (w *histWorkload) createOne(ctx context.Context, c *pgx.Conn, writer int) error {
-	tctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	tx, err := c.Begin(tctx)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback(context.Background())
-	var id int64
-	tag := fmt.Sprintf("w%d-%d", writer, w.seq.Add(1))
-	if err := tx.QueryRow(tctx, `INSERT INTO customer (first_name, last_name) VALUES ($1, 'New') RETURNING customer_id`, tag).Scan(&id); err != nil {
-		return err
-	}
-	if _, err := tx.Exec(tctx, `INSERT INTO customer_address (customer_id, city) VALUES ($1, $2)`, id, tag); err != nil {
-		return err
-	}
-	if err := tx.Commit(tctx); err != nil {
-		return err
-	}
-	w.add(id)
-	w.mu.Lock()
-	w.created++
-	w.mu.Unlock()
-	return nil
+// histWriters summarises what the writers did.
+func histWriters(st load.Stats) string {
+	return fmt.Sprintf("%d transactions committed, %d aborted (%s), %d savepoints rolled back, %d early captures, %d deletes, %d merges, %d creates, %d posted transactions",
+		st.Total(), st.Aborts(), strings.Join(st.Causes(), " "), st.Tally[load.TallySavepointsRolledBack],
+		st.Tally[load.TallyEarlyCaptures], st.Committed[load.OpDelete], st.Committed[load.OpMerge], st.Committed[load.OpCreate],
+		st.Tally[load.TallyPosted])
 }

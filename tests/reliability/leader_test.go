@@ -127,12 +127,10 @@ func (e *env) startPair() (leader, standby *relayProc) {
 func (e *env) load(ctx context.Context, customers []int64, total int) (*writer, <-chan struct{}) {
 	w := &writer{}
 	done := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := 0; i < 2; i++ {
-		wg.Add(1)
-		go func(seed int) { defer wg.Done(); w.run(ctx, e.dbURL, customers, total, 2, seed) }(i * 100003)
-	}
-	go func() { wg.Wait(); close(done) }()
+	go func() {
+		defer close(done)
+		w.runWorkers(ctx, e.dbURL, customers, total, 2, 0, 2)
+	}()
 	return w, done
 }
 
