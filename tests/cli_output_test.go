@@ -2,15 +2,19 @@ package tests
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -125,4 +129,35 @@ func TestInstallForgetsScriptsNoLongerShipped(t *testing.T) {
 	code, out = runCLI(t, "install", "--database-url", url)
 	require.Equal(t, 0, code, out)
 	require.Contains(t, out, "nothing to change")
+}
+
+// TestLoadSessionsAreNamedApart: `cdc-relay load` pins the relay's search_path but names its
+// sessions "cdc-relay load", so a DBA (or a check) looking for the relay in pg_stat_activity
+// finds only the relay.
+func TestLoadSessionsAreNamedApart(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDB(t)
+	pgtest.Exec(t, url, `UPDATE data_sync_config SET value = 'true' WHERE name = 'DataSyncEnabled'`)
+	done := make(chan string, 1)
+	go func() {
+		code, out := runCLI(t, "load", "--database-url", url, "--rate", "20", "--customers", "5", "--duration", "4s")
+		done <- fmt.Sprintf("exit %d: %s", code, out)
+	}()
+	conn, err := pgx.Connect(context.Background(), url)
+	require.NoError(t, err)
+	defer conn.Close(context.Background())
+	var names []string
+	require.Eventually(t, func() bool {
+		names = nil
+		rows, err := conn.Query(context.Background(), `SELECT DISTINCT application_name FROM pg_stat_activity
+			WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name LIKE 'cdc-relay%'`)
+		if err != nil {
+			return false
+		}
+		names, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return err == nil && len(names) > 0
+	}, 15*time.Second, 20*time.Millisecond, "no load session seen")
+	require.Equal(t, []string{"cdc-relay load"}, names)
+	out := <-done
+	require.Contains(t, out, "exit 0", out)
 }

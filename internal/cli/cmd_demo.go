@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -281,8 +282,13 @@ func runLoad(ctx context.Context, env Env, args []string) error {
 	if err := requireDatabase(*db); err != nil {
 		return err
 	}
-	// Its sessions pin the relay's search_path, as the other commands' do.
-	cfg.DatabaseURL, cfg.ConfigureConn = *db, relay.ConfigureConn
+	// Its sessions pin the relay's search_path, as the other commands' do, under a name of
+	// their own: a DBA looking for the relay in pg_stat_activity must not find the load.
+	cfg.DatabaseURL = *db
+	cfg.ConfigureConn = func(cc *pgx.ConnConfig) {
+		relay.ConfigureConn(cc)
+		cc.RuntimeParams["application_name"] = "cdc-relay load"
+	}
 	gen := load.New(cfg)
 	err := gen.Run(ctx)
 	st := gen.Stats()
