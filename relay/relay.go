@@ -272,7 +272,69 @@ type dispatcher struct {
 	probes  int
 }
 
+// run is one session's loop: it starts the requests the window and the limits allow, runs the
+// wake-ups that are due, and handles one event at a time (a finished request, a move, the
+// doorbell, the sweep, a timer), until the session ends; then it stops.
 func (d *dispatcher) run() error {
+	d.setUp()
+	defer close(d.gone)
+	defer func() {
+		if d.closeP != nil {
+			d.closeP()
+		}
+	}()
+	// Requests run under their own context: a stop lets them finish within ShutdownTimeout.
+	postCtx, cancelPosts := context.WithCancel(context.WithoutCancel(d.ctx))
+	defer cancelPosts()
+	// A lost leadership cancels every request at once: a successor may be about to send.
+	defer context.AfterFunc(d.term.Lost(), cancelPosts)()
+	var wg sync.WaitGroup
+	stopMover := d.startWorkers(postCtx, &wg)
+	w := d.newWakeUps()
+	defer w.stop()
+	d.pending = true // (expandDue was set by applySettings in setUp)
+	metrics.WakeUps.WithLabelValues("start").Inc()
+
+	var err error
+loop:
+	for err == nil {
+		now := time.Now()
+		next := d.startRequests(postCtx, now)
+		var again bool
+		if next, again, err = d.runDue(now, next); again || err != nil {
+			continue
+		}
+		w.arm(next)
+		select {
+		case <-d.ctx.Done():
+			break loop
+		case res := <-d.results:
+			err = d.apply(res)
+		case m := <-d.moveResp:
+			err = d.takeMoved(m)
+		case <-w.queued: // the doorbell counts its own wake-ups
+			d.doorbellRang()
+		case <-w.configChanged:
+			err = d.settingsChanged()
+		case <-w.sweep.C:
+			metrics.WakeUps.WithLabelValues("sweep").Inc()
+			d.pending, d.expandDue = true, true
+			err = d.reloadSettings()
+		case <-w.timer.C:
+			metrics.WakeUps.WithLabelValues("retry").Inc()
+		case <-d.acks.freed: // room in the window again: fill at the top of the loop
+		case ackErr := <-d.ackDone: // only on a cancelled context: the acknowledger retries for ever
+			d.ackDone <- ackErr
+			err = fmt.Errorf("acknowledging delivered rows: %w", ackErr)
+		}
+	}
+	stopMover()
+	return d.stop(err, cancelPosts, &wg)
+}
+
+// setUp makes the session's window, limits, channels and endpoint state, and adopts its
+// settings (building the poster).
+func (d *dispatcher) setUp() {
 	cfg := d.r.cfg
 	d.win = newWindow(cfg.Coalesce)
 	d.held = map[string]heldKey{}
@@ -291,130 +353,125 @@ func (d *dispatcher) run() error {
 	d.acks = newAckQueue()
 	d.ackDone = make(chan error, 1)
 	d.gone = make(chan struct{})
-	defer close(d.gone)
 	d.applySettings(d.settings, true)
-	defer func() {
-		if d.closeP != nil {
-			d.closeP()
-		}
-	}()
+}
 
-	// Requests run under their own context: a stop lets them finish within ShutdownTimeout.
-	postCtx, cancelPosts := context.WithCancel(context.WithoutCancel(d.ctx))
-	defer cancelPosts()
-	// A lost leadership cancels every request at once: a successor may be about to send.
-	defer context.AfterFunc(d.term.Lost(), cancelPosts)()
-	var wg sync.WaitGroup
+// startWorkers starts the session's goroutines, counted by wg: the mover, until stopMover is
+// called (or the session's context ends), and the endpoint row's writer and the acknowledger,
+// until postCtx ends.
+func (d *dispatcher) startWorkers(postCtx context.Context, wg *sync.WaitGroup) (stopMover context.CancelFunc) {
 	moverCtx, stopMover := context.WithCancel(d.ctx)
 	wg.Add(3)
 	go func() { defer wg.Done(); d.mover(moverCtx) }()
 	go func() { defer wg.Done(); d.epRow.run(postCtx, d.r.store, d.r.log) }()
 	go func() { defer wg.Done(); d.ackDone <- d.acknowledger(postCtx) }() // ackDone has room for it
+	return stopMover
+}
 
-	sweep := time.NewTicker(cfg.SweepInterval)
-	defer sweep.Stop()
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	var queued, configChanged <-chan struct{}
+// wakeUps are what wakes the dispatcher besides its workers' reports: the sweep, the timer set
+// for the next thing due, and the doorbell (nil channels without one: they never fire).
+type wakeUps struct {
+	sweep                 *time.Ticker
+	timer                 *time.Timer
+	queued, configChanged <-chan struct{}
+}
+
+func (d *dispatcher) newWakeUps() *wakeUps {
+	w := &wakeUps{sweep: time.NewTicker(d.r.cfg.SweepInterval), timer: time.NewTimer(time.Hour)}
 	if d.r.doorbell != nil {
-		queued, configChanged = d.r.doorbell.Queued(), d.r.doorbell.ConfigChanged()
+		w.queued, w.configChanged = d.r.doorbell.Queued(), d.r.doorbell.ConfigChanged()
 	}
-	d.pending = true // (expandDue was set by applySettings above)
-	metrics.WakeUps.WithLabelValues("start").Inc()
+	return w
+}
 
-	var sessionErr error
-loop:
-	for {
-		now := time.Now()
-		next := d.win.promote(now)
-		d.fill()
-		d.dispatch(postCtx, now)
-		if d.paused.After(now) && (next.IsZero() || d.paused.Before(next)) {
-			next = d.paused
-		}
-		if !d.wakeAt.IsZero() {
-			if !d.wakeAt.After(now) {
-				d.wakeAt, d.pending = time.Time{}, true
-				d.fill()
-			} else if next.IsZero() || d.wakeAt.Before(next) {
-				next = d.wakeAt
-			}
-		}
-		if !d.recheckConfig.IsZero() {
-			if !d.recheckConfig.After(now) {
-				d.recheckConfig = time.Time{}
-				if err := d.reloadSettings(); err != nil {
-					sessionErr = err
-					break loop
-				}
-				continue
-			} else if next.IsZero() || d.recheckConfig.Before(next) {
-				next = d.recheckConfig
-			}
-		}
-		if !next.IsZero() {
-			timer.Reset(max(time.Until(next), time.Millisecond))
-		}
-		select {
-		case <-d.ctx.Done():
-			break loop
-		case res := <-d.results:
-			if err := d.apply(res); err != nil {
-				sessionErr = err
-				break loop
-			}
-		case m := <-d.moveResp:
-			d.moving = false
-			if m.err != nil {
-				sessionErr = m.err
-				break loop
-			}
-			if len(m.rows) > 0 {
-				var largest int64
-				for _, r := range m.rows {
-					largest = max(largest, rowBytes(r))
-				}
-				d.rowEstimate = largest
-			}
-			if err := d.admitAll(m, time.Now()); err != nil {
-				sessionErr = err
-				break loop
-			}
-			d.pending = d.pending || m.more || len(m.await) > 0
-			d.await = append(d.await, m.await...)
-			d.resyncWake(m.wake)
-		case <-queued: // the doorbell counts its own wake-ups
-			d.pending = true
-			d.await = append(d.await, d.r.doorbell.TakeQueued()...)
-			if len(d.await) > maxAwait { // paused for long: the oldest are visible by now
-				d.await = append(d.await[:0], d.await[len(d.await)-maxAwait/2:]...)
-			}
-		case <-configChanged:
-			if d.recheckConfig.IsZero() {
-				d.recheckConfig = time.Now().Add(configRecheck)
-			}
-			if err := d.reloadSettings(); err != nil {
-				sessionErr = err
-				break loop
-			}
-		case <-sweep.C:
-			metrics.WakeUps.WithLabelValues("sweep").Inc()
-			d.pending, d.expandDue = true, true
-			if err := d.reloadSettings(); err != nil {
-				sessionErr = err
-				break loop
-			}
-		case <-timer.C:
-			metrics.WakeUps.WithLabelValues("retry").Inc()
-		case <-d.acks.freed: // room in the window again: fill at the top of the loop
-		case err := <-d.ackDone: // only on a cancelled context: the acknowledger retries for ever
-			sessionErr = fmt.Errorf("acknowledging delivered rows: %w", err)
-			d.ackDone <- err
-			break loop
+// arm sets the timer for next (zero: leaves it as it is).
+func (w *wakeUps) arm(next time.Time) {
+	if !next.IsZero() {
+		w.timer.Reset(max(time.Until(next), time.Millisecond))
+	}
+}
+
+func (w *wakeUps) stop() {
+	w.sweep.Stop()
+	w.timer.Stop()
+}
+
+// startRequests makes the retries due at now ready, asks the mover for rows when there is room,
+// and starts the requests the limits allow. It returns when the next retry is due (zero: none).
+func (d *dispatcher) startRequests(ctx context.Context, now time.Time) (next time.Time) {
+	next = d.win.promote(now)
+	d.fill()
+	d.dispatch(ctx, now)
+	return next
+}
+
+// runDue runs the dispatcher's own wake-ups due at now (a rate-limited resync's next move, the
+// second read of changed settings) and returns when to wake up next: the earliest of next (the
+// next retry), the end of a pause and the wake-ups not yet due. again: the settings were read
+// again, and the loop starts over before it waits.
+func (d *dispatcher) runDue(now, next time.Time) (wake time.Time, again bool, err error) {
+	if d.paused.After(now) && (next.IsZero() || d.paused.Before(next)) {
+		next = d.paused
+	}
+	if !d.wakeAt.IsZero() {
+		if !d.wakeAt.After(now) {
+			d.wakeAt, d.pending = time.Time{}, true
+			d.fill()
+		} else if next.IsZero() || d.wakeAt.Before(next) {
+			next = d.wakeAt
 		}
 	}
-	stopMover()
-	return d.stop(sessionErr, cancelPosts, &wg)
+	if !d.recheckConfig.IsZero() {
+		if !d.recheckConfig.After(now) {
+			d.recheckConfig = time.Time{}
+			return next, true, d.reloadSettings()
+		} else if next.IsZero() || d.recheckConfig.Before(next) {
+			next = d.recheckConfig
+		}
+	}
+	return next, false, nil
+}
+
+// takeMoved puts what the mover reports into the window and notes whether pending may hold
+// more, the commits still to wait for, and when a rate-limited resync asks for a move.
+func (d *dispatcher) takeMoved(m moved) error {
+	d.moving = false
+	if m.err != nil {
+		return m.err
+	}
+	if len(m.rows) > 0 {
+		var largest int64
+		for _, r := range m.rows {
+			largest = max(largest, rowBytes(r))
+		}
+		d.rowEstimate = largest
+	}
+	if err := d.admitAll(m, time.Now()); err != nil {
+		return err
+	}
+	d.pending = d.pending || m.more || len(m.await) > 0
+	d.await = append(d.await, m.await...)
+	d.resyncWake(m.wake)
+	return nil
+}
+
+// doorbellRang notes that pending holds rows, and the commits that queued them (to wait for
+// before the next move).
+func (d *dispatcher) doorbellRang() {
+	d.pending = true
+	d.await = append(d.await, d.r.doorbell.TakeQueued()...)
+	if len(d.await) > maxAwait { // paused for long: the oldest are visible by now
+		d.await = append(d.await[:0], d.await[len(d.await)-maxAwait/2:]...)
+	}
+}
+
+// settingsChanged reads the settings now, and once more a moment later (configRecheck): the
+// change may not be visible yet when the doorbell rings.
+func (d *dispatcher) settingsChanged() error {
+	if d.recheckConfig.IsZero() {
+		d.recheckConfig = time.Now().Add(configRecheck)
+	}
+	return d.reloadSettings()
 }
 
 // stop ends a session within ShutdownTimeout whatever the database and the receiver do: it lets
