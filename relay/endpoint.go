@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
 	"github.com/cdc-relay/cdc-relay/internal/metrics"
@@ -160,9 +159,7 @@ func (w *endpointRow) set(s endpointState) {
 	}
 }
 
-const endpointRowSQL = `UPDATE data_sync_leader SET endpoint_failing_since = $1, endpoint_error = $2 WHERE id = 1`
-
-func (w *endpointRow) run(ctx context.Context, db *pgxpool.Pool, log *zap.Logger) {
+func (w *endpointRow) run(ctx context.Context, store deliveryStore, log *zap.Logger) {
 	failures := 0
 	for {
 		select {
@@ -178,13 +175,8 @@ func (w *endpointRow) run(ctx context.Context, db *pgxpool.Pool, log *zap.Logger
 			if !dirty {
 				break
 			}
-			var since *time.Time
-			var desc *string
-			if s.failing {
-				since, desc = &s.since, &s.desc
-			}
 			opCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			_, err := db.Exec(opCtx, endpointRowSQL, since, desc)
+			err := store.SetEndpointState(opCtx, s)
 			cancel()
 			if err == nil {
 				failures = 0

@@ -39,33 +39,6 @@ const fenceErrCode = "CR001"
 // leaderPoll is how often a standby tries to take over.
 const leaderPoll = 100 * time.Millisecond
 
-// fenceSQL checks the term's epoch (and renews the lease when $2 is not null) on its own.
-const fenceSQL = `SELECT data_sync_leader_fence($1, $2)`
-
-// takeoverSQL takes the leader row when nobody holds it, when its holder's presence backend is
-// gone, or when its lease has run out; it always returns the holder the statement found (and,
-// when it took the row, the new epoch). pg_stat_activity shows every backend's pid to every
-// role. A recorded pid equal to our own backend's is a reused pid: its holder is gone. Without
-// the fence function (an older install) the row is not taken, and the last column says so.
-const takeoverSQL = `
-WITH cur AS (
-    SELECT holder, holder_pid, since FROM data_sync_leader WHERE id = 1
-), took AS (
-    UPDATE data_sync_leader SET epoch = epoch + 1, holder = $1, holder_pid = pg_backend_pid(),
-        since = now(), lease_until = now() + $2::interval
-    WHERE id = 1 AND to_regprocedure('data_sync_leader_fence(bigint, interval)') IS NOT NULL
-      AND (holder_pid IS NULL OR lease_until IS NULL OR lease_until < now()
-        OR holder_pid = pg_backend_pid()
-        OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = holder_pid))
-    RETURNING epoch
-)
-SELECT (SELECT epoch FROM took), cur.holder, cur.holder_pid, cur.since, pg_backend_pid(),
-    to_regprocedure('data_sync_leader_fence(bigint, interval)') IS NOT NULL FROM cur`
-
-// releaseSQL gives the row up at the end of a term, unless another relay holds it by now.
-const releaseSQL = `UPDATE data_sync_leader SET holder = NULL, holder_pid = NULL, lease_until = NULL
-WHERE id = 1 AND epoch = $1`
-
 // LeaderConfig tunes a Leader. Zero values take the documented defaults.
 type LeaderConfig struct {
 	// Name is written as the holder, for standbys' logs and status. Default "<host> pid <pid>".
@@ -144,11 +117,9 @@ func (l *Leader) Acquire(ctx context.Context) (*Term, error) {
 			conn.Close(context.WithoutCancel(ctx))
 		}
 	}()
-	// The presence session is idle by design: a server-wide idle_session_timeout must not end it
-	// (the setting exists from PostgreSQL 14 on).
-	if _, err := conn.Exec(ctx, `SELECT set_config('idle_session_timeout', '0', false)
-WHERE current_setting('idle_session_timeout', true) IS NOT NULL`); err != nil {
-		return nil, fmt.Errorf("setting up the leader presence session: %w", err)
+	presence := NewStore(conn)
+	if err := presence.KeepPresence(ctx); err != nil {
+		return nil, err
 	}
 	var (
 		lastHolder string
@@ -156,39 +127,23 @@ WHERE current_setting('idle_session_timeout', true) IS NOT NULL`); err != nil {
 		announced  bool
 	)
 	for {
-		var (
-			epoch     *int64
-			holder    *string
-			holderPID *int32
-			since     *time.Time
-			ownPID    int32
-			fenced    bool
-		)
 		sent := time.Now()
-		err := conn.QueryRow(ctx, takeoverSQL, l.cfg.Name, l.cfg.Lease).Scan(&epoch, &holder, &holderPID, &since, &ownPID, &fenced)
-		var pgErr *pgconn.PgError
-		switch {
-		case errors.Is(err, pgx.ErrNoRows):
-			return nil, fmt.Errorf("%w: data_sync_leader has no row: run cdc-relay install", ErrSettings)
-		case errors.As(err, &pgErr) && pgErr.Code == "42P01": // undefined table
-			return nil, fmt.Errorf("%w: data_sync_leader is missing (an install older than this relay): run cdc-relay install: %w", ErrSettings, err)
-		case err != nil:
-			return nil, fmt.Errorf("trying to take the leadership: %w", err)
-		case !fenced: // (the row was not taken)
-			return nil, fmt.Errorf("%w: the function data_sync_leader_fence is missing (an install older than this relay): run cdc-relay install", ErrSettings)
+		took, err := presence.TakeLeadership(ctx, l.cfg.Name, l.cfg.Lease)
+		if err != nil {
+			return nil, err
 		}
-		if epoch != nil {
-			t := newTerm(ctx, l, conn, *epoch, sent)
+		if took.epoch != nil {
+			t := newTerm(ctx, l, conn, presence, *took.epoch, sent)
 			ok = true
 			prev := ""
-			if holder != nil {
-				prev = *holder
+			if took.holder != nil {
+				prev = *took.holder
 			}
-			if holderPID != nil && *holderPID != ownPID && l.cfg.Grace > 0 {
+			if took.holderPID != nil && *took.holderPID != took.ownPID && l.cfg.Grace > 0 {
 				// The previous holder's process may live on: give it the time to see its session
 				// end and cancel its requests before this relay sends anything.
 				l.cfg.Logger.Info("took over the leadership; waiting for the previous leader to stop",
-					zap.String("previous", prev), zap.Int64("epoch", *epoch), zap.Duration("grace", l.cfg.Grace))
+					zap.String("previous", prev), zap.Int64("epoch", *took.epoch), zap.Duration("grace", l.cfg.Grace))
 				select {
 				case <-ctx.Done():
 					t.Release(context.WithoutCancel(ctx))
@@ -199,15 +154,15 @@ WHERE current_setting('idle_session_timeout', true) IS NOT NULL`); err != nil {
 				case <-time.After(l.cfg.Grace):
 				}
 			}
-			l.cfg.Logger.Info("leading", zap.Int64("epoch", *epoch), zap.String("previous", prev))
+			l.cfg.Logger.Info("leading", zap.Int64("epoch", *took.epoch), zap.String("previous", prev))
 			return t, nil
 		}
 		h, s := "", time.Time{}
-		if holder != nil {
-			h = *holder
+		if took.holder != nil {
+			h = *took.holder
 		}
-		if since != nil {
-			s = *since
+		if took.since != nil {
+			s = *took.since
 		}
 		if !announced || h != lastHolder || !s.Equal(lastSince) {
 			announced, lastHolder, lastSince = true, h, s
@@ -228,9 +183,10 @@ WHERE current_setting('idle_session_timeout', true) IS NOT NULL`); err != nil {
 // Term is one period of leadership. Its Context ends when the caller's context ends or the
 // leadership is lost; Lost ends only in the second case.
 type Term struct {
-	l     *Leader
-	conn  *pgx.Conn
-	epoch int64
+	l        *Leader
+	conn     *pgx.Conn // the presence session
+	presence *Store    // the statements on it
+	epoch    int64
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -244,8 +200,8 @@ type Term struct {
 	released  bool
 }
 
-func newTerm(ctx context.Context, l *Leader, conn *pgx.Conn, epoch int64, sent time.Time) *Term {
-	t := &Term{l: l, conn: conn, epoch: epoch, renewedAt: sent, done: make(chan struct{})}
+func newTerm(ctx context.Context, l *Leader, conn *pgx.Conn, presence *Store, epoch int64, sent time.Time) *Term {
+	t := &Term{l: l, conn: conn, presence: presence, epoch: epoch, renewedAt: sent, done: make(chan struct{})}
 	t.lost, t.lose = context.WithCancelCause(context.Background())
 	t.ctx, t.cancel = context.WithCancelCause(ctx)
 	context.AfterFunc(t.lost, func() { t.cancel(context.Cause(t.lost)) })
@@ -322,13 +278,13 @@ func (t *Term) watch(ctx context.Context) {
 		if renewAt := t.watcherRenewAt(); !now.Before(renewAt) {
 			rctx, cancel := context.WithDeadline(ctx, t.expiry())
 			sent := time.Now()
-			_, err := t.conn.Exec(rctx, fenceSQL, t.epoch, t.l.cfg.Lease)
+			err := t.presence.RenewLease(rctx, t.epoch, t.l.cfg.Lease)
 			cancel()
 			if ctx.Err() != nil {
 				return
 			}
 			if err != nil {
-				t.loseWith(fmt.Errorf("renewing its lease: %w", err))
+				t.loseWith(err)
 				return
 			}
 			t.setRenewed(sent)
@@ -398,7 +354,7 @@ func (t *Term) Release(ctx context.Context) {
 	t.cancel(context.Canceled)
 	if !t.conn.IsClosed() {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		if _, err := t.conn.Exec(rctx, releaseSQL, t.epoch); err != nil {
+		if err := t.presence.ReleaseLeadership(rctx, t.epoch); err != nil {
 			t.l.cfg.Logger.Info("could not give the leadership up (a standby takes over when this session ends)", zap.Error(err))
 		}
 		cancel()

@@ -143,10 +143,10 @@ func TestLeaderPresenceSessionEndedStandbyTakesOver(t *testing.T) {
 	require.Equal(t, int64(2), tb.Epoch())
 
 	// The old leader's move moves nothing; the new leader's moves the row.
-	_, err = queues[0].move(context.Background(), e.db, 10, true, false, ta.fence())
+	_, err = NewStore(e.db).Move(context.Background(), queues[0], 10, true, ta)
 	require.ErrorIs(t, err, ErrLeadershipLost)
 	require.Equal(t, 1, e.count(`SELECT count(*) FROM data_sync_cust_pending_queue`))
-	rows, err := queues[0].move(context.Background(), e.db, 10, true, false, tb.fence())
+	rows, err := NewStore(e.db).Move(context.Background(), queues[0], 10, true, tb)
 	require.NoError(t, err)
 	require.Len(t, rows, 1)
 	require.True(t, tb.Valid(time.Now()))
@@ -174,7 +174,7 @@ func TestLeaderFenceTakeoverFirstMovesNothing(t *testing.T) {
 
 	moved := make(chan error, 1)
 	go func() {
-		_, err := queues[0].move(context.Background(), e.db, 10, true, false, ta.fence())
+		_, err := NewStore(e.db).Move(context.Background(), queues[0], 10, true, ta)
 		moved <- err
 	}()
 	e.waitLockWait("data_sync_leader_fence")
@@ -199,9 +199,7 @@ func TestLeaderFenceMoveFirstCommitsBeforeTakeover(t *testing.T) {
 	tx, err := e.db.Begin(context.Background())
 	require.NoError(t, err)
 	defer tx.Rollback(context.Background())
-	rows, err := tx.Query(context.Background(), queues[0].moveSQL, 10, true, ta.Epoch(), nil)
-	require.NoError(t, err)
-	got, err := scanRows(queues[0], rows)
+	got, err := NewStore(tx).Move(context.Background(), queues[0], 10, true, ta)
 	require.NoError(t, err)
 	require.Len(t, got, 1)
 
@@ -212,7 +210,7 @@ func TestLeaderFenceMoveFirstCommitsBeforeTakeover(t *testing.T) {
 	e.waitLockWait("holder_pid = pg_backend_pid()") // the takeover waits for the move
 	require.NoError(t, tx.Commit(context.Background()))
 	tb := recv(t, tbc, "b taking over")
-	loaded, err := queues[0].load(context.Background(), e.db, 0, 10)
+	loaded, err := NewStore(e.db).Load(context.Background(), queues[0], 0, 10)
 	require.NoError(t, err)
 	require.Len(t, loaded, 1, "the successor finds the old leader's last move in progress")
 	require.Equal(t, got[0].id, loaded[0].id)
@@ -231,7 +229,7 @@ func TestLeaderLeaseExpiry(t *testing.T) {
 	b, _ := e.leader("relay-b", "", 30*time.Second, 0)
 	tb := e.acquire(b)
 	require.Equal(t, ta.Epoch()+1, tb.Epoch())
-	_, err = queues[0].move(context.Background(), e.db, 10, true, false, ta.fence())
+	_, err = NewStore(e.db).Move(context.Background(), queues[0], 10, true, ta)
 	require.ErrorIs(t, err, ErrLeadershipLost)
 
 	// Self-fence: the row is locked (as a database that cannot be reached would leave the
@@ -272,7 +270,7 @@ func TestLeaderLeaseRidesOnMoves(t *testing.T) {
 	tick := time.NewTicker(100 * time.Millisecond) // the relay's moves: far more often than 3/4 lease
 	defer tick.Stop()
 	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); <-tick.C {
-		_, err := queues[0].move(context.Background(), e.db, 10, true, false, ta.fence())
+		_, err := NewStore(e.db).Move(context.Background(), queues[0], 10, true, ta)
 		require.NoError(t, err)
 	}
 	require.NoError(t, ta.Err())
@@ -369,7 +367,7 @@ func TestLeaderPresenceOutlivesIdleSessionTimeout(t *testing.T) {
 	}, 30*time.Second, time.Millisecond)
 	require.NoError(t, ta.Err(), "the presence session was ended by idle_session_timeout")
 	require.True(t, ta.Valid(time.Now()))
-	_, err = queues[0].move(context.Background(), e.db, 10, true, false, ta.fence())
+	_, err = NewStore(e.db).Move(context.Background(), queues[0], 10, true, ta)
 	require.NoError(t, err)
 }
 

@@ -16,7 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
@@ -64,6 +63,7 @@ type Doorbell interface {
 type Relay struct {
 	cfg      Config
 	db       *pgxpool.Pool
+	store    deliveryStore // the statements of every session, on db
 	posters  PosterFactory
 	doorbell Doorbell
 	log      *zap.Logger
@@ -88,6 +88,7 @@ func New(cfg Config, db *pgxpool.Pool, posters PosterFactory, doorbell Doorbell)
 	r := &Relay{cfg: cfg, db: db, posters: posters, doorbell: doorbell, log: cfg.Logger}
 	r.setState(PhaseStarting, "")
 	if db != nil {
+		r.store = NewStore(db)
 		l, err := NewLeader(LeaderConfig{Lease: cfg.LeaderLease, Grace: cfg.LeaderGrace, Logger: cfg.Logger,
 			OnStandby: func(holder string, since time.Time) {
 				if holder == "" {
@@ -184,7 +185,8 @@ func (r *Relay) session(ctx context.Context, first bool) error {
 		return fmt.Errorf("connecting to the database: %w", err)
 	}
 	defer lock.Release()
-	settings, err := LoadSettings(ctx, lock)
+	own := NewStore(lock)
+	settings, err := own.Settings(ctx)
 	if err != nil {
 		return err
 	}
@@ -200,7 +202,7 @@ func (r *Relay) session(ctx context.Context, first bool) error {
 	defer term.Release(context.WithoutCancel(ctx)) // after d.run: no request of the term is left
 	r.log.Info("relay delivering", zap.Bool("enabled", settings.Enabled), zap.Int("concurrency", r.cfg.Concurrency), zap.Int("max_in_flight", r.cfg.MaxInFlight()),
 		zap.Int("messages_per_request", r.cfg.MessagesPerRequest), zap.String("on_failure", r.cfg.OnFailure))
-	d := &dispatcher{r: r, ctx: term.Context(), lock: lock, settings: settings, term: term}
+	d := &dispatcher{r: r, ctx: term.Context(), own: own, settings: settings, term: term}
 	healthy := time.AfterFunc(healthyAfter, func() { r.healthy.Store(true) })
 	defer healthy.Stop()
 	err = d.run()
@@ -224,7 +226,7 @@ func (r *Relay) buildPoster(ctx context.Context, s Settings) (Poster, func(), er
 type dispatcher struct {
 	r        *Relay
 	ctx      context.Context // ends when the relay stops or the term is lost
-	lock     *pgxpool.Conn
+	own      *Store          // statements on the session's own connection (settings)
 	settings Settings
 	term     *Term
 	poster   Poster
@@ -273,7 +275,69 @@ type dispatcher struct {
 	probes  int
 }
 
+// run is one session's loop: it starts the requests the window and the limits allow, runs the
+// wake-ups that are due, and handles one event at a time (a finished request, a move, the
+// doorbell, the sweep, a timer), until the session ends; then it stops.
 func (d *dispatcher) run() error {
+	d.setUp()
+	defer close(d.gone)
+	defer func() {
+		if d.closeP != nil {
+			d.closeP()
+		}
+	}()
+	// Requests run under their own context: a stop lets them finish within ShutdownTimeout.
+	postCtx, cancelPosts := context.WithCancel(context.WithoutCancel(d.ctx))
+	defer cancelPosts()
+	// A lost leadership cancels every request at once: a successor may be about to send.
+	defer context.AfterFunc(d.term.Lost(), cancelPosts)()
+	var wg sync.WaitGroup
+	stopMover := d.startWorkers(postCtx, &wg)
+	w := d.newWakeUps()
+	defer w.stop()
+	d.pending = true // (expandDue was set by applySettings in setUp)
+	d.r.cfg.Metrics.WakeUps.WithLabelValues("start").Inc()
+
+	var err error
+loop:
+	for err == nil {
+		now := time.Now()
+		next := d.startRequests(postCtx, now)
+		var again bool
+		if next, again, err = d.runDue(now, next); again || err != nil {
+			continue
+		}
+		w.arm(next)
+		select {
+		case <-d.ctx.Done():
+			break loop
+		case res := <-d.results:
+			err = d.apply(res)
+		case m := <-d.moveResp:
+			err = d.takeMoved(m)
+		case <-w.queued: // the doorbell counts its own wake-ups
+			d.doorbellRang()
+		case <-w.configChanged:
+			err = d.settingsChanged()
+		case <-w.sweep.C:
+			d.r.cfg.Metrics.WakeUps.WithLabelValues("sweep").Inc()
+			d.pending, d.expandDue = true, true
+			err = d.reloadSettings()
+		case <-w.timer.C:
+			d.r.cfg.Metrics.WakeUps.WithLabelValues("retry").Inc()
+		case <-d.acks.freed: // room in the window again: fill at the top of the loop
+		case ackErr := <-d.ackDone: // only on a cancelled context: the acknowledger retries for ever
+			d.ackDone <- ackErr
+			err = fmt.Errorf("acknowledging delivered rows: %w", ackErr)
+		}
+	}
+	stopMover()
+	return d.stop(err, cancelPosts, &wg)
+}
+
+// setUp makes the session's window, limits, channels and endpoint state, and adopts its
+// settings (building the poster).
+func (d *dispatcher) setUp() {
 	cfg := d.r.cfg
 	d.win = newWindow(cfg.Coalesce)
 	d.held = map[string]heldKey{}
@@ -292,130 +356,125 @@ func (d *dispatcher) run() error {
 	d.acks = newAckQueue()
 	d.ackDone = make(chan error, 1)
 	d.gone = make(chan struct{})
-	defer close(d.gone)
 	d.applySettings(d.settings, true)
-	defer func() {
-		if d.closeP != nil {
-			d.closeP()
-		}
-	}()
+}
 
-	// Requests run under their own context: a stop lets them finish within ShutdownTimeout.
-	postCtx, cancelPosts := context.WithCancel(context.WithoutCancel(d.ctx))
-	defer cancelPosts()
-	// A lost leadership cancels every request at once: a successor may be about to send.
-	defer context.AfterFunc(d.term.Lost(), cancelPosts)()
-	var wg sync.WaitGroup
+// startWorkers starts the session's goroutines, counted by wg: the mover, until stopMover is
+// called (or the session's context ends), and the endpoint row's writer and the acknowledger,
+// until postCtx ends.
+func (d *dispatcher) startWorkers(postCtx context.Context, wg *sync.WaitGroup) (stopMover context.CancelFunc) {
 	moverCtx, stopMover := context.WithCancel(d.ctx)
 	wg.Add(3)
 	go func() { defer wg.Done(); d.mover(moverCtx) }()
-	go func() { defer wg.Done(); d.epRow.run(postCtx, d.r.db, d.r.log) }()
+	go func() { defer wg.Done(); d.epRow.run(postCtx, d.r.store, d.r.log) }()
 	go func() { defer wg.Done(); d.ackDone <- d.acknowledger(postCtx) }() // ackDone has room for it
+	return stopMover
+}
 
-	sweep := time.NewTicker(cfg.SweepInterval)
-	defer sweep.Stop()
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	var queued, configChanged <-chan struct{}
+// wakeUps are what wakes the dispatcher besides its workers' reports: the sweep, the timer set
+// for the next thing due, and the doorbell (nil channels without one: they never fire).
+type wakeUps struct {
+	sweep                 *time.Ticker
+	timer                 *time.Timer
+	queued, configChanged <-chan struct{}
+}
+
+func (d *dispatcher) newWakeUps() *wakeUps {
+	w := &wakeUps{sweep: time.NewTicker(d.r.cfg.SweepInterval), timer: time.NewTimer(time.Hour)}
 	if d.r.doorbell != nil {
-		queued, configChanged = d.r.doorbell.Queued(), d.r.doorbell.ConfigChanged()
+		w.queued, w.configChanged = d.r.doorbell.Queued(), d.r.doorbell.ConfigChanged()
 	}
-	d.pending = true // (expandDue was set by applySettings above)
-	cfg.Metrics.WakeUps.WithLabelValues("start").Inc()
+	return w
+}
 
-	var sessionErr error
-loop:
-	for {
-		now := time.Now()
-		next := d.win.promote(now)
-		d.fill()
-		d.dispatch(postCtx, now)
-		if d.paused.After(now) && (next.IsZero() || d.paused.Before(next)) {
-			next = d.paused
-		}
-		if !d.wakeAt.IsZero() {
-			if !d.wakeAt.After(now) {
-				d.wakeAt, d.pending = time.Time{}, true
-				d.fill()
-			} else if next.IsZero() || d.wakeAt.Before(next) {
-				next = d.wakeAt
-			}
-		}
-		if !d.recheckConfig.IsZero() {
-			if !d.recheckConfig.After(now) {
-				d.recheckConfig = time.Time{}
-				if err := d.reloadSettings(); err != nil {
-					sessionErr = err
-					break loop
-				}
-				continue
-			} else if next.IsZero() || d.recheckConfig.Before(next) {
-				next = d.recheckConfig
-			}
-		}
-		if !next.IsZero() {
-			timer.Reset(max(time.Until(next), time.Millisecond))
-		}
-		select {
-		case <-d.ctx.Done():
-			break loop
-		case res := <-d.results:
-			if err := d.apply(res); err != nil {
-				sessionErr = err
-				break loop
-			}
-		case m := <-d.moveResp:
-			d.moving = false
-			if m.err != nil {
-				sessionErr = m.err
-				break loop
-			}
-			if len(m.rows) > 0 {
-				var largest int64
-				for _, r := range m.rows {
-					largest = max(largest, rowBytes(r))
-				}
-				d.rowEstimate = largest
-			}
-			if err := d.admitAll(m, time.Now()); err != nil {
-				sessionErr = err
-				break loop
-			}
-			d.pending = d.pending || m.more || len(m.await) > 0
-			d.await = append(d.await, m.await...)
-			d.resyncWake(m.wake)
-		case <-queued: // the doorbell counts its own wake-ups
-			d.pending = true
-			d.await = append(d.await, d.r.doorbell.TakeQueued()...)
-			if len(d.await) > maxAwait { // paused for long: the oldest are visible by now
-				d.await = append(d.await[:0], d.await[len(d.await)-maxAwait/2:]...)
-			}
-		case <-configChanged:
-			if d.recheckConfig.IsZero() {
-				d.recheckConfig = time.Now().Add(configRecheck)
-			}
-			if err := d.reloadSettings(); err != nil {
-				sessionErr = err
-				break loop
-			}
-		case <-sweep.C:
-			cfg.Metrics.WakeUps.WithLabelValues("sweep").Inc()
-			d.pending, d.expandDue = true, true
-			if err := d.reloadSettings(); err != nil {
-				sessionErr = err
-				break loop
-			}
-		case <-timer.C:
-			cfg.Metrics.WakeUps.WithLabelValues("retry").Inc()
-		case <-d.acks.freed: // room in the window again: fill at the top of the loop
-		case err := <-d.ackDone: // only on a cancelled context: the acknowledger retries for ever
-			sessionErr = fmt.Errorf("acknowledging delivered rows: %w", err)
-			d.ackDone <- err
-			break loop
+// arm sets the timer for next (zero: leaves it as it is).
+func (w *wakeUps) arm(next time.Time) {
+	if !next.IsZero() {
+		w.timer.Reset(max(time.Until(next), time.Millisecond))
+	}
+}
+
+func (w *wakeUps) stop() {
+	w.sweep.Stop()
+	w.timer.Stop()
+}
+
+// startRequests makes the retries due at now ready, asks the mover for rows when there is room,
+// and starts the requests the limits allow. It returns when the next retry is due (zero: none).
+func (d *dispatcher) startRequests(ctx context.Context, now time.Time) (next time.Time) {
+	next = d.win.promote(now)
+	d.fill()
+	d.dispatch(ctx, now)
+	return next
+}
+
+// runDue runs the dispatcher's own wake-ups due at now (a rate-limited resync's next move, the
+// second read of changed settings) and returns when to wake up next: the earliest of next (the
+// next retry), the end of a pause and the wake-ups not yet due. again: the settings were read
+// again, and the loop starts over before it waits.
+func (d *dispatcher) runDue(now, next time.Time) (wake time.Time, again bool, err error) {
+	if d.paused.After(now) && (next.IsZero() || d.paused.Before(next)) {
+		next = d.paused
+	}
+	if !d.wakeAt.IsZero() {
+		if !d.wakeAt.After(now) {
+			d.wakeAt, d.pending = time.Time{}, true
+			d.fill()
+		} else if next.IsZero() || d.wakeAt.Before(next) {
+			next = d.wakeAt
 		}
 	}
-	stopMover()
-	return d.stop(sessionErr, cancelPosts, &wg)
+	if !d.recheckConfig.IsZero() {
+		if !d.recheckConfig.After(now) {
+			d.recheckConfig = time.Time{}
+			return next, true, d.reloadSettings()
+		} else if next.IsZero() || d.recheckConfig.Before(next) {
+			next = d.recheckConfig
+		}
+	}
+	return next, false, nil
+}
+
+// takeMoved puts what the mover reports into the window and notes whether pending may hold
+// more, the commits still to wait for, and when a rate-limited resync asks for a move.
+func (d *dispatcher) takeMoved(m moved) error {
+	d.moving = false
+	if m.err != nil {
+		return m.err
+	}
+	if len(m.rows) > 0 {
+		var largest int64
+		for _, r := range m.rows {
+			largest = max(largest, rowBytes(r))
+		}
+		d.rowEstimate = largest
+	}
+	if err := d.admitAll(m, time.Now()); err != nil {
+		return err
+	}
+	d.pending = d.pending || m.more || len(m.await) > 0
+	d.await = append(d.await, m.await...)
+	d.resyncWake(m.wake)
+	return nil
+}
+
+// doorbellRang notes that pending holds rows, and the commits that queued them (to wait for
+// before the next move).
+func (d *dispatcher) doorbellRang() {
+	d.pending = true
+	d.await = append(d.await, d.r.doorbell.TakeQueued()...)
+	if len(d.await) > maxAwait { // paused for long: the oldest are visible by now
+		d.await = append(d.await[:0], d.await[len(d.await)-maxAwait/2:]...)
+	}
+}
+
+// settingsChanged reads the settings now, and once more a moment later (configRecheck): the
+// change may not be visible yet when the doorbell rings.
+func (d *dispatcher) settingsChanged() error {
+	if d.recheckConfig.IsZero() {
+		d.recheckConfig = time.Now().Add(configRecheck)
+	}
+	return d.reloadSettings()
 }
 
 // stop ends a session within ShutdownTimeout whatever the database and the receiver do: it lets
@@ -496,7 +555,7 @@ func (d *dispatcher) applySettings(s Settings, force bool) {
 func (d *dispatcher) reloadSettings() error {
 	ctx, cancel := context.WithTimeout(d.ctx, 10*time.Second)
 	defer cancel()
-	s, err := LoadSettings(ctx, d.lock)
+	s, err := d.own.Settings(ctx)
 	if err != nil {
 		if d.ctx.Err() != nil {
 			return nil
@@ -566,7 +625,7 @@ func (d *dispatcher) mover(ctx context.Context) {
 		expand = expand || req.expand
 		m := moved{seq: req.seq}
 		if len(req.await) > 0 {
-			m.await, m.err = awaitCommits(ctx, d.r.db, req.await)
+			m.await, m.err = d.r.store.AwaitCommits(ctx, req.await)
 		}
 		for _, q := range queues {
 			if m.err != nil {
@@ -582,10 +641,10 @@ func (d *dispatcher) mover(ctx context.Context) {
 			var err error
 			if !loaded[q] {
 				if cursor[q] == 0 && keepOrder {
-					err = q.holdBehind(opCtx, d.r.db, d.term.fence(), d.r.cfg.Metrics)
+					err = d.holdBehind(opCtx, q)
 				}
 				if err == nil {
-					rows, err = q.load(opCtx, d.r.db, cursor[q], n)
+					rows, err = d.r.store.Load(opCtx, q, cursor[q], n)
 				}
 				if err == nil {
 					if len(rows) < n {
@@ -598,7 +657,12 @@ func (d *dispatcher) mover(ctx context.Context) {
 				}
 			} else {
 				began := time.Now()
-				rows, err = q.move(opCtx, d.r.db, n, keepOrder, expand, d.term.fence())
+				if expand {
+					err = d.r.store.ExpandSets(opCtx, q)
+				}
+				if err == nil {
+					rows, err = d.r.store.Move(opCtx, q, n, keepOrder, d.term)
+				}
 				resync.tag(rows, time.Since(began))
 				if err == nil && q.expandSQL != "" {
 					expand = false
@@ -623,7 +687,7 @@ func (d *dispatcher) mover(ctx context.Context) {
 			room -= len(rows)
 		}
 		if m.err == nil && !m.more { // pending drained: room for a page of a resync request
-			m.err = resync.step(ctx, d.r.db, &m, room-min(d.r.cfg.MoveBatch, d.r.cfg.Window/2))
+			m.err = resync.step(ctx, d.r.store, &m, room-min(d.r.cfg.MoveBatch, d.r.cfg.Window/2))
 		}
 		select {
 		case d.moveResp <- m:
@@ -631,32 +695,6 @@ func (d *dispatcher) mover(ctx context.Context) {
 			return
 		}
 	}
-}
-
-// awaitCommits waits (at most RecheckSpan) until the given transactions are visible to new
-// snapshots, so the move that follows sees what they queued, and returns those still invisible
-// then (a commit waiting for a synchronous standby, say), which the relay waits for again.
-func awaitCommits(ctx context.Context, db *pgxpool.Pool, xids []uint32) ([]uint32, error) {
-	ids := make([]string, len(xids))
-	for i, x := range xids {
-		ids[i] = strconv.FormatUint(uint64(x), 10)
-	}
-	opCtx, cancel := context.WithTimeout(ctx, RecheckSpan+10*time.Second)
-	defer cancel()
-	var running []string
-	if err := db.QueryRow(opCtx, "SELECT data_sync_await_commit($1::text[]::xid[], $2)::text[]", ids,
-		RecheckSpan.Milliseconds()).Scan(&running); err != nil {
-		return nil, fmt.Errorf("waiting for queued commits to be visible: %w", err)
-	}
-	out := make([]uint32, 0, len(running))
-	for _, s := range running {
-		x, err := strconv.ParseUint(s, 10, 32)
-		if err != nil {
-			return nil, fmt.Errorf("waiting for queued commits to be visible: transaction id %q: %w", s, err)
-		}
-		out = append(out, uint32(x))
-	}
-	return out, nil
 }
 
 // firstRowEstimate is the payload size a session's first move assumes per row: generous for
@@ -699,7 +737,7 @@ func (d *dispatcher) admit(r *row, seq uint64, now time.Time) []*row {
 			zap.Int64("id", r.id), zap.Error(err))
 		ctx, cancel := context.WithTimeout(d.ctx, 30*time.Second)
 		defer cancel()
-		if dbErr := d.deadLetter(ctx, []*row{r}, 0, 0, err.Error(), ""); dbErr != nil {
+		if dbErr := d.deadLetter(ctx, []*row{r}, failure{msg: err.Error()}); dbErr != nil {
 			d.r.log.Error("dead-lettering a bad row failed; it stays in progress", zap.Int64("id", r.id), zap.Error(dbErr))
 			return nil
 		}
@@ -762,12 +800,24 @@ func (d *dispatcher) hold(rows []*row) error {
 		if len(ids[i]) == 0 {
 			continue
 		}
-		f := d.term.fence()
-		tag, err := d.r.db.Exec(ctx, q.holdSQL, ids[i], behind[i], f.epoch, f.renew)
-		if err = f.done(err); err != nil {
-			return fmt.Errorf("holding %s rows behind a dead letter: %w", q.name, err)
+		n, err := d.r.store.Hold(ctx, q, ids[i], behind[i], d.term)
+		if err != nil {
+			return err
 		}
-		d.r.cfg.Metrics.DeadLetters.WithLabelValues("held").Add(float64(tag.RowsAffected()))
+		d.r.cfg.Metrics.DeadLetters.WithLabelValues("held").Add(float64(n))
+	}
+	return nil
+}
+
+// holdBehind holds the progress rows of q whose key has a dead letter (see holdBehindSQL): at
+// the start of a session, before progress is loaded.
+func (d *dispatcher) holdBehind(ctx context.Context, q *queue) error {
+	n, err := d.r.store.HoldBehind(ctx, q, d.term)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		d.r.cfg.Metrics.DeadLetters.WithLabelValues("held").Add(float64(n))
 	}
 	return nil
 }
@@ -917,24 +967,15 @@ func (d *dispatcher) checkRetry(ctx context.Context, req *request) (gone []*row,
 		if len(ids) == 0 {
 			continue
 		}
-		if err := collectIDs(dbCtx, d.r.db, found, q.checkSQL, ids); err != nil {
-			return nil, fmt.Errorf("re-checking %s rows before a retry: %w", q.name, err)
+		present, err := d.r.store.Recheck(dbCtx, q, ids)
+		if err != nil {
+			return nil, err
+		}
+		for _, id := range present {
+			found[id] = true
 		}
 	}
 	return req.splitGone(found), nil
-}
-
-// collectIDs runs a statement returning ids and adds them to found.
-func collectIDs(ctx context.Context, db *pgxpool.Pool, found map[int64]bool, sql string, args ...any) error {
-	rows, err := db.Query(ctx, sql, args...)
-	if err != nil {
-		return err
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-	for _, id := range ids {
-		found[id] = true
-	}
-	return err
 }
 
 // splitGone removes from the request the rows whose id is not in found and returns them.
@@ -970,16 +1011,14 @@ func (d *dispatcher) recordFailure(ctx context.Context, res *result) error {
 	for _, r := range res.req.rows {
 		attempts = max(attempts, r.attempts+1)
 	}
-	msg := describe(res.resp, res.err)
-	excerpt := res.resp.Excerpt
+	f := failure{status: res.resp.Status, msg: describe(res.resp, res.err), excerpt: res.resp.Excerpt, counted: 1}
 	stop := cfg.OnFailure == OnFailureStop
-	counted := 1
 	blame := d.ep.blame(res.req.rows, endpointSignature(res.resp, res.err))
 	switch {
 	case res.endpointWide:
 		// The endpoint fails as a whole: the attempt is recorded on the rows but not counted
 		// against them (no dead letter, no solo isolation); the dispatcher paces the probes.
-		counted, attempts = 0, attempts-1
+		f.counted, attempts = 0, attempts-1
 	case res.outcome == permanent && len(res.req.rows) > 1:
 		// Find the refused record: send each alone before dead-lettering anything.
 		for _, r := range res.req.rows {
@@ -994,66 +1033,40 @@ func (d *dispatcher) recordFailure(ctx context.Context, res *result) error {
 	dbCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if res.dead {
-		return d.deadLetter(dbCtx, res.req.rows, 1, res.resp.Status, msg, excerpt)
+		return d.deadLetter(dbCtx, res.req.rows, f)
 	}
 	res.next = time.Now().Add(backoff(max(attempts, 1), cfg.BackoffMin, cfg.BackoffMax, res.resp.RetryAfter))
 	if res.endpointWide {
 		res.next = time.Now() // ready as soon as the endpoint is: the probes pace the pause
 	}
+	f.next = res.next
 	found := map[int64]bool{}
 	for i, ids := range idsByQueue(res.req.rows) {
 		if len(ids) == 0 {
 			continue
 		}
-		if err := collectIDs(dbCtx, d.r.db, found, queues[i].failSQL, ids, nullStatus(res.resp.Status), msg, res.next, counted); err != nil {
-			return fmt.Errorf("recording a failed delivery: %w", err)
+		present, err := d.r.store.RecordFailure(dbCtx, queues[i], ids, f)
+		if err != nil {
+			return err
+		}
+		for _, id := range present {
+			found[id] = true
 		}
 	}
 	res.gone = append(res.gone, res.req.splitGone(found)...)
 	return nil
 }
 
-func nullStatus(s int) *int {
-	if s == 0 {
-		return nil
-	}
-	return &s
-}
-
 // deadLetter moves rows to their dead-letter table and, unless SkipDeadLetters, holds the later
 // progress rows of each key behind them, in one transaction.
-func (d *dispatcher) deadLetter(ctx context.Context, rows []*row, counted, status int, msg, excerpt string) error {
-	var parked, held int64
-	err := pgx.BeginFunc(ctx, d.r.db, func(tx pgx.Tx) error {
-		for i, ids := range idsByQueue(rows) {
-			if len(ids) == 0 {
-				continue
-			}
-			q := queues[i]
-			var p, h int64
-			f := d.term.fence()
-			err := tx.QueryRow(ctx, q.deadSQL, ids, counted, nullStatus(status), msg, nullIfEmpty(excerpt),
-				!d.r.cfg.SkipDeadLetters, f.epoch, f.renew).Scan(&p, &h)
-			if err = f.done(err); err != nil {
-				return fmt.Errorf("moving rows to %s: %w", q.failed, err)
-			}
-			parked, held = parked+p, held+h
-		}
-		return nil
-	})
+func (d *dispatcher) deadLetter(ctx context.Context, rows []*row, f failure) error {
+	parked, held, err := d.r.store.DeadLetter(ctx, idsByQueue(rows), f, !d.r.cfg.SkipDeadLetters, d.term)
 	if err != nil {
 		return err
 	}
 	d.r.cfg.Metrics.DeadLetters.WithLabelValues("failed").Add(float64(parked))
 	d.r.cfg.Metrics.DeadLetters.WithLabelValues("held").Add(float64(held))
 	return nil
-}
-
-func nullIfEmpty(s string) *string {
-	if s == "" {
-		return nil
-	}
-	return &s
 }
 
 // apply updates the window with a finished request.
@@ -1189,12 +1202,12 @@ func (d *dispatcher) pauseUntil(t time.Time) {
 	}
 }
 
-// ackBatch holds row ids per queue family (indexed like queues).
-type ackBatch [2][]int64
+// queueIDs holds row ids per queue family (indexed like queues).
+type queueIDs [2][]int64
 
 // idsByQueue returns the ids of rows, with the ids coalesced into them, per queue family.
-func idsByQueue(rows []*row) ackBatch {
-	var b ackBatch
+func idsByQueue(rows []*row) queueIDs {
+	var b queueIDs
 	for _, r := range rows {
 		b[r.q.idx] = append(append(b[r.q.idx], r.id), r.absorbed...)
 	}
@@ -1206,7 +1219,7 @@ func idsByQueue(rows []*row) ackBatch {
 // What waits is bounded by the window (delivered rows leave it only here or in progress).
 type ackQueue struct {
 	mu       sync.Mutex
-	batch    ackBatch
+	batch    queueIDs
 	inFlight int // ids taken by the acknowledger and not yet acknowledged
 	closed   bool
 	wake     chan struct{} // capacity 1: "something was added or the queue was closed"
@@ -1217,7 +1230,7 @@ func newAckQueue() *ackQueue {
 	return &ackQueue{wake: make(chan struct{}, 1), freed: make(chan struct{}, 1)}
 }
 
-func (q *ackQueue) add(b ackBatch) {
+func (q *ackQueue) add(b queueIDs) {
 	q.mu.Lock()
 	for i := range b {
 		q.batch[i] = append(q.batch[i], b[i]...)
@@ -1248,7 +1261,7 @@ func (q *ackQueue) len() int {
 }
 
 // takeInto moves everything queued into b and tells whether the queue is closed.
-func (q *ackQueue) takeInto(b *ackBatch) (closed bool) {
+func (q *ackQueue) takeInto(b *queueIDs) (closed bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for i := range q.batch {
@@ -1276,12 +1289,12 @@ func (q *ackQueue) acknowledged() {
 // acknowledgements; it returns nil once the queue is closed and empty, or ctx's error with the
 // rows it could not acknowledge (they stay in progress and are sent again: at least once).
 func (d *dispatcher) acknowledger(ctx context.Context) error {
-	var batch ackBatch
+	var batch queueIDs
 	failures := 0
 	for {
 		closed := d.acks.takeInto(&batch)
 		if len(batch[0])+len(batch[1]) > 0 {
-			err := ackAll(ctx, d.r.db, &batch)
+			err := ackAll(ctx, d.r.store, &batch)
 			if err == nil {
 				d.acks.acknowledged()
 				if failures > 0 {
@@ -1318,13 +1331,13 @@ func (d *dispatcher) acknowledger(ctx context.Context) error {
 }
 
 // ackAll deletes acknowledged rows from progress and empties the batch.
-func ackAll(ctx context.Context, db *pgxpool.Pool, b *ackBatch) error {
+func ackAll(ctx context.Context, store deliveryStore, b *queueIDs) error {
 	for i, q := range queues {
 		if len(b[i]) == 0 {
 			continue
 		}
 		opCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		_, err := db.Exec(opCtx, q.ackSQL, b[i])
+		err := store.Ack(opCtx, q, b[i])
 		cancel()
 		if err != nil {
 			return err

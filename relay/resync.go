@@ -2,12 +2,9 @@ package relay
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
@@ -50,13 +47,6 @@ const (
 // resyncMinWait is the smallest pause worth scheduling under a request's rate limit (pages of
 // at least this much time's worth of rows).
 const resyncMinWait = 50 * time.Millisecond
-
-const (
-	resyncActiveSQL = `SELECT id, coalesce(rate, 0) FROM data_sync_resync
-WHERE state IN ('pending', 'running') ORDER BY id LIMIT 1`
-	resyncStepSQL = `SELECT request_id, queued_now, selected_total, coalesce(estimated, 0),
-    coalesce(rows_per_second, 0), request_state, coalesce(queued_ids, '{}') FROM data_sync_resync_step($1)`
-)
 
 // resyncer is the mover's view of the active resync request. Only the mover's goroutine uses it.
 type resyncer struct {
@@ -117,7 +107,7 @@ func (s *resyncer) pageSize(room int) int {
 // found pending drained. The caller keeps room below the window's free space by what a move of
 // live changes needs, so resync rows never keep live ones out of the window. It sets m.more when it queued rows (or the request has more to read)
 // and m.wake when the request's rate limit says to come back later.
-func (s *resyncer) step(ctx context.Context, db *pgxpool.Pool, m *moved, room int) error {
+func (s *resyncer) step(ctx context.Context, store deliveryStore, m *moved, room int) error {
 	now := time.Now()
 	if now.Before(s.nextCheck) {
 		return nil
@@ -137,18 +127,16 @@ func (s *resyncer) step(ctx context.Context, db *pgxpool.Pool, m *moved, room in
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	if s.id == 0 {
-		var id int64
-		var r int
-		err := db.QueryRow(ctx, resyncActiveSQL).Scan(&id, &r)
-		if errors.Is(err, pgx.ErrNoRows) {
+		req, ok, err := store.ActiveResync(ctx)
+		if err != nil {
+			return err
+		}
+		if !ok {
 			s.nextCheck = now.Add(resyncIdleRecheck)
 			s.metrics.ResyncRemaining.Set(0)
 			return nil
 		}
-		if err != nil {
-			return fmt.Errorf("looking for resync requests: %w", err)
-		}
-		s.adopt(id, r)
+		s.adopt(req.id, req.rate)
 	}
 	n := s.pageSize(room)
 	if s.lim != nil {
@@ -160,20 +148,16 @@ func (s *resyncer) step(ctx context.Context, db *pgxpool.Pool, m *moved, room in
 		}
 		n = min(n, avail)
 	}
-	var id int64
-	var queued, r int
-	var selected, estimated int64
-	var state string
-	var ids []int64
-	err := db.QueryRow(ctx, resyncStepSQL, n).Scan(&id, &queued, &selected, &estimated, &r, &state, &ids)
-	if errors.Is(err, pgx.ErrNoRows) {
+	page, ok, err := store.ResyncStep(ctx, n)
+	if err != nil {
+		return fmt.Errorf("resync request %d: %w", s.id, err)
+	}
+	if !ok {
 		s.id = 0 // cancelled or finished elsewhere: look again at once
 		m.more = true
 		return nil
 	}
-	if err != nil {
-		return fmt.Errorf("queueing the next page of resync request %d: %w", s.id, err)
-	}
+	id, queued, selected, estimated, r, state, ids := page.id, page.queued, page.selected, page.estimated, page.rate, page.state, page.ids
 	s.lastPage = now
 	if id != s.id || r != s.rate {
 		s.adopt(id, r)

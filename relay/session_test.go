@@ -51,14 +51,14 @@ func TestRelaySessionPinsItsSearchPath(t *testing.T) {
 	var path string
 	require.NoError(t, pool.QueryRow(ctx, `SELECT current_setting('search_path')`).Scan(&path))
 	require.Equal(t, relay.SearchPath, path)
-	s, err := relay.LoadSettings(ctx, pool)
+	s, err := relay.NewStore(pool).Settings(ctx)
 	require.NoError(t, err)
 	require.Equal(t, "https://real.example/datasync", s.APIURL, "a schema put first by ALTER DATABASE was used")
 
 	_, err = pool.Exec(ctx, `CREATE TEMP TABLE data_sync_config (name text, value text);
 		INSERT INTO pg_temp.data_sync_config VALUES ('DataSyncApiUrl', 'https://temp.example/steal')`)
 	require.NoError(t, err)
-	s, err = relay.LoadSettings(ctx, pool)
+	s, err = relay.NewStore(pool).Settings(ctx)
 	require.NoError(t, err)
 	require.Equal(t, "https://real.example/datasync", s.APIURL, "a temporary table shadowed the real one")
 }

@@ -1,13 +1,10 @@
 package relay
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/url"
 	"strings"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // ErrSettings marks Data Sync settings (data_sync_config) the relay cannot deliver with.
@@ -41,11 +38,6 @@ type Settings struct {
 // expandSets tells whether the capture triggers may be writing sets of customers now, so that
 // every move should expand them first.
 func (s Settings) expandSets() bool { return s.SnapshotAtMove || s.BulkSnapshotAtMove }
-
-// Querier is what LoadSettings needs: *pgx.Conn, *pgxpool.Pool and pgx.Tx satisfy it.
-type Querier interface {
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-}
 
 // SettingDef is one Data Sync setting: its name in data_sync_config, the default install
 // stores ("" for none), whether it is cdc-relay's extension to the appendix's five, and how the
@@ -94,29 +86,6 @@ func DefaultSettings() Settings {
 		}
 	}
 	return s
-}
-
-// LoadSettings reads data_sync_config.
-func LoadSettings(ctx context.Context, db Querier) (Settings, error) {
-	rows, err := db.Query(ctx, "SELECT name, coalesce(value, '') FROM data_sync_config")
-	if err != nil {
-		return Settings{}, fmt.Errorf("reading data_sync_config (run cdc-relay install first?): %w", err)
-	}
-	defer rows.Close()
-	s := DefaultSettings()
-	for rows.Next() {
-		var name, value string
-		if err := rows.Scan(&name, &value); err != nil {
-			return Settings{}, fmt.Errorf("reading data_sync_config: %w", err)
-		}
-		if d, ok := LookupSetting(name); ok && value != "" {
-			d.apply(&s, value)
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return Settings{}, fmt.Errorf("reading data_sync_config: %w", err)
-	}
-	return s, nil
 }
 
 // CheckDelivery reports what keeps these settings from being used to deliver, naming the

@@ -2,11 +2,8 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"text/tabwriter"
-
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/cdc-relay/cdc-relay/internal/safetext"
 	"github.com/cdc-relay/cdc-relay/relay"
@@ -31,44 +28,22 @@ func runConfig(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	store := relay.NewStore(conn)
+	var list []relay.SettingValue
 	if rest[0] == "set" {
 		// The database validates and canonicalises the name and value (data_sync_config_validate);
 		// what it stored is what is printed.
-		var name, value string
-		err := conn.QueryRow(ctx, `INSERT INTO data_sync_config (name, value) VALUES ($1, $2)
-			ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value
-			RETURNING name, coalesce(value, '(not set)')`, rest[1], rest[2]).Scan(&name, &value)
+		v, err := store.SetSetting(ctx, rest[1], rest[2])
 		if err != nil {
-			var pgErr *pgconn.PgError
-			if errors.As(err, &pgErr) && pgErr.Hint != "" {
-				return fmt.Errorf("%s: %s", safetext.Clean(pgErr.Message), safetext.Clean(pgErr.Hint))
-			}
-			return fmt.Errorf("setting %s: %w", safetext.Clean(rest[1]), err)
-		}
-		tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintf(tw, "%s\t%s\n", name, safetext.Clean(value))
-		return tw.Flush()
-	}
-	order := make([]string, len(relay.SettingDefs))
-	for i, d := range relay.SettingDefs {
-		order[i] = d.Name
-	}
-	rows, err := conn.Query(ctx, `SELECT name, coalesce(value, '(not set)') FROM data_sync_config
-		ORDER BY array_position($1::text[], name), name`, order)
-	if err != nil {
-		return fmt.Errorf("reading data_sync_config (run cdc-relay install first?): %w", err)
-	}
-	defer rows.Close()
-	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-	for rows.Next() {
-		var name, value string
-		if err := rows.Scan(&name, &value); err != nil {
 			return err
 		}
-		fmt.Fprintf(tw, "%s\t%s\n", name, safetext.Clean(value))
-	}
-	if err := rows.Err(); err != nil {
+		list = []relay.SettingValue{v}
+	} else if list, err = store.SettingValues(ctx); err != nil {
 		return err
+	}
+	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+	for _, v := range list {
+		fmt.Fprintf(tw, "%s\t%s\n", v.Name, safetext.Clean(v.Value))
 	}
 	return tw.Flush()
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/cdc-relay/cdc-relay/internal/credentials"
 	"github.com/cdc-relay/cdc-relay/internal/safetext"
+	"github.com/cdc-relay/cdc-relay/relay"
 )
 
 func init() {
@@ -89,38 +90,19 @@ func (f storeFlags) names(ctx context.Context, dbURL string) (string, string, er
 	return mapName, key, nil
 }
 
-// namesFromDatabase reads DataSyncCredentialMapName and DataSyncCredentialKeyName.
+// namesFromDatabase reads DataSyncCredentialMapName and DataSyncCredentialKeyName, the
+// relay's way (their defaults when unset).
 func namesFromDatabase(ctx context.Context, dbURL string) (string, string, error) {
 	conn, err := pgx.Connect(ctx, dbURL)
 	if err != nil {
 		return "", "", fmt.Errorf("reading the credential map and key names from the database: %w (or pass --map and --key)", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	rows, err := conn.Query(ctx, "SELECT name, value FROM data_sync_config")
+	s, err := relay.NewStore(conn).Settings(ctx)
 	if err != nil {
-		return "", "", fmt.Errorf("reading data_sync_config: %w (install cdc-relay first, or pass --map and --key)", err)
+		return "", "", fmt.Errorf("%w (or pass --map and --key)", err)
 	}
-	var mapName, key string
-	for rows.Next() {
-		var name string
-		var value *string
-		if err := rows.Scan(&name, &value); err != nil {
-			return "", "", fmt.Errorf("reading data_sync_config: %w", err)
-		}
-		if value == nil {
-			continue
-		}
-		switch strings.ToLower(name) {
-		case "datasynccredentialmapname":
-			mapName = *value
-		case "datasynccredentialkeyname":
-			key = *value
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return "", "", fmt.Errorf("reading data_sync_config: %w (install cdc-relay first, or pass --map and --key)", err)
-	}
-	return mapName, key, nil
+	return s.CredentialMapName, s.CredentialKeyName, nil
 }
 
 // repeated is a flag that may be given several times.

@@ -194,6 +194,7 @@ func TestCredentialsNamesFromDatabase(t *testing.T) {
 	require.NoError(t, err)
 	e.errOut.Reset()
 	assert.Equal(t, 1, e.run("credentials", "show", "--database-url", other))
-	assert.Contains(t, e.errOut.String(), "install cdc-relay first, or pass --map and --key")
+	assert.Contains(t, e.errOut.String(), "run cdc-relay install first?")
+	assert.Contains(t, e.errOut.String(), "or pass --map and --key")
 	e.assertNoSecretPrinted(t)
 }

@@ -113,8 +113,9 @@ func runDemo(ctx context.Context, env Env, args []string) error {
 		conn.Close(ctx)
 		return err
 	}
+	store := relay.NewStore(conn)
 	for _, kv := range [][2]string{{"DataSyncApiUrl", recv.APIURL()}, {"DataSyncTokenUrl", recv.TokenURL()}, {"DataSyncEnabled", "true"}} {
-		if _, err = conn.Exec(ctx, `UPDATE data_sync_config SET value = $2 WHERE name = $1`, kv[0], kv[1]); err != nil {
+		if _, err = store.SetSetting(ctx, kv[0], kv[1]); err != nil {
 			break
 		}
 	}
@@ -156,7 +157,7 @@ func runDemo(ctx context.Context, env Env, args []string) error {
 			progress(out, cfg.Registry, pool, gen, received.Load(), received.Load()-last)
 			last = received.Load()
 			if ticks++; ticks >= demoResyncAfter {
-				demoResync(gctx, out, pool, ticks == demoResyncAfter) // cmd_resync.go
+				demoResync(gctx, out, relay.NewStore(pool), ticks == demoResyncAfter) // cmd_resync.go
 			}
 		}
 	})

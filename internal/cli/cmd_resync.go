@@ -11,10 +11,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
-
 	"github.com/cdc-relay/cdc-relay/internal/safetext"
+	"github.com/cdc-relay/cdc-relay/relay"
 )
 
 func init() {
@@ -53,19 +51,6 @@ func (l *idList) Set(v string) error {
 		*l = append(*l, s)
 	}
 	return nil
-}
-
-// resyncRequest is one row to insert into data_sync_resync.
-type resyncRequest struct {
-	object         string // "customer" or "transaction"
-	action         string // "UPDATE" or "CREATE"
-	all            bool
-	customerIDs    []int64
-	transactionIDs []string
-	segmentID      *int64
-	changedSince   *time.Time
-	sinceDate      *time.Time
-	rate           *int
 }
 
 func runResync(ctx context.Context, env Env, args []string) error {
@@ -120,23 +105,18 @@ func runResync(ctx context.Context, env Env, args []string) error {
 		if *rateFlag < 1 {
 			return fmt.Errorf("%w: --rate %d: give rows per second, 1 or more", ErrUsage, *rateFlag)
 		}
-		req.rate = rateFlag
+		req.Rate = rateFlag
 	}
 	conn, err := connectDB(ctx, *db)
 	if err != nil {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	var id, estimate int64
-	err = conn.QueryRow(ctx, `INSERT INTO data_sync_resync (object, action, select_all, customer_ids, transaction_ids,
-		segment_id, changed_since, since_date, rate) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-		RETURNING id, estimated_total`,
-		req.object, req.action, req.all, req.customerIDs, req.transactionIDs, req.segmentID, req.changedSince,
-		req.sinceDate, req.rate).Scan(&id, &estimate)
+	id, estimate, err := relay.NewStore(conn).StartResync(ctx, req)
 	if err != nil {
-		return resyncDBError("starting the resync", err)
+		return err
 	}
-	fmt.Fprintf(env.Stdout, "resync %d started: %d %s(s) selected; the running relay sends them after any live changes\n", id, estimate, req.object)
+	fmt.Fprintf(env.Stdout, "resync %d started: %d %s(s) selected; the running relay sends them after any live changes\n", id, estimate, req.Object)
 	fmt.Fprintln(env.Stdout, "follow it with: cdc-relay resync --status")
 	return nil
 }
@@ -149,22 +129,22 @@ func boolInt(b bool) int {
 }
 
 // resyncSelection checks the flags of `resync customers|transactions` and builds the request.
-func resyncSelection(object string, set map[string]bool, all bool, customers, transactions idList, segment, changedSince, since, action string) (resyncRequest, error) {
-	var req resyncRequest
+func resyncSelection(object string, set map[string]bool, all bool, customers, transactions idList, segment, changedSince, since, action string) (relay.ResyncRequest, error) {
+	var req relay.ResyncRequest
 	var allowed []string
 	switch object {
 	case "customers", "customer":
-		req.object, allowed = "customer", []string{"all", "customer", "segment", "changed-since"}
+		req.Object, allowed = "customer", []string{"all", "customer", "segment", "changed-since"}
 		switch strings.ToLower(action) {
 		case "update":
-			req.action = "UPDATE"
+			req.Action = "UPDATE"
 		case "create":
-			req.action = "CREATE"
+			req.Action = "CREATE"
 		default:
 			return req, fmt.Errorf("%w: --action %q: use update (CUSTOMERMOD) or create (CUSTOMERCRE)", ErrUsage, action)
 		}
 	case "transactions", "transaction":
-		req.object, req.action, allowed = "transaction", "CREATE", []string{"all", "transaction", "since"}
+		req.Object, req.Action, allowed = "transaction", "CREATE", []string{"all", "transaction", "since"}
 		if set["action"] {
 			return req, fmt.Errorf("%w: transactions are always sent as POSTRNCRE: drop --action", ErrUsage)
 		}
@@ -181,13 +161,13 @@ func resyncSelection(object string, set map[string]bool, all bool, customers, tr
 			ok = ok || a == f
 		}
 		if !ok {
-			return req, fmt.Errorf("%w: --%s does not select %ss: use one of --%s", ErrUsage, f, req.object, strings.Join(allowed, ", --"))
+			return req, fmt.Errorf("%w: --%s does not select %ss: use one of --%s", ErrUsage, f, req.Object, strings.Join(allowed, ", --"))
 		}
 		given = append(given, "--"+f)
 	}
 	switch {
 	case len(given) == 0:
-		return req, fmt.Errorf("%w: no selection: give one of --%s (--all for every %s)", ErrUsage, strings.Join(allowed, ", --"), req.object)
+		return req, fmt.Errorf("%w: no selection: give one of --%s (--all for every %s)", ErrUsage, strings.Join(allowed, ", --"), req.Object)
 	case len(given) > 1:
 		return req, fmt.Errorf("%w: one selection per resync, got %s: start one resync for each", ErrUsage, strings.Join(given, " and "))
 	}
@@ -196,35 +176,35 @@ func resyncSelection(object string, set map[string]bool, all bool, customers, tr
 		if !all {
 			return req, fmt.Errorf("%w: --all=false selects nothing", ErrUsage)
 		}
-		req.all = true
+		req.All = true
 	case set["customer"]:
 		for _, s := range customers {
 			id, err := strconv.ParseInt(s, 10, 64)
 			if err != nil || id < 1 {
 				return req, fmt.Errorf("%w: --customer %q: a customer ID is a positive whole number", ErrUsage, s)
 			}
-			req.customerIDs = append(req.customerIDs, id)
+			req.CustomerIDs = append(req.CustomerIDs, id)
 		}
 	case set["transaction"]:
-		req.transactionIDs = transactions
+		req.TransactionIDs = transactions
 	case set["segment"]:
 		id, err := strconv.ParseInt(segment, 10, 64)
 		if err != nil {
 			return req, fmt.Errorf("%w: --segment %q: a segment ID is a whole number", ErrUsage, segment)
 		}
-		req.segmentID = &id
+		req.SegmentID = &id
 	case set["changed-since"]:
 		t, err := parseInstant(changedSince)
 		if err != nil {
 			return req, fmt.Errorf("%w: --changed-since %q: %v", ErrUsage, changedSince, err)
 		}
-		req.changedSince = &t
+		req.ChangedSince = &t
 	case set["since"]:
 		d, err := time.Parse(time.DateOnly, since)
 		if err != nil {
 			return req, fmt.Errorf("%w: --since %q: not a date: use YYYY-MM-DD, for example 2026-11-24", ErrUsage, since)
 		}
-		req.sinceDate = &d
+		req.SinceDate = &d
 	}
 	return req, nil
 }
@@ -239,47 +219,9 @@ func parseInstant(s string) (time.Time, error) {
 	return time.Time{}, errors.New("not a timestamp: use 2026-11-24T09:00:00Z, 2026-11-24T09:00:00+01:00 or 2026-11-24 (UTC without a zone)")
 }
 
-// resyncDBError turns a database error into the message a user can act on.
-func resyncDBError(op string, err error) error {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		switch {
-		case pgErr.Code == "42P01":
-			return fmt.Errorf("%s: data_sync_resync does not exist: run cdc-relay install (this version) first", op)
-		case pgErr.Code == "42501":
-			return fmt.Errorf("%s: %s: run resync as the owner of the Data Sync tables (the relay's role may not start one)", op, safetext.Clean(pgErr.Message))
-		case pgErr.Hint != "":
-			return fmt.Errorf("%s: %s: %s", op, safetext.Clean(pgErr.Message), safetext.Clean(pgErr.Hint))
-		}
-	}
-	return fmt.Errorf("%s: %w", op, err)
-}
-
-// querier is what reading resync requests needs of a connection or pool.
-type querier interface {
-	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
-	Query(context.Context, string, ...any) (pgx.Rows, error)
-}
-
-// readResyncs returns the requests of data_sync_resync_status matching where (a fixed SQL
-// condition), in id order.
-func readResyncs(ctx context.Context, db querier, where string) ([]resyncStatusRow, error) {
-	rows, err := db.Query(ctx, `SELECT id, object, action, selection, state, selected, queued, estimated_total,
-		percent::float8, rate_limit, rows_per_second::float8, seconds_left::float8, last_error
-		FROM data_sync_resync_status WHERE `+where+` ORDER BY id`)
-	if err != nil {
-		return nil, resyncDBError("reading resync requests", err)
-	}
-	list, err := pgx.CollectRows(rows, pgx.RowToStructByPos[resyncStatusRow])
-	if err != nil {
-		return nil, resyncDBError("reading resync requests", err)
-	}
-	return list, nil
-}
-
 // printActiveResyncs adds the running and pending resync requests to `cdc-relay status`.
-func printActiveResyncs(ctx context.Context, w io.Writer, db querier) {
-	list, err := readResyncs(ctx, db, `state IN ('pending', 'running')`)
+func printActiveResyncs(ctx context.Context, w io.Writer, store *relay.Store) {
+	list, err := store.ResyncRequests(ctx, relay.ActiveResyncs)
 	switch {
 	case err != nil:
 		fmt.Fprintf(w, "\nResync requests: %v\n", err)
@@ -297,7 +239,7 @@ func resyncStatus(ctx context.Context, env Env, dbURL string) error {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	list, err := readResyncs(ctx, conn, "true")
+	list, err := relay.NewStore(conn).ResyncRequests(ctx, relay.AllResyncs)
 	if err != nil {
 		return err
 	}
@@ -309,24 +251,7 @@ func resyncStatus(ctx context.Context, env Env, dbURL string) error {
 	return nil
 }
 
-// resyncStatusRow is one row of data_sync_resync_status.
-type resyncStatusRow struct {
-	ID          int64
-	Object      string
-	Action      string
-	Selection   string
-	State       string
-	Selected    int64
-	Queued      int64
-	Estimate    *int64
-	Percent     *float64
-	RateLimit   *int
-	RowsPerSec  *float64
-	SecondsLeft *float64
-	LastError   *string
-}
-
-func printResyncStatus(w io.Writer, list []resyncStatusRow) {
+func printResyncStatus(w io.Writer, list []relay.ResyncStatus) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tOBJECT\tACTION\tSELECTION\tSTATE\tPROGRESS\tQUEUED\tRATE\tLIMIT\tLEFT\tERROR")
 	for _, r := range list {
@@ -370,15 +295,10 @@ func resyncCancel(ctx context.Context, env Env, dbURL string, id int64) error {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	var cancelled bool
-	var state *string
-	err = conn.QueryRow(ctx, `WITH c AS (
-		UPDATE data_sync_resync SET state = 'cancelled', finished_at = now()
-		WHERE id = $1 AND state IN ('pending', 'running') RETURNING id)
-		SELECT EXISTS (SELECT 1 FROM c), (SELECT r.state FROM data_sync_resync r WHERE r.id = $1)`, id).Scan(&cancelled, &state)
+	cancelled, state, err := relay.NewStore(conn).CancelResync(ctx, id)
 	switch {
 	case err != nil:
-		return resyncDBError("cancelling the resync", err)
+		return err
 	case state == nil:
 		return fmt.Errorf("no resync request %d (cdc-relay resync --status lists them)", id)
 	case !cancelled:
@@ -393,17 +313,17 @@ const demoResyncAfter = 5
 
 // demoResync shows a resync in the demo: the first call starts one for every customer, each
 // call prints the progress of the demo's resync requests.
-func demoResync(ctx context.Context, w io.Writer, db querier, start bool) {
+func demoResync(ctx context.Context, w io.Writer, store *relay.Store, start bool) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if start {
-		if _, err := db.Exec(ctx, `INSERT INTO data_sync_resync (object, select_all) VALUES ('customer', true)`); err != nil {
-			fmt.Fprintf(w, "resync: %v\n", resyncDBError("starting a resync of every customer", err))
+		if _, _, err := store.StartResync(ctx, relay.ResyncRequest{Object: "customer", Action: "UPDATE", All: true}); err != nil {
+			fmt.Fprintf(w, "resync: %v\n", err)
 			return
 		}
 		fmt.Fprintln(w, "started a resync of every customer (cdc-relay resync customers --all): live changes keep priority")
 	}
-	list, err := readResyncs(ctx, db, `state IN ('pending', 'running') OR finished_at > now() - interval '1 second'`)
+	list, err := store.ResyncRequests(ctx, relay.RecentResyncs)
 	if err != nil {
 		return
 	}

@@ -43,7 +43,7 @@ func runSendSample(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	defer pool.Close()
-	settings, err := relay.LoadSettings(ctx, pool)
+	settings, err := relay.NewStore(pool).Settings(ctx)
 	if err != nil {
 		return err
 	}

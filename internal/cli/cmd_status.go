@@ -9,6 +9,7 @@ import (
 
 	"github.com/cdc-relay/cdc-relay/internal/safetext"
 	"github.com/cdc-relay/cdc-relay/internal/status"
+	"github.com/cdc-relay/cdc-relay/relay"
 )
 
 func init() {
@@ -90,7 +91,7 @@ func runStatus(ctx context.Context, env Env, args []string) error {
 		}
 		tw.Flush()
 	}
-	printActiveResyncs(ctx, w, pool) // cmd_resync.go
+	printActiveResyncs(ctx, w, relay.NewStore(pool)) // cmd_resync.go
 	fmt.Fprintln(w, "\nReplication slots:")
 	if len(rep.Slots) == 0 {
 		fmt.Fprintln(w, "  none (no relay connected; its slot is temporary, so nothing retains WAL)")

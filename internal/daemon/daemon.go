@@ -122,7 +122,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if _, err := relay.LoadSettings(startCtx, db); err != nil {
+	if _, err := relay.NewStore(db).Settings(startCtx); err != nil {
 		return err
 	}
 	var listener *cdc.Listener

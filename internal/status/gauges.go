@@ -145,7 +145,7 @@ func (g *Gauges) read1(ctx context.Context) error {
 		}
 		g.conn = conn
 	}
-	qs, err := Queues(ctx, g.conn)
+	qs, err := relay.NewStore(g.conn).QueueStatus(ctx)
 	if err != nil {
 		// The connection may be broken or mid-cancel: start afresh next time.
 		g.conn.Close(context.Background())

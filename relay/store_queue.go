@@ -3,16 +3,14 @@ package relay
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/cdc-relay/cdc-relay/internal/metrics"
 )
 
-// queue names one Data Sync queue family (pending, progress, failed) and its statements. All
-// SQL is fixed text: no identifier or value is ever built from configuration or payload strings.
+// queue names one Data Sync queue family (pending, progress, failed) and holds its statements,
+// which only the Store runs.
 type queue struct {
 	idx      int    // position in queues
 	name     string // "cust" or "trn", for logs and metrics
@@ -27,6 +25,21 @@ type queue struct {
 	moveSQL, loadSQL, ackSQL, failSQL, deadSQL, holdSQL string
 	checkSQL, holdBehindSQL                             string
 }
+
+// queues are the two Data Sync queue families, customers first.
+var queues = []*queue{
+	withSets(newQueue(0, "cust", "data_sync_cust_pending_queue", "data_sync_cust_progress_queue", "data_sync_cust_failed",
+		"data_sync_snapshot_customer(m.unique_id::bigint)", "m.unique_id ~ '^[0-9]{1,18}$'"),
+		"SELECT data_sync_expand_customer_sets($1)"),
+	newQueue(1, "trn", "data_sync_trn_pending_queue", "data_sync_trn_progress_queue", "data_sync_trn_failed",
+		"data_sync_snapshot_transaction(m.unique_id)", "m.unique_id IS NOT NULL"),
+}
+
+// CustomerMoveAckSQL returns the relay's own statements for the customer queue: the move
+// (parameters: batch size, keep order, the current data_sync_leader epoch, NULL; it returns
+// the moved rows) and the acknowledgement (parameter: id array). The benchmark's SQL-only
+// baseline runs exactly these.
+func CustomerMoveAckSQL() (move, ack string) { return queues[0].moveSQL, queues[0].ackSQL }
 
 func newQueue(idx int, name, pending, progress, failed, jsonFn, keyCheck string) *queue {
 	q := &queue{idx: idx, name: name, pending: pending, progress: progress, failed: failed, jsonFn: jsonFn}
@@ -140,61 +153,6 @@ func withSets(q *queue, expandSQL string) *queue {
 // expandSetsPerMove bounds the set rows one move expands (each may hold any number of customers).
 const expandSetsPerMove = 100
 
-// queues are the two Data Sync queue families, customers first.
-var queues = []*queue{
-	withSets(newQueue(0, "cust", "data_sync_cust_pending_queue", "data_sync_cust_progress_queue", "data_sync_cust_failed",
-		"data_sync_snapshot_customer(m.unique_id::bigint)", "m.unique_id ~ '^[0-9]{1,18}$'"),
-		"SELECT data_sync_expand_customer_sets($1)"),
-	newQueue(1, "trn", "data_sync_trn_pending_queue", "data_sync_trn_progress_queue", "data_sync_trn_failed",
-		"data_sync_snapshot_transaction(m.unique_id)", "m.unique_id IS NOT NULL"),
-}
-
-// Queues returns the table names of each queue family, for status and the dead-letter commands.
-func Queues() []QueueTables {
-	out := make([]QueueTables, len(queues))
-	for i, q := range queues {
-		out[i] = QueueTables{Name: q.name, Pending: q.pending, Progress: q.progress, Failed: q.failed}
-	}
-	return out
-}
-
-// CustomerMoveAckSQL returns the relay's own statements for the customer queue: the move
-// (parameters: batch size, keep order, the current data_sync_leader epoch, NULL; it returns
-// the moved rows) and the
-// acknowledgement (parameter: id array). The benchmark's SQL-only baseline runs exactly these.
-func CustomerMoveAckSQL() (move, ack string) { return queues[0].moveSQL, queues[0].ackSQL }
-
-// QueueTables names the tables of one queue family.
-type QueueTables struct {
-	Name                      string // "cust" or "trn"
-	Pending, Progress, Failed string
-}
-
-// row is one progress row held in memory.
-type row struct {
-	q         *queue
-	id        int64
-	key       string
-	keyNull   bool
-	objName   string
-	action    string
-	payload   []byte
-	createdAt time.Time
-	attempts  int
-	next      time.Time // next attempt due; zero = now
-	absorbed  []int64   // ids coalesced into this row (acknowledged with it)
-	solo      bool      // send alone: it failed permanently inside a multi-message request
-	sent      bool      // part of the request in flight for its key
-	bad       error     // why the row can never be sent as it is (set by prepare)
-	captured  bool      // written by our capture triggers (or built at move): schema-checked by tests, not per row
-	resync    bool      // queued by a resync request: sent after live rows (resync.go)
-	recheck   bool      // held in memory across a failure of its key: re-checked before it is sent
-	// epFailed: the row failed an endpoint-wide way; epDelivered: requests delivered then (see
-	// endpointHealth.blame).
-	epFailed    bool
-	epDelivered uint64
-}
-
 func scanRows(q *queue, rows pgx.Rows) ([]*row, error) {
 	defer rows.Close()
 	var out []*row
@@ -218,16 +176,50 @@ func scanRows(q *queue, rows pgx.Rows) ([]*row, error) {
 	return out, rows.Err()
 }
 
-// move moves up to n pending rows to progress and returns them. With expand, sets of customers
-// are first turned into pending rows, in a transaction of their own (a crash between the two
-// leaves them in pending, where the next move finds them).
-func (q *queue) move(ctx context.Context, db *pgxpool.Pool, n int, keepOrder, expand bool, f fence) ([]*row, error) {
-	if expand && q.expandSQL != "" {
-		if _, err := db.Exec(ctx, q.expandSQL, expandSetsPerMove); err != nil {
-			return nil, fmt.Errorf("expanding %s pending sets: %w", q.name, err)
-		}
+// AwaitCommits waits (at most RecheckSpan) until the given transactions are visible to new
+// snapshots, so the move that follows sees what they queued, and returns those still invisible
+// then (a commit waiting for a synchronous standby, say), which the relay waits for again.
+func (s *Store) AwaitCommits(ctx context.Context, xids []uint32) ([]uint32, error) {
+	ids := make([]string, len(xids))
+	for i, x := range xids {
+		ids[i] = strconv.FormatUint(uint64(x), 10)
 	}
-	rows, err := db.Query(ctx, q.moveSQL, n, keepOrder, f.epoch, f.renew)
+	opCtx, cancel := context.WithTimeout(ctx, RecheckSpan+10*time.Second)
+	defer cancel()
+	var running []string
+	if err := s.db.QueryRow(opCtx, "SELECT data_sync_await_commit($1::text[]::xid[], $2)::text[]", ids,
+		RecheckSpan.Milliseconds()).Scan(&running); err != nil {
+		return nil, fmt.Errorf("waiting for queued commits to be visible: %w", err)
+	}
+	out := make([]uint32, 0, len(running))
+	for _, id := range running {
+		x, err := strconv.ParseUint(id, 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("waiting for queued commits to be visible: transaction id %q: %w", id, err)
+		}
+		out = append(out, uint32(x))
+	}
+	return out, nil
+}
+
+// ExpandSets turns sets of customers into pending rows (expandSQL), in a transaction of its
+// own: a crash between it and the move leaves them in pending, where the next move finds them.
+// It does nothing for a queue family without sets.
+func (s *Store) ExpandSets(ctx context.Context, q *queue) error {
+	if q.expandSQL == "" {
+		return nil
+	}
+	if _, err := s.db.Exec(ctx, q.expandSQL, expandSetsPerMove); err != nil {
+		return fmt.Errorf("expanding %s pending sets: %w", q.name, err)
+	}
+	return nil
+}
+
+// Move moves up to n pending rows to progress and returns them (moveSQL), fenced by the
+// leadership term t.
+func (s *Store) Move(ctx context.Context, q *queue, n int, keepOrder bool, t *Term) ([]*row, error) {
+	f := t.fence()
+	rows, err := s.db.Query(ctx, q.moveSQL, n, keepOrder, f.epoch, f.renew)
 	var out []*row
 	if err == nil {
 		out, err = scanRows(q, rows)
@@ -238,22 +230,9 @@ func (q *queue) move(ctx context.Context, db *pgxpool.Pool, n int, keepOrder, ex
 	return out, nil
 }
 
-// holdBehind holds progress rows whose key has a dead letter (see holdBehindSQL), fenced by
-// the leadership term.
-func (q *queue) holdBehind(ctx context.Context, db *pgxpool.Pool, f fence, m *metrics.Relay) error {
-	tag, err := db.Exec(ctx, q.holdBehindSQL, f.epoch, f.renew)
-	if err = f.done(err); err != nil {
-		return fmt.Errorf("holding %s progress rows behind dead letters: %w", q.name, err)
-	}
-	if n := tag.RowsAffected(); n > 0 {
-		m.DeadLetters.WithLabelValues("held").Add(float64(n))
-	}
-	return nil
-}
-
-// load reads up to n progress rows with id > after, in id order.
-func (q *queue) load(ctx context.Context, db *pgxpool.Pool, after int64, n int) ([]*row, error) {
-	rows, err := db.Query(ctx, q.loadSQL, after, n)
+// Load reads up to n progress rows with id > after, in id order.
+func (s *Store) Load(ctx context.Context, q *queue, after int64, n int) ([]*row, error) {
+	rows, err := s.db.Query(ctx, q.loadSQL, after, n)
 	if err != nil {
 		return nil, fmt.Errorf("loading %s progress rows: %w", q.name, err)
 	}
@@ -262,4 +241,92 @@ func (q *queue) load(ctx context.Context, db *pgxpool.Pool, after int64, n int) 
 		return nil, fmt.Errorf("loading %s progress rows: %w", q.name, err)
 	}
 	return out, nil
+}
+
+// HoldBehind holds the progress rows whose key has a dead letter (holdBehindSQL), fenced by
+// the leadership term t, and returns how many it held.
+func (s *Store) HoldBehind(ctx context.Context, q *queue, t *Term) (int64, error) {
+	f := t.fence()
+	tag, err := s.db.Exec(ctx, q.holdBehindSQL, f.epoch, f.renew)
+	if err = f.done(err); err != nil {
+		return 0, fmt.Errorf("holding %s progress rows behind dead letters: %w", q.name, err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// Recheck stamps last_attempt_at on the progress rows ids (checkSQL) and returns those still
+// there: the others were purged (their customer was deleted).
+func (s *Store) Recheck(ctx context.Context, q *queue, ids []int64) ([]int64, error) {
+	found, err := s.queryIDs(ctx, q.checkSQL, ids)
+	if err != nil {
+		return nil, fmt.Errorf("re-checking %s rows before a retry: %w", q.name, err)
+	}
+	return found, nil
+}
+
+// RecordFailure records a failed attempt on the progress rows ids (failSQL) and returns those
+// still there: the others were purged (their customer was deleted).
+func (s *Store) RecordFailure(ctx context.Context, q *queue, ids []int64, f failure) ([]int64, error) {
+	found, err := s.queryIDs(ctx, q.failSQL, ids, nullStatus(f.status), f.msg, f.next, f.counted)
+	if err != nil {
+		return nil, fmt.Errorf("recording a failed delivery: %w", err)
+	}
+	return found, nil
+}
+
+// queryIDs runs a statement returning ids.
+func (s *Store) queryIDs(ctx context.Context, sql string, args ...any) ([]int64, error) {
+	rows, err := s.db.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[int64])
+}
+
+// DeadLetter moves the progress rows ids to their dead-letter tables (deadSQL) and, with
+// keepOrder, holds the later progress rows of each key behind them, in one transaction fenced
+// by the leadership term t. It returns how many rows it parked and how many it held.
+func (s *Store) DeadLetter(ctx context.Context, ids queueIDs, f failure, keepOrder bool, t *Term) (parked, held int64, err error) {
+	err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		for i, ids := range ids {
+			if len(ids) == 0 {
+				continue
+			}
+			q := queues[i]
+			var p, h int64
+			fc := t.fence()
+			err := tx.QueryRow(ctx, q.deadSQL, ids, f.counted, nullStatus(f.status), f.msg, nullIfEmpty(f.excerpt),
+				keepOrder, fc.epoch, fc.renew).Scan(&p, &h)
+			if err = fc.done(err); err != nil {
+				return fmt.Errorf("moving rows to %s: %w", q.failed, err)
+			}
+			parked, held = parked+p, held+h
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	return parked, held, nil
+}
+
+// Hold moves the progress rows ids to the dead-letter table, each held behind the dead letter
+// given at the same index of behind (holdSQL), fenced by the leadership term t. Rows already
+// gone from progress are skipped. It returns how many rows it held.
+func (s *Store) Hold(ctx context.Context, q *queue, ids, behind []int64, t *Term) (int64, error) {
+	f := t.fence()
+	tag, err := s.db.Exec(ctx, q.holdSQL, ids, behind, f.epoch, f.renew)
+	if err = f.done(err); err != nil {
+		return 0, fmt.Errorf("holding %s rows behind a dead letter: %w", q.name, err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// Ack deletes delivered rows from progress (ackSQL); ids already gone are no error, so an
+// acknowledgement can be repeated.
+func (s *Store) Ack(ctx context.Context, q *queue, ids []int64) error {
+	if _, err := s.db.Exec(ctx, q.ackSQL, ids); err != nil {
+		return fmt.Errorf("deleting delivered %s rows from progress: %w", q.name, err)
+	}
+	return nil
 }
