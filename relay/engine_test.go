@@ -260,13 +260,13 @@ func TestRowsPurgedDuringARequestAreNotRetried(t *testing.T) {
 		if msgs[0].UniqueID == strconv.FormatInt(first, 10) && purged.CompareAndSwap(false, true) {
 			e.exec(`DELETE FROM data_sync_cust_progress_queue WHERE unique_id = '13'`)
 			del.Store(e.queueCust("13", "DELETE"))
-			e.bell.ring()
+			e.bell.Ring()
 			return relay.Response{Status: 503}, nil
 		}
 		return relay.Response{Status: 200}, nil
 	})
 	e.start(relay.Config{})
-	e.bell.ring()
+	e.bell.Ring()
 	require.Eventually(t, func() bool { return del.Load() != 0 }, 30*time.Second, 5*time.Millisecond)
 	got := e.waitDelivered(1)
 	require.Len(t, got, 1)
@@ -295,7 +295,7 @@ func TestRowsHeldThroughAPauseAreRecheckedBeforeTheirFirstSend(t *testing.T) {
 		return relay.Response{Status: 200}, nil
 	})
 	e.start(relay.Config{Concurrency: 1, BackoffMin: 10 * time.Millisecond, BackoffMax: time.Second})
-	e.bell.ring()
+	e.bell.Ring()
 	require.Eventually(t, purged.Load, 30*time.Second, 5*time.Millisecond)
 	got := e.waitDelivered(1)
 	require.Equal(t, strconv.FormatInt(first, 10), got[0].msg.UniqueID)

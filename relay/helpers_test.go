@@ -50,27 +50,6 @@ func trnJSON(t testing.TB, id string) string {
 	return string(out)
 }
 
-// bell is a test doorbell rung by the test after it queues rows.
-type bell struct{ queued, config chan struct{} }
-
-func newBell() *bell { return &bell{queued: make(chan struct{}, 1), config: make(chan struct{}, 1)} }
-
-func (b *bell) Queued() <-chan struct{}        { return b.queued }
-func (b *bell) ConfigChanged() <-chan struct{} { return b.config }
-func (b *bell) TakeQueued() []uint32           { return nil } // the tests ring after their commits
-func (b *bell) ring() {
-	select {
-	case b.queued <- struct{}{}:
-	default:
-	}
-}
-func (b *bell) ringConfig() {
-	select {
-	case b.config <- struct{}{}:
-	default:
-	}
-}
-
 // delivery is one message as the test poster saw it.
 type delivery struct {
 	msg     mapping.Message
@@ -148,7 +127,7 @@ type env struct {
 	t      *testing.T
 	url    string
 	db     *pgxpool.Pool
-	bell   *bell
+	bell   *relay.Bell
 	poster *poster
 	cancel context.CancelFunc
 	done   chan error
@@ -157,7 +136,7 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	url := pgtest.NewDB(t)
-	e := &env{t: t, url: url, db: pgtest.Pool(t, url), bell: newBell(), poster: newPoster()}
+	e := &env{t: t, url: url, db: pgtest.Pool(t, url), bell: relay.NewBell(), poster: newPoster()}
 	e.exec(`UPDATE data_sync_config SET value = 'true' WHERE name = 'DataSyncEnabled';
 		UPDATE data_sync_config SET value = 'https://127.0.0.1:1/datasync' WHERE name = 'DataSyncApiUrl';
 		UPDATE data_sync_config SET value = 'https://127.0.0.1:1/token' WHERE name = 'DataSyncTokenUrl';`)

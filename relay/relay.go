@@ -57,6 +57,9 @@ type Doorbell interface {
 	// TakeQueued returns the ids of the committed transactions that rang Queued since the last
 	// call; the relay waits for them to be visible before it moves pending rows.
 	TakeQueued() []uint32
+	// TakeResync reports whether one of those transactions inserted a resync request: the
+	// relay then looks for it at once rather than at its next look-up (resyncIdleRecheck).
+	TakeResync() bool
 }
 
 // Relay is the delivery daemon. Create it with New and run it with Run.
@@ -248,6 +251,9 @@ type dispatcher struct {
 	// write sets now: sets written before a settings change (looked for at start, on every
 	// sweep and after a settings change).
 	expandDue bool
+	// resyncDue asks the next move to look for a resync request now (the doorbell said one was
+	// inserted, or it reconnected); otherwise the mover looks every resyncIdleRecheck.
+	resyncDue bool
 	// await holds the transactions that rang the doorbell since the last move: the next move
 	// waits for them to be visible (the walsender can decode a commit an instant before it is).
 	await []uint32
@@ -462,6 +468,7 @@ func (d *dispatcher) takeMoved(m moved) error {
 // before the next move).
 func (d *dispatcher) doorbellRang() {
 	d.pending = true
+	d.resyncDue = d.resyncDue || d.r.doorbell.TakeResync()
 	d.await = append(d.await, d.r.doorbell.TakeQueued()...)
 	if len(d.await) > maxAwait { // paused for long: the oldest are visible by now
 		d.await = append(d.await[:0], d.await[len(d.await)-maxAwait/2:]...)
@@ -474,6 +481,9 @@ func (d *dispatcher) settingsChanged() error {
 	if d.recheckConfig.IsZero() {
 		d.recheckConfig = time.Now().Add(configRecheck)
 	}
+	// The doorbell also rings this after every (re)connect: a resync request inserted while
+	// it was away rang nothing, so look for one too.
+	d.pending, d.resyncDue = true, true
 	return d.reloadSettings()
 }
 
@@ -590,10 +600,11 @@ func (d *dispatcher) fill() {
 	}
 	room = int(min(int64(room), max(1, free/d.rowEstimate)))
 	select {
-	case d.moveReq <- moveReq{room: room, expand: d.expandDue || d.settings.expandSets(), await: d.await, seq: d.moveSeq + 1}:
+	case d.moveReq <- moveReq{room: room, expand: d.expandDue || d.settings.expandSets(), await: d.await,
+		resync: d.resyncDue, seq: d.moveSeq + 1}:
 		d.moveSeq++
 		d.moving = true
-		d.pending, d.expandDue, d.await = false, false, nil
+		d.pending, d.expandDue, d.resyncDue, d.await = false, false, false, nil
 	default:
 	}
 }
@@ -604,6 +615,7 @@ type moveReq struct {
 	room   int
 	expand bool
 	await  []uint32
+	resync bool   // the doorbell says a resync request was inserted: look for it now
 	seq    uint64 // numbers the requests, for heldKey
 }
 
@@ -613,7 +625,7 @@ func (d *dispatcher) mover(ctx context.Context) {
 	loaded := map[*queue]bool{}
 	keepOrder := !d.r.cfg.SkipDeadLetters
 	expand := false // sets asked for and not yet expanded (progress is loaded first)
-	resync := newResyncer(d.r.cfg)
+	resync := newResyncer(d.r.cfg, d.r.doorbell != nil)
 	for {
 		var req moveReq
 		select {
@@ -623,6 +635,9 @@ func (d *dispatcher) mover(ctx context.Context) {
 		}
 		room := req.room
 		expand = expand || req.expand
+		if req.resync {
+			resync.nextCheck = time.Time{}
+		}
 		m := moved{seq: req.seq}
 		if len(req.await) > 0 {
 			m.await, m.err = d.r.store.AwaitCommits(ctx, req.await)

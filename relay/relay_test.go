@@ -27,7 +27,7 @@ func TestDeliversEveryTypeWithExactEnvelope(t *testing.T) {
 	trn := e.queueTrn("T-1")
 	del := e.queueCust("101", "DELETE")
 	e.start(relay.Config{})
-	e.bell.ring()
+	e.bell.Ring()
 	got := e.waitDelivered(4)
 	byID := map[int64]mapping.Message{}
 	for _, d := range got {
@@ -60,7 +60,7 @@ func TestFailureIsRecordedOnTheRowAndDeliveredAfterRecovery(t *testing.T) {
 	})
 	id := e.queueCust("7", "UPDATE")
 	e.start(relay.Config{BackoffMin: 20 * time.Millisecond, BackoffMax: 40 * time.Millisecond})
-	e.bell.ring()
+	e.bell.Ring()
 	require.Eventually(t, func() bool {
 		return e.count(`SELECT count(*) FROM data_sync_cust_progress_queue WHERE id = $1 AND attempts >= 2
 			AND last_status = 500 AND last_error = 'HTTP 500' AND next_attempt_at IS NOT NULL AND last_attempt_at IS NOT NULL`, id) == 1
@@ -145,7 +145,7 @@ func TestPoisonRecordBlocksOnlyItsKey(t *testing.T) {
 	// A change queued after the dead letter waits behind it too.
 	third := e.queueCust("13", "UPDATE")
 	other := e.queueCust("200", "UPDATE")
-	e.bell.ring()
+	e.bell.Ring()
 	e.waitDelivered(21)
 	require.Equal(t, 1, e.count(`SELECT count(*) FROM data_sync_cust_failed WHERE id = $1 AND reason = 'held'`, third))
 	_ = other
@@ -158,7 +158,7 @@ func TestPoisonRecordBlocksOnlyItsKey(t *testing.T) {
 	e.exec(`WITH r AS (DELETE FROM data_sync_cust_failed WHERE unique_id = '13'
 		RETURNING id, obj_name, unique_id, action, json_object, created_at)
 		INSERT INTO data_sync_cust_pending_queue (id, obj_name, unique_id, action, json_object, created_at) SELECT * FROM r`)
-	e.bell.ring()
+	e.bell.Ring()
 	got := e.waitDelivered(24)
 	var tail []int64
 	for _, d := range got[21:] {
@@ -367,9 +367,9 @@ func TestDisablingDataSyncPausesDelivery(t *testing.T) {
 	r := e.start(relay.Config{})
 	require.Eventually(t, func() bool { return r.State().Phase == relay.PhaseDisabled }, 10*time.Second, 5*time.Millisecond)
 	e.queueCust("1", "UPDATE")
-	e.bell.ring()
+	e.bell.Ring()
 	e.exec(`UPDATE data_sync_config SET value = 'yes' WHERE name = 'DataSyncEnabled'`)
-	e.bell.ringConfig()
+	e.bell.RingConfig()
 	e.waitDelivered(1)
 }
 

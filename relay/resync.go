@@ -18,10 +18,11 @@ import (
 // delivers like any other (same order per key, retries, dead letters, metrics). The window
 // bounds how many are in flight, so memory does not depend on the size of the resync.
 
-// resyncIdleRecheck is how long after finding no active request the mover looks again. It is
-// below RecheckSpan, so the rechecks that follow the doorbell ring of a new request (inserts into
-// data_sync_resync are published) always include one that looks.
-const resyncIdleRecheck = RecheckSpan / 2
+// resyncIdleRecheck is how long after finding no active request the mover looks again by
+// itself. A new request rings the doorbell (inserts into data_sync_resync are published), and
+// so does every reconnect of the doorbell, and the mover then looks at once; this look-up only
+// covers a ring lost some other way. A relay without a doorbell (polling) looks on every sweep.
+const resyncIdleRecheck = 10 * time.Second
 
 // resyncMoveBudget is how long the move of one resync page should take. The snapshot of each
 // row is built in the move (about half a millisecond a customer on a loaded 2-core machine),
@@ -53,6 +54,7 @@ type resyncer struct {
 	batch     int
 	log       *zap.Logger
 	nextCheck time.Time     // no active request was found: do not look before this
+	idle      time.Duration // after finding none, look again this much later
 	id        int64         // the active request (0: look it up)
 	rate      int           // its rows-per-second cap (0: none)
 	lim       *rate.Limiter // enforces rate
@@ -66,8 +68,14 @@ type resyncer struct {
 	queued map[int64]struct{}
 }
 
-func newResyncer(cfg Config) *resyncer {
-	return &resyncer{batch: cfg.MoveBatch, log: cfg.Logger, queued: map[int64]struct{}{}, metrics: cfg.Metrics}
+// newResyncer returns the mover's resyncer; with a doorbell, which rings for new requests, it
+// looks for one by itself only every resyncIdleRecheck, without one on every sweep.
+func newResyncer(cfg Config, doorbell bool) *resyncer {
+	idle := resyncIdleRecheck
+	if !doorbell {
+		idle = cfg.SweepInterval / 2
+	}
+	return &resyncer{batch: cfg.MoveBatch, log: cfg.Logger, queued: map[int64]struct{}{}, metrics: cfg.Metrics, idle: idle}
 }
 
 // tag marks the moved rows a resync queued, and learns from the move's duration what a row
@@ -132,7 +140,7 @@ func (s *resyncer) step(ctx context.Context, store deliveryStore, m *moved, room
 			return err
 		}
 		if !ok {
-			s.nextCheck = now.Add(resyncIdleRecheck)
+			s.nextCheck = now.Add(s.idle)
 			s.metrics.ResyncRemaining.Set(0)
 			return nil
 		}

@@ -1,11 +1,17 @@
 package relay
 
 import (
+	"context"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/cdc-relay/cdc-relay/internal/pgtest"
+	"github.com/cdc-relay/cdc-relay/mapping"
 )
 
 // Rows a resync queued go after live changes in the window: a live row of another key is sent
@@ -14,7 +20,7 @@ func TestWindowSendsLiveChangesBeforeResyncRows(t *testing.T) {
 	t.Parallel()
 	now := time.Now()
 	w := newWindow(false)
-	s := newResyncer(Config{MoveBatch: 100}.WithDefaults())
+	s := newResyncer(Config{MoveBatch: 100}.WithDefaults(), true)
 	var rows []*row
 	for i := int64(1); i <= 5; i++ {
 		rows = append(rows, &row{q: queues[0], id: i, key: strconv.FormatInt(i, 10), action: "UPDATE"})
@@ -42,7 +48,7 @@ func TestWindowSendsLiveChangesBeforeResyncRows(t *testing.T) {
 // Pages are sized so their move takes about resyncMoveBudget at the cost measured.
 func TestResyncPageSize(t *testing.T) {
 	t.Parallel()
-	s := newResyncer(Config{MoveBatch: 1000}.WithDefaults())
+	s := newResyncer(Config{MoveBatch: 1000}.WithDefaults(), true)
 	require.Equal(t, resyncFirstPage, s.pageSize(5000))
 	require.Equal(t, 10, s.pageSize(10))
 	s.queued[1] = struct{}{}
@@ -64,4 +70,70 @@ func TestCoalescedLiveChangeKeepsPriority(t *testing.T) {
 	req := w.take(1, now)
 	require.Equal(t, int64(3), req.rows[0].id)
 	require.False(t, req.rows[0].resync)
+}
+
+// lookupStore counts the mover's statements that matter to the resync look-up.
+type lookupStore struct {
+	deliveryStore
+	moves, lookups atomic.Int64
+}
+
+func (s *lookupStore) Move(ctx context.Context, q *queue, n int, keepOrder bool, t *Term) ([]*row, error) {
+	defer s.moves.Add(1)
+	return s.deliveryStore.Move(ctx, q, n, keepOrder, t)
+}
+
+func (s *lookupStore) ActiveResync(ctx context.Context) (activeResync, bool, error) {
+	defer s.lookups.Add(1)
+	return s.deliveryStore.ActiveResync(ctx)
+}
+
+// With a doorbell, an idle relay looks for resync requests only when the doorbell says one was
+// inserted (or every resyncIdleRecheck): a ring for other changes moves pending without a
+// look-up, and a ring for a request starts it at once.
+func TestDoorbellStartsAResyncAtOnce(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDB(t)
+	db := pgtest.Pool(t, url)
+	pgtest.Exec(t, url, `UPDATE data_sync_config SET value = 'true' WHERE name = 'DataSyncEnabled';
+		UPDATE data_sync_config SET value = 'https://127.0.0.1:1/datasync' WHERE name = 'DataSyncApiUrl';
+		UPDATE data_sync_config SET value = 'https://127.0.0.1:1/token' WHERE name = 'DataSyncTokenUrl';
+		INSERT INTO customer (customer_id) VALUES (501), (502)`)
+	p := &countingPoster{delivered: map[string]int{}, answer: func([]mapping.Message) int { return 0 }}
+	b := NewBell()
+	r, err := New(Config{SweepInterval: time.Hour, Logger: zaptest.NewLogger(t)}, db,
+		func(context.Context, Settings) (Poster, func(), error) { return p, func() {}, nil }, b)
+	require.NoError(t, err)
+	st := &lookupStore{deliveryStore: r.store}
+	r.store = st
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	// The session's first moves look once and find nothing.
+	began := time.Now()
+	require.Eventually(t, func() bool { return st.lookups.Load() >= 1 }, 30*time.Second, 5*time.Millisecond)
+	lookups := st.lookups.Load()
+	t.Logf("first look-up %s after start", time.Since(began).Round(time.Millisecond))
+
+	// A request inserted, but the ring says nothing of it: pending is moved, nobody looks.
+	pgtest.Exec(t, url, `INSERT INTO data_sync_resync (object, customer_ids) VALUES ('customer', '{501,502}')`)
+	moves := st.moves.Load()
+	b.Ring()
+	require.Eventually(t, func() bool { return st.moves.Load() >= moves+2 }, 30*time.Second, 5*time.Millisecond)
+	require.Equal(t, lookups, st.lookups.Load(), "a ring without a resync request looked for one")
+
+	// The ring of the request: the relay looks now and delivers both customers, well before it
+	// would have looked by itself (resyncIdleRecheck after its first look-up).
+	rang := time.Now()
+	b.RingResync()
+	require.Eventually(t, func() bool {
+		var state string
+		err := db.QueryRow(context.Background(), `SELECT state FROM data_sync_resync`).Scan(&state)
+		return err == nil && state == "done"
+	}, resyncIdleRecheck/2, 5*time.Millisecond, "the resync did not start on the doorbell's word")
+	t.Logf("resync done %s after the ring", time.Since(rang).Round(time.Millisecond))
+	require.Greater(t, st.lookups.Load(), lookups)
+	require.Eventually(t, func() bool { return p.messages() == 2 }, 30*time.Second, 5*time.Millisecond)
 }

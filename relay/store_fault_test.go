@@ -115,6 +115,17 @@ func (p *countingPoster) Post(_ context.Context, body []byte) (Response, error) 
 	return Response{Status: 200}, nil
 }
 
+// messages is how many messages were delivered in all.
+func (p *countingPoster) messages() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, c := range p.delivered {
+		n += c
+	}
+	return n
+}
+
 func (p *countingPoster) count(id int64) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()

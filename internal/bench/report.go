@@ -69,9 +69,9 @@ type ThroughputResult struct {
 }
 
 // idleQueriesPerSweep is what one sweep of a quiet relay sends: it re-reads the settings,
-// expands sets of customers, looks at both pending queues and for a resync request (one
-// statement each).
-const idleQueriesPerSweep = 5
+// expands sets of customers and looks at both pending queues (one statement each). It looks
+// for resync requests when the doorbell rings for one, and otherwise only every 10 s.
+const idleQueriesPerSweep = 4
 
 // IdleResult is a quiet relay watched for a while.
 type IdleResult struct {
