@@ -137,30 +137,60 @@ func (s endpointState) String() string {
 	return fmt.Sprintf("endpoint failing: %s since %s", s.sig, s.since.UTC().Format(time.RFC3339))
 }
 
-// endpointRow writes the endpoint state to data_sync_leader (endpoint_failing_since,
-// endpoint_error; nothing else of the row), off the dispatcher's goroutine: the latest state
-// wins, and a failed write is retried with backoff until the session ends.
-type endpointRow struct {
-	mu    sync.Mutex
-	want  endpointState
-	dirty bool
-	wake  chan struct{}
+// relayState is what the leading relay records in data_sync_leader for status: the endpoint
+// state and its concurrency limit (limit 0: none yet).
+type relayState struct {
+	endpoint   endpointState
+	limit, max int
+	adaptive   bool
 }
 
-func newEndpointRow() *endpointRow { return &endpointRow{wake: make(chan struct{}, 1)} }
+// relayRowEvery is the least time between two writes of a changed concurrency limit (an
+// adaptive limit moves with every round of requests); endpoint changes are written at once.
+const relayRowEvery = time.Second
 
-func (w *endpointRow) set(s endpointState) {
+// relayRow writes the relay's state to data_sync_leader off the dispatcher's goroutine: the
+// latest state wins, and a failed write is retried with backoff until the session ends.
+type relayRow struct {
+	mu     sync.Mutex
+	want   relayState
+	dirty  bool // want differs from what was written
+	urgent bool // the endpoint state changed: write without waiting for relayRowEvery
+	wake   chan struct{}
+}
+
+func newRelayRow() *relayRow { return &relayRow{wake: make(chan struct{}, 1)} }
+
+func (w *relayRow) setEndpoint(s endpointState) {
 	w.mu.Lock()
-	w.want, w.dirty = s, true
+	w.want.endpoint, w.dirty, w.urgent = s, true, true
 	w.mu.Unlock()
+	w.poke()
+}
+
+// setConcurrency notes the concurrency limit; it is cheap when nothing changed (the dispatcher
+// calls it on every turn).
+func (w *relayRow) setConcurrency(limit, max int, adaptive bool) {
+	w.mu.Lock()
+	if w.want.limit == limit && w.want.max == max && w.want.adaptive == adaptive {
+		w.mu.Unlock()
+		return
+	}
+	w.want.limit, w.want.max, w.want.adaptive, w.dirty = limit, max, adaptive, true
+	w.mu.Unlock()
+	w.poke()
+}
+
+func (w *relayRow) poke() {
 	select {
 	case w.wake <- struct{}{}:
 	default:
 	}
 }
 
-func (w *endpointRow) run(ctx context.Context, store deliveryStore, log *zap.Logger) {
+func (w *relayRow) run(ctx context.Context, store deliveryStore, log *zap.Logger) {
 	failures := 0
+	var last time.Time // the last write
 	for {
 		select {
 		case <-ctx.Done():
@@ -169,15 +199,26 @@ func (w *endpointRow) run(ctx context.Context, store deliveryStore, log *zap.Log
 		}
 		for {
 			w.mu.Lock()
-			s, dirty := w.want, w.dirty
-			w.dirty = false
+			s, dirty, urgent := w.want, w.dirty, w.urgent
+			if dirty && !urgent && time.Since(last) < relayRowEvery {
+				w.mu.Unlock()
+				select { // a limit change waits its turn; an endpoint change wakes it
+				case <-ctx.Done():
+					return
+				case <-w.wake:
+				case <-time.After(time.Until(last.Add(relayRowEvery))):
+				}
+				continue
+			}
+			w.dirty, w.urgent = false, false
 			w.mu.Unlock()
 			if !dirty {
 				break
 			}
 			opCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			err := store.SetEndpointState(opCtx, s)
+			err := store.SetRelayState(opCtx, s)
 			cancel()
+			last = time.Now()
 			if err == nil {
 				failures = 0
 				continue
@@ -187,11 +228,11 @@ func (w *endpointRow) run(ctx context.Context, store deliveryStore, log *zap.Log
 			}
 			failures++
 			if failures == 1 {
-				log.Warn("recording the endpoint state in data_sync_leader failed; retrying", zap.Error(err))
+				log.Warn("recording the relay's state in data_sync_leader failed; retrying", zap.Error(err))
 			}
 			w.mu.Lock()
 			if !w.dirty {
-				w.want, w.dirty = s, true
+				w.want, w.dirty, w.urgent = s, true, urgent
 			}
 			w.mu.Unlock()
 			select {

@@ -275,10 +275,10 @@ type dispatcher struct {
 
 	// ep tells endpoint-wide failures from record failures (request goroutines report to it);
 	// failing is the dispatcher's view of it: one probe at a time, paced by probes failed.
-	ep      *endpointHealth
-	epRow   *endpointRow
-	failing endpointState
-	probes  int
+	ep       *endpointHealth
+	stateRow *relayRow
+	failing  endpointState
+	probes   int
 }
 
 // run is one session's loop: it starts the requests the window and the limits allow, runs the
@@ -349,8 +349,8 @@ func (d *dispatcher) setUp() {
 	d.held = map[string]heldKey{}
 	d.rowEstimate = int64(min(cfg.MaxPayloadBytes, firstRowEstimate)) + rowOverhead
 	d.ep = newEndpointHealth(cfg.EndpointFailureKeys)
-	d.epRow = newEndpointRow()
-	d.epRow.set(endpointState{}) // a new session starts with the endpoint presumed healthy
+	d.stateRow = newRelayRow()
+	d.stateRow.setEndpoint(endpointState{}) // a new session starts with the endpoint presumed healthy
 	setEndpointGauge(cfg.Metrics, endpointState{})
 	d.lim = newConcurrencyLimit(cfg.Concurrency, cfg.MaxConcurrency)
 	if cfg.RateLimit > 0 {
@@ -372,7 +372,7 @@ func (d *dispatcher) startWorkers(postCtx context.Context, wg *sync.WaitGroup) (
 	moverCtx, stopMover := context.WithCancel(d.ctx)
 	wg.Add(3)
 	go func() { defer wg.Done(); d.mover(moverCtx) }()
-	go func() { defer wg.Done(); d.epRow.run(postCtx, d.r.store, d.r.log) }()
+	go func() { defer wg.Done(); d.stateRow.run(postCtx, d.r.store, d.r.log) }()
 	go func() { defer wg.Done(); d.ackDone <- d.acknowledger(postCtx) }() // ackDone has room for it
 	return stopMover
 }
@@ -903,6 +903,7 @@ func (d *dispatcher) dispatch(ctx context.Context, now time.Time) {
 		return
 	}
 	d.r.cfg.Metrics.Concurrency.Set(float64(d.lim.limit))
+	d.stateRow.setConcurrency(d.lim.limit, d.lim.max, d.lim.adaptive)
 	limit := d.lim.limit
 	if d.failing.failing {
 		limit = 1 // the endpoint fails as a whole: one probe at a time
@@ -1189,7 +1190,7 @@ func (d *dispatcher) endpointChanged(why string) {
 	}
 	d.failing = s
 	setEndpointGauge(d.r.cfg.Metrics, s)
-	d.epRow.set(s)
+	d.stateRow.setEndpoint(s)
 	if s.failing {
 		d.probes = 0
 		d.r.setState(PhaseEndpointFailing, s.String())

@@ -46,7 +46,7 @@ type deliveryStore interface {
 	Ack(ctx context.Context, q *queue, ids []int64) error
 	ActiveResync(ctx context.Context) (req activeResync, ok bool, err error)
 	ResyncStep(ctx context.Context, n int) (page resyncPage, ok bool, err error)
-	SetEndpointState(ctx context.Context, s endpointState) error
+	SetRelayState(ctx context.Context, s relayState) error
 }
 
 var _ deliveryStore = (*Store)(nil)

@@ -231,14 +231,21 @@ type LeaderStatus struct {
 	Epoch                int64      `json:"epoch"`
 	EndpointFailingSince *time.Time `json:"endpoint_failing_since"`
 	EndpointError        *string    `json:"endpoint_error"`
+	// The leader's limit on requests in flight (nil before a leader recorded one), its bound
+	// and whether it adapts (or is fixed by --concurrency).
+	ConcurrencyLimit    *int  `json:"concurrency_limit"`
+	ConcurrencyMax      *int  `json:"concurrency_max"`
+	ConcurrencyAdaptive *bool `json:"concurrency_adaptive"`
 }
 
 // LeaderStatus reads the data_sync_leader row (zero when it has none).
 func (s *Store) LeaderStatus(ctx context.Context) (LeaderStatus, error) {
 	var l LeaderStatus
-	if err := s.db.QueryRow(ctx, `SELECT holder, since, lease_until, epoch, endpoint_failing_since, endpoint_error
+	if err := s.db.QueryRow(ctx, `SELECT holder, since, lease_until, epoch, endpoint_failing_since, endpoint_error,
+		concurrency_limit, concurrency_max, concurrency_adaptive
 		FROM data_sync_leader WHERE id = 1`).Scan(&l.Holder, &l.Since, &l.LeaseUntil, &l.Epoch,
-		&l.EndpointFailingSince, &l.EndpointError); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		&l.EndpointFailingSince, &l.EndpointError, &l.ConcurrencyLimit, &l.ConcurrencyMax,
+		&l.ConcurrencyAdaptive); err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return l, fmt.Errorf("reading data_sync_leader: %w", err)
 	}
 	return l, nil

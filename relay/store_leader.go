@@ -42,9 +42,10 @@ WHERE id = 1 AND epoch = $1`
 const presenceSQL = `SELECT set_config('idle_session_timeout', '0', false)
 WHERE current_setting('idle_session_timeout', true) IS NOT NULL`
 
-// endpointRowSQL records the endpoint state (failing since, and why; NULLs when healthy) and
-// nothing else of the leader row.
-const endpointRowSQL = `UPDATE data_sync_leader SET endpoint_failing_since = $1, endpoint_error = $2 WHERE id = 1`
+// relayRowSQL records what the leading relay sees, for status: the endpoint state (failing
+// since, and why; NULLs when healthy) and its concurrency limit, and nothing else of the row.
+const relayRowSQL = `UPDATE data_sync_leader SET endpoint_failing_since = $1, endpoint_error = $2,
+    concurrency_limit = $3, concurrency_max = $4, concurrency_adaptive = $5 WHERE id = 1`
 
 // KeepPresence sets up a leader presence session (presenceSQL).
 func (s *Store) KeepPresence(ctx context.Context) error {
@@ -100,15 +101,21 @@ func (s *Store) ReleaseLeadership(ctx context.Context, epoch int64) error {
 	return nil
 }
 
-// SetEndpointState records the endpoint state in the leader row (endpointRowSQL), for status.
-func (s *Store) SetEndpointState(ctx context.Context, st endpointState) error {
+// SetRelayState records the endpoint state and the concurrency limit in the leader row
+// (relayRowSQL), for status.
+func (s *Store) SetRelayState(ctx context.Context, st relayState) error {
 	var since *time.Time
 	var desc *string
-	if st.failing {
-		since, desc = &st.since, &st.desc
+	if st.endpoint.failing {
+		since, desc = &st.endpoint.since, &st.endpoint.desc
 	}
-	if _, err := s.db.Exec(ctx, endpointRowSQL, since, desc); err != nil {
-		return fmt.Errorf("updating the endpoint state: %w", err)
+	var limit, most *int
+	var adaptive *bool
+	if st.limit > 0 {
+		limit, most, adaptive = &st.limit, &st.max, &st.adaptive
+	}
+	if _, err := s.db.Exec(ctx, relayRowSQL, since, desc, limit, most, adaptive); err != nil {
+		return fmt.Errorf("updating the relay's state in data_sync_leader: %w", err)
 	}
 	return nil
 }

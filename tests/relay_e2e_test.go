@@ -534,3 +534,37 @@ func TestEndToEndSnapshotOfADeletedCustomerIsDropped(t *testing.T) {
 	require.Zero(t, s.count(`SELECT count(*) FROM data_sync_cust_failed`), "not parked as a dead letter")
 	require.Len(t, s.received(), 1)
 }
+
+// The leading relay records its limit on requests in flight in data_sync_leader, and status
+// shows it: adaptive by default (bounded by --max-concurrency), or fixed by --concurrency.
+func TestStatusShowsTheConcurrencyLimit(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		fixed int
+		want  string
+	}{
+		{"adaptive", 0, "(adaptive, --max-concurrency)"},
+		{"fixed", 3, "Requests in flight: limit 3 of at most 3 (fixed by --concurrency"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := newStack(t, receiver.Config{})
+			cfg := s.config()
+			cfg.Relay.Concurrency = tc.fixed
+			s.run(cfg)
+			s.exec(`INSERT INTO customer (customer_id) VALUES (78)`)
+			s.waitReceived(1)
+			require.Eventually(t, func() bool {
+				return s.count(`SELECT count(*) FROM data_sync_leader WHERE concurrency_limit > 0`) == 1
+			}, 30*time.Second, 5*time.Millisecond, "the relay did not record its concurrency limit")
+			code, out := runCLI(t, "status", "--database-url", s.url)
+			require.Equal(t, 0, code, out)
+			require.Contains(t, out, "Requests in flight: limit ")
+			require.Contains(t, out, tc.want)
+			code, out = runCLI(t, "status", "--database-url", s.url, "--json")
+			require.Equal(t, 0, code, out)
+			require.Contains(t, out, `"concurrency_limit": `)
+		})
+	}
+}

@@ -52,6 +52,13 @@ func runStatus(ctx context.Context, env Env, args []string) error {
 		fmt.Fprintf(w, "Leader: none (no relay delivers now)\n")
 	default:
 		fmt.Fprintf(w, "Leader: %s since %s (epoch %d)\n", c(*l.Holder), l.Since.UTC().Format(time.RFC3339), l.Epoch)
+		if l.ConcurrencyLimit != nil && l.ConcurrencyMax != nil {
+			mode := "fixed by --concurrency; halved on 429/503"
+			if l.ConcurrencyAdaptive != nil && *l.ConcurrencyAdaptive {
+				mode = "adaptive, --max-concurrency"
+			}
+			fmt.Fprintf(w, "Requests in flight: limit %d of at most %d (%s)\n", *l.ConcurrencyLimit, *l.ConcurrencyMax, mode)
+		}
 	}
 	if l := rep.Leader; l.EndpointFailingSince != nil {
 		fmt.Fprintf(w, "Endpoint failing: %s since %s (delivery paused and probed; nothing is dead-lettered meanwhile)\n",
