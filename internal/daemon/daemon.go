@@ -71,8 +71,15 @@ type Config struct {
 }
 
 // Run runs the daemon until ctx is cancelled (nil) or a part fails for good (its error).
-// Configuration faults are reported at once, before anything is delivered.
-func Run(ctx context.Context, cfg Config) error {
+// Configuration faults are reported at once, before anything is delivered. A stop asked for
+// while it starts (a signal during its first statements) is a clean stop too: nil.
+func Run(ctx context.Context, cfg Config) (err error) {
+	defer func() {
+		if err != nil && ctx.Err() != nil {
+			cfg.Logger.Debug("start-up step ended by the stop", zap.Error(err))
+			err = nil
+		}
+	}()
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}

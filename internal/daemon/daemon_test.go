@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -130,5 +131,46 @@ func TestConcurrentScrapesShareOneQuery(t *testing.T) {
 	assert.Equal(t, 1.0, testutil.ToFloat64(scrapes)-before, "%d concurrent scrapes must cost one statement", scrapers)
 	for b := range bodies {
 		assert.Contains(t, b, `cdc_relay_queue_rows{queue="cust_pending"} 1`)
+	}
+}
+
+// TestStopDuringStartIsClean: a stop (SIGTERM, Ctrl-C) that arrives while the daemon's first
+// statement waits is a clean stop, not an error exit: the statement is held back by a lock on
+// data_sync_config until the stop has been asked for.
+func TestStopDuringStartIsClean(t *testing.T) {
+	t.Parallel()
+	dbURL := pgtest.NewDB(t)
+	ctx := context.Background()
+	blocker, err := pgx.Connect(ctx, dbURL)
+	require.NoError(t, err)
+	defer blocker.Close(ctx)
+	tx, err := blocker.Begin(ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(ctx)
+	_, err = tx.Exec(ctx, `LOCK TABLE data_sync_config IN ACCESS EXCLUSIVE MODE`)
+	require.NoError(t, err)
+
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(runCtx, Config{DatabaseURL: dbURL, Poll: true, AdminAddr: "off", Relay: relay.Config{SweepInterval: time.Hour}})
+	}()
+	// The daemon's settings read now waits for the lock (seen from a third session: inside the
+	// blocker's transaction pg_stat_activity would not change).
+	watcher, err := pgx.Connect(ctx, dbURL)
+	require.NoError(t, err)
+	defer watcher.Close(ctx)
+	require.Eventually(t, func() bool {
+		var n int
+		err := watcher.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%data_sync_config%'`).Scan(&n)
+		return err == nil && n > 0
+	}, time.Minute, 5*time.Millisecond, "the daemon's first statement never waited on the lock")
+	stop()
+	select {
+	case err := <-done:
+		require.NoError(t, err, "a stop during start-up must be a clean stop")
+	case <-time.After(time.Minute):
+		t.Fatal("the daemon did not stop")
 	}
 }
