@@ -950,3 +950,53 @@ func (ca *testCA) issue(t *testing.T, dir, name string, hosts []string, notBefor
 
 // numCPU is reported in the summary notes.
 var numCPU = runtime.NumCPU()
+
+// auditQueues records every insert into, update of and delete from the six queue tables in
+// data_sync_test_audit (with the backend, its application_name and transaction), so that a
+// test can tell where a key's rows went when one never arrives (auditTrail).
+func (e *env) auditQueues() {
+	e.t.Helper()
+	e.exec(`CREATE TABLE data_sync_test_audit (
+		at timestamptz NOT NULL DEFAULT clock_timestamp(), tbl text, op text, id bigint, unique_id text,
+		action text, has_json boolean, pid int NOT NULL DEFAULT pg_backend_pid(),
+		xid xid8 NOT NULL DEFAULT pg_current_xact_id(), app text DEFAULT current_setting('application_name'))`)
+	e.exec(`CREATE FUNCTION data_sync_test_audit() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+		SET search_path = pg_catalog, public, pg_temp AS $$
+	BEGIN
+		IF TG_OP = 'DELETE' THEN
+			INSERT INTO public.data_sync_test_audit (tbl, op, id, unique_id, action, has_json)
+			VALUES (TG_TABLE_NAME, TG_OP, OLD.id, OLD.unique_id, OLD.action, OLD.json_object IS NOT NULL);
+			RETURN OLD;
+		END IF;
+		INSERT INTO public.data_sync_test_audit (tbl, op, id, unique_id, action, has_json)
+		VALUES (TG_TABLE_NAME, TG_OP, NEW.id, NEW.unique_id, NEW.action, NEW.json_object IS NOT NULL);
+		RETURN NEW;
+	END $$`)
+	for _, q := range []string{"cust", "trn"} {
+		for _, stage := range []string{"pending_queue", "progress_queue", "failed"} {
+			e.exec(`CREATE TRIGGER data_sync_test_audit AFTER INSERT OR UPDATE OR DELETE ON data_sync_` + q + `_` + stage +
+				` FOR EACH ROW EXECUTE FUNCTION data_sync_test_audit()`)
+		}
+	}
+}
+
+// auditTrail lists what auditQueues recorded for one key, oldest first.
+func (e *env) auditTrail(key string) string {
+	e.t.Helper()
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, e.dbURL)
+	if err != nil {
+		return "(no audit: " + err.Error() + ")"
+	}
+	defer c.Close(ctx)
+	rows, err := c.Query(ctx, `SELECT format('%s %s %s id=%s action=%s json=%s pid=%s xid=%s app=%s',
+		at, tbl, op, id, action, has_json, pid, xid, app) FROM data_sync_test_audit WHERE unique_id = $1 ORDER BY at`, key)
+	if err != nil {
+		return "(no audit: " + err.Error() + ")"
+	}
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return "(no audit: " + err.Error() + ")"
+	}
+	return strings.Join(lines, "\n")
+}
