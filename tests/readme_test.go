@@ -7,7 +7,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
@@ -182,5 +184,69 @@ func (r *recordingRegisterer) MustRegister(cs ...prometheus.Collector) {
 		if err := r.Register(c); err != nil {
 			panic(err)
 		}
+	}
+}
+
+// TestREADMEResyncTableIsTrue: each row of the README's resync table gives a command and its psql
+// equivalent; both, run on databases set up alike, leave the same request (or, for --status
+// and --cancel, both run).
+func TestREADMEResyncTableIsTrue(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	_, ops := readme(t, "Operations")
+	rowRE := regexp.MustCompile("^\\s*\\| `([^`]+)` \\| `([^`]+)` \\|$")
+	var rows [][2]string
+	for _, l := range ops {
+		if m := rowRE.FindStringSubmatch(l); m != nil {
+			rows = append(rows, [2]string{m[1], m[2]})
+		}
+	}
+	require.GreaterOrEqual(t, len(rows), 10, "the README's resync table was not found")
+	setup := `UPDATE data_sync_config SET value = 'true' WHERE name = 'DataSyncEnabled';
+		INSERT INTO segment (segment_id, segment_name) VALUES (7, 'seven');
+		INSERT INTO customer (customer_id) VALUES (42), (43);
+		INSERT INTO customer_segment (customer_id, segment_id) VALUES (42, 7);
+		INSERT INTO retail_transaction (retail_transaction_id, customer_id) VALUES ('T-1', 42), ('T-2', 43);`
+	const request = `SELECT object, action, select_all, customer_ids::text, transaction_ids::text, segment_id,
+		changed_since, since_date, rate, state FROM data_sync_resync ORDER BY id DESC LIMIT 1`
+	type req struct {
+		object, action          string
+		all                     bool
+		customers, transactions *string
+		segment                 *int64
+		changedSince            *time.Time
+		sinceDate               *time.Time
+		rate                    *int
+		state                   string
+	}
+	read := func(url string) req {
+		c, err := pgx.Connect(ctx, url)
+		require.NoError(t, err)
+		defer c.Close(ctx)
+		var r req
+		require.NoError(t, c.QueryRow(ctx, request).Scan(&r.object, &r.action, &r.all, &r.customers, &r.transactions,
+			&r.segment, &r.changedSince, &r.sinceDate, &r.rate, &r.state))
+		return r
+	}
+	for _, row := range rows {
+		cmd, sql := row[0], strings.Replace(row[1], "…", "INSERT INTO data_sync_resync", 1)
+		t.Run(cmd, func(t *testing.T) {
+			t.Parallel()
+			viaCLI, viaSQL := pgtest.NewDB(t), pgtest.NewDB(t)
+			pgtest.Exec(t, viaCLI, setup)
+			pgtest.Exec(t, viaSQL, setup)
+			if cmd == "--cancel 3" { // a request 3 to cancel, in both
+				for _, u := range []string{viaCLI, viaSQL} {
+					pgtest.Exec(t, u, `INSERT INTO data_sync_resync (id, object, select_all) OVERRIDING SYSTEM VALUE VALUES (3, 'customer', true)`)
+				}
+			}
+			code, out := runCLI(t, append(append([]string{"resync"}, strings.Fields(cmd)...), "--database-url", viaCLI)...)
+			require.Equal(t, 0, code, out)
+			pgtest.Exec(t, viaSQL, sql)
+			if cmd == "--status" {
+				return
+			}
+			require.Equal(t, read(viaCLI), read(viaSQL), "cdc-relay resync %s and %s leave different requests", cmd, sql)
+		})
 	}
 }
