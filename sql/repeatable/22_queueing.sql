@@ -79,9 +79,13 @@ REVOKE ALL ON FUNCTION public.data_sync_rebuild_customer(bigint) FROM PUBLIC;
 -- data_sync_queue_customer queues one customer row (at commit), unless this transaction has
 -- already queued that customer (which includes a DELETE of it) or, in capture mode, the
 -- customer no longer exists. In move mode no existence check is needed: only this transaction
--- could have deleted a customer it touched, and that queued a DELETE row.
+-- could have deleted a customer it touched, and that queued a DELETE row. It is the one place
+-- of this logic: every capture function that queues a single customer calls it. A plain
+-- function, called only from the capture functions (SECURITY DEFINER, with search_path and
+-- enable_seqscan pinned), with their rights and settings; without SET clauses or a change of
+-- user of its own, a call costs about what the statements inlined would.
 CREATE OR REPLACE FUNCTION public.data_sync_queue_customer(cid bigint, act text, mode text) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp SET enable_seqscan = off AS $fn$
+LANGUAGE plpgsql AS $fn$
 DECLARE
     j json;
     built timestamptz;
@@ -117,9 +121,6 @@ CREATE OR REPLACE FUNCTION public.data_sync_customer_changed() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp SET enable_seqscan = off AS $fn$
 DECLARE
     mode text := public.data_sync_capture_mode();
-    cid bigint;
-    j json;
-    built timestamptz;
 BEGIN
     IF mode = 'off' THEN
         RETURN NULL;
@@ -130,29 +131,7 @@ BEGIN
     IF TG_OP = 'DELETE' THEN
         RETURN NULL;
     END IF;
-    -- The common case (one customer), inlined: same logic as data_sync_queue_customer.
-    cid := NEW.customer_id;
-    IF cid IS NULL THEN
-        RETURN NULL;
-    END IF;
-    SELECT q.built_at INTO built FROM public.data_sync_cust_pending_queue q
-    WHERE q.unique_id = cid::text AND q.xmin = pg_current_xact_id()::xid;
-    IF FOUND THEN
-        IF built < statement_timestamp() AND mode = 'capture' THEN
-            PERFORM public.data_sync_rebuild_customer(cid);
-        END IF;
-        RETURN NULL;
-    END IF;
-    IF mode = 'capture' THEN
-        -- Serialised with other transactions' builds of this customer (see above).
-        PERFORM FROM public.customer c WHERE c.customer_id = cid FOR NO KEY UPDATE;
-        j := public.data_sync_customer_json(cid);
-        IF j IS NULL THEN
-            RETURN NULL;
-        END IF;
-    END IF;
-    INSERT INTO public.data_sync_cust_pending_queue (obj_name, unique_id, action, json_object, captured, built_at)
-    VALUES ('Customer', cid::text, 'UPDATE', j, true, CASE WHEN j IS NOT NULL THEN statement_timestamp() END);
+    PERFORM public.data_sync_queue_customer(NEW.customer_id, 'UPDATE', mode);
     RETURN NULL;
 END
 $fn$;
@@ -165,7 +144,6 @@ DECLARE
     mode text := public.data_sync_capture_mode();
     j json;
     cid bigint;
-    built timestamptz;
 BEGIN
     IF mode = 'off' THEN
         RETURN NULL;
@@ -181,30 +159,8 @@ BEGIN
     END IF;
     INSERT INTO public.data_sync_trn_pending_queue (obj_name, unique_id, action, json_object, captured)
     VALUES ('Transaction', NEW.retail_transaction_id, 'CREATE', j, true);
-    -- The customer's UPDATE (activity summaries), inlined rather than a second SECURITY
-    -- DEFINER call: same logic as data_sync_queue_customer.
-    IF cid IS NULL THEN
-        RETURN NULL;
-    END IF;
-    SELECT q.built_at INTO built FROM public.data_sync_cust_pending_queue q
-    WHERE q.unique_id = cid::text AND q.xmin = pg_current_xact_id()::xid;
-    IF FOUND THEN
-        IF built < statement_timestamp() AND mode = 'capture' THEN
-            PERFORM public.data_sync_rebuild_customer(cid);
-        END IF;
-        RETURN NULL;
-    END IF;
-    j := NULL;
-    IF mode = 'capture' THEN
-        -- Serialised with other transactions' builds of this customer (see above).
-        PERFORM FROM public.customer c WHERE c.customer_id = cid FOR NO KEY UPDATE;
-        j := public.data_sync_customer_json(cid);
-        IF j IS NULL THEN
-            RETURN NULL;
-        END IF;
-    END IF;
-    INSERT INTO public.data_sync_cust_pending_queue (obj_name, unique_id, action, json_object, captured, built_at)
-    VALUES ('Customer', cid::text, 'UPDATE', j, true, CASE WHEN j IS NOT NULL THEN statement_timestamp() END);
+    -- The customer's UPDATE (activity summaries).
+    PERFORM public.data_sync_queue_customer(cid, 'UPDATE', mode);
     RETURN NULL;
 END
 $fn$;
@@ -330,32 +286,15 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp 
 DECLARE
     mode text := public.data_sync_capture_mode();
     cid bigint;
-    j json;
-    built timestamptz;
 BEGIN
     DELETE FROM public.data_sync_capture_hook h WHERE h.id = NEW.id;
     IF mode = 'capture' AND cardinality(NEW.customer_ids) <= 64 THEN
         -- Small sets (addCustomerToSegment and the like): the one-customer builder, which is
         -- faster than the set-based one for a few rows, one customer at a time so each
         -- statement keeps its cached plan (an INSERT ... SELECT over the array was planned
-        -- anew on every call). The IDs come sorted (array_agg DISTINCT). The body is
-        -- data_sync_queue_customer's capture path, inlined: calling it would enter a SECURITY
-        -- DEFINER function with its SET clauses once per customer.
+        -- anew on every call). The IDs come sorted (array_agg DISTINCT).
         FOREACH cid IN ARRAY NEW.customer_ids LOOP
-            SELECT q.built_at INTO built FROM public.data_sync_cust_pending_queue q
-            WHERE q.unique_id = cid::text AND q.xmin = pg_current_xact_id()::xid;
-            IF FOUND THEN
-                IF built < statement_timestamp() THEN
-                    PERFORM public.data_sync_rebuild_customer(cid);
-                END IF;
-                CONTINUE;
-            END IF;
-            -- Serialised with other transactions' builds of this customer (see above).
-            PERFORM FROM public.customer c WHERE c.customer_id = cid FOR NO KEY UPDATE;
-            j := public.data_sync_customer_json(cid);
-            CONTINUE WHEN j IS NULL;
-            INSERT INTO public.data_sync_cust_pending_queue (obj_name, unique_id, action, json_object, captured, built_at)
-            VALUES ('Customer', cid::text, NEW.action, j, true, statement_timestamp());
+            PERFORM public.data_sync_queue_customer(cid, NEW.action, mode);
         END LOOP;
     ELSIF mode = 'capture' THEN
         -- EXECUTE plans with the real array, so large sets get hash joins.
