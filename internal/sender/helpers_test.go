@@ -1,6 +1,7 @@
 package sender
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -300,6 +301,24 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fmt.Fprint(w, `{"status":"ok"}`)
+}
+
+// postConcurrently makes n POSTs of the sample payload at once, checks that each was answered
+// 200, and returns their results.
+func postConcurrently(t testing.TB, s *Sender, n int) []Result {
+	t.Helper()
+	results := make([]Result, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			res, err := s.Post(context.Background(), []byte(samplePayload))
+			assert.NoError(t, err)
+			assert.Equal(t, http.StatusOK, res.Status)
+			results[i] = res
+		})
+	}
+	wg.Wait()
+	return results
 }
 
 // waitFor polls cond until it holds; the test's own deadline bounds it.

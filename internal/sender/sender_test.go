@@ -53,15 +53,7 @@ func TestPostReusesOneToken(t *testing.T) {
 		assert.Equal(t, `{"status":"ok"}`, res.Excerpt)
 		assert.Positive(t, res.Duration)
 	}
-	var wg sync.WaitGroup
-	for range 16 {
-		wg.Go(func() {
-			res, err := s.Post(context.Background(), []byte(samplePayload))
-			assert.NoError(t, err)
-			assert.Equal(t, http.StatusOK, res.Status)
-		})
-	}
-	wg.Wait()
+	postConcurrently(t, s, 16)
 	assert.Equal(t, int64(1), te.fetches.Load(), "one token for every POST")
 	assert.Equal(t, int64(36), rc.requests.Load())
 	assert.Equal(t, samplePayload, gotBody.Load())
@@ -74,15 +66,7 @@ func TestConcurrentFirstCallersShareOneFetch(t *testing.T) {
 	srv := startTLS(t, &receiver{}, nil)
 	cfg, _ := testConfig(t, srv.URL, te.tokenURL())
 	s := newSender(t, cfg)
-	var wg sync.WaitGroup
-	for range 32 {
-		wg.Go(func() {
-			res, err := s.Post(context.Background(), []byte(samplePayload))
-			assert.NoError(t, err)
-			assert.Equal(t, http.StatusOK, res.Status)
-		})
-	}
-	wg.Wait()
+	postConcurrently(t, s, 32)
 	assert.Equal(t, int64(1), te.fetches.Load())
 }
 
@@ -215,16 +199,9 @@ func Test401Concurrent32CauseOneRefresh(t *testing.T) {
 	s := newSender(t, cfg)
 	require.NoError(t, s.Token(context.Background()))
 
-	var wg sync.WaitGroup
-	for range 32 {
-		wg.Go(func() {
-			res, err := s.Post(context.Background(), []byte(samplePayload))
-			assert.NoError(t, err)
-			assert.Equal(t, http.StatusOK, res.Status)
-			assert.True(t, res.TokenRefreshed)
-		})
+	for _, res := range postConcurrently(t, s, 32) {
+		assert.True(t, res.TokenRefreshed)
 	}
-	wg.Wait()
 	assert.Equal(t, int64(2), te.fetches.Load(), "the first token, then exactly one refresh")
 	assert.LessOrEqual(t, srv.newConns.Load(), int64(32), "pool sized for 32 in flight")
 }
