@@ -215,7 +215,12 @@ type fakeClock struct {
 	t  time.Time
 }
 
-func newFakeClock() *fakeClock { return &fakeClock{t: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)} }
+// useFakeClock makes s read the time from a new fake clock, and returns the clock.
+func useFakeClock(s *Sender) *fakeClock {
+	c := &fakeClock{t: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
+	s.now = c.Now
+	return c
+}
 
 func (c *fakeClock) Now() time.Time {
 	c.mu.Lock()
@@ -251,6 +256,16 @@ func newSender(t testing.TB, cfg Config) *Sender {
 	require.NoError(t, err)
 	t.Cleanup(s.Close)
 	return s
+}
+
+// newSenderTo starts an HTTPS server running h (with the shared CA's certificate) and returns it
+// with a Sender in the test configuration (testConfig) that posts to it and takes its tokens
+// from te.
+func newSenderTo(t testing.TB, te *tokenEndpoint, h http.Handler) (*Sender, *tlsServer) {
+	t.Helper()
+	srv := startTLS(t, h, nil)
+	cfg, _ := testConfig(t, srv.URL, te.tokenURL())
+	return newSender(t, cfg), srv
 }
 
 func assertNoSecretsInLogs(t testing.TB, logs *observer.ObservedLogs) {
