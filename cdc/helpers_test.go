@@ -9,11 +9,13 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/cdc-relay/cdc-relay/internal/pgcluster"
 	"github.com/cdc-relay/cdc-relay/internal/pgtest"
+	"github.com/cdc-relay/cdc-relay/internal/schema"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -95,12 +97,49 @@ func barrier(t testing.TB, dbURL string, l *Listener) {
 	waitRing(t, l.ConfigChanged(), "ConfigChanged (barrier)")
 }
 
+// requireReturned waits for Run, cancelled, to return nil.
+func requireReturned(t testing.TB, done <-chan error) {
+	t.Helper()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(wait):
+		t.Fatal("Run did not return after cancel")
+	}
+}
+
+// runFailing runs a listener with cfg that must fail at once, not retry: it returns the
+// listener and Run's error, and fails the test if Run was still retrying when the wait ended.
+func runFailing(t testing.TB, cfg Config) (*Listener, error) {
+	t.Helper()
+	l, err := New(cfg)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	err = l.Run(ctx)
+	assert.NoError(t, ctx.Err(), "Run retried instead of failing at once")
+	return l, err
+}
+
 func connect(t testing.TB, u string) *pgx.Conn {
 	t.Helper()
 	conn, err := pgx.Connect(context.Background(), u)
 	require.NoError(t, err)
 	t.Cleanup(func() { conn.Close(context.Background()) })
 	return conn
+}
+
+// begin opens a transaction on a connection of its own and runs stmts in it, leaving it open.
+func begin(t testing.TB, dbURL string, stmts ...string) pgx.Tx {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := connect(t, dbURL).Begin(ctx)
+	require.NoError(t, err)
+	for _, stmt := range stmts {
+		_, err = tx.Exec(ctx, stmt)
+		require.NoError(t, err)
+	}
+	return tx
 }
 
 // withParam returns u with a query parameter added (a runtime parameter for the session).
@@ -135,4 +174,18 @@ func startCluster(t testing.TB, settings map[string]string) *pgcluster.Cluster {
 	require.NoError(t, err)
 	t.Cleanup(func() { c.Stop() })
 	return c
+}
+
+// installedDB creates a database on cl with cdc-relay installed and returns its URL.
+func installedDB(t testing.TB, cl *pgcluster.Cluster) string {
+	t.Helper()
+	ctx := context.Background()
+	db, err := cl.CreateDatabase(ctx, "relay", "")
+	require.NoError(t, err)
+	conn, err := pgx.Connect(ctx, db)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	_, err = schema.Install(ctx, conn, schema.Options{})
+	require.NoError(t, err)
+	return db
 }

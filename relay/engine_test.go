@@ -40,9 +40,8 @@ func TestStoredRetryTimeIsCappedAtStart(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	id := e.queueCust("1", "UPDATE")
-	e.exec(`WITH m AS (DELETE FROM data_sync_cust_pending_queue RETURNING id, obj_name, unique_id, action, json_object, created_at)
-		INSERT INTO data_sync_cust_progress_queue (id, obj_name, unique_id, action, json_object, created_at, attempts, next_attempt_at)
-		SELECT *, 1, now() + interval '1 day' FROM m`)
+	e.leaveInProgress()
+	e.exec(`UPDATE data_sync_cust_progress_queue SET attempts = 1, next_attempt_at = now() + interval '1 day'`)
 	e.start(relay.Config{BackoffMin: 10 * time.Millisecond, BackoffMax: 200 * time.Millisecond})
 	got := e.waitDelivered(1)
 	require.Equal(t, strconv.FormatInt(id, 10), got[0].msg.UniqueID)
@@ -81,12 +80,7 @@ func TestRowsBehindADeadLetterHeldInMemoryAreNeverSent(t *testing.T) {
 		later = append(later, e.queueCust("13", "UPDATE"))
 	}
 	other := e.queueCust("14", "UPDATE")
-	e.poster.setAnswer(func(msgs []mapping.Message, n int) (relay.Response, error) {
-		if msgs[0].UniqueID == strconv.FormatInt(poison, 10) {
-			return relay.Response{Status: 400}, nil
-		}
-		return relay.Response{Status: 200}, nil
-	})
+	e.poster.refuse(poison, 400)
 	e.start(relay.Config{PermanentAttempts: 1})
 	got := e.waitDelivered(1)
 	require.Len(t, got, 1)
@@ -107,8 +101,7 @@ func TestProgressRowsBehindADeadLetterAreHeldAtStart(t *testing.T) {
 	e.exec(`WITH m AS (DELETE FROM data_sync_cust_pending_queue WHERE id = $1 RETURNING id, obj_name, unique_id, action, json_object, created_at)
 		INSERT INTO data_sync_cust_failed (id, obj_name, unique_id, action, json_object, created_at, reason)
 		SELECT *, 'failed' FROM m`, dead)
-	e.exec(`WITH m AS (DELETE FROM data_sync_cust_pending_queue WHERE id = $1 RETURNING id, obj_name, unique_id, action, json_object, created_at)
-		INSERT INTO data_sync_cust_progress_queue (id, obj_name, unique_id, action, json_object, created_at) SELECT * FROM m`, left)
+	e.leaveInProgress(left)
 	e.start(relay.Config{})
 	got := e.waitDelivered(1)
 	require.Len(t, got, 1)
@@ -175,12 +168,7 @@ func TestRecordRefusedWhileOthersAreDeliveredIsARecordFailure(t *testing.T) {
 	for i := range 30 {
 		e.queueCust(strconv.Itoa(100+i), "UPDATE")
 	}
-	e.poster.setAnswer(func(msgs []mapping.Message, n int) (relay.Response, error) {
-		if msgs[0].UniqueID == strconv.FormatInt(refused, 10) {
-			return relay.Response{Status: 404}, nil
-		}
-		return relay.Response{Status: 200}, nil
-	})
+	e.poster.refuse(refused, 404)
 	r := e.start(relay.Config{PermanentAttempts: 3, Concurrency: 4})
 	e.waitDelivered(30)
 	require.Equal(t, 1, e.count(`SELECT count(*) FROM data_sync_cust_failed WHERE id = $1 AND reason = 'failed' AND attempts = 3 AND last_status = 404`, refused))

@@ -107,6 +107,17 @@ func (p *poster) setAnswer(f func(msgs []mapping.Message, n int) (relay.Response
 	p.mu.Unlock()
 }
 
+// refuse answers status to every request whose first message is row id, 200 to the others.
+func (p *poster) refuse(id int64, status int) {
+	uniqueID := strconv.FormatInt(id, 10)
+	p.setAnswer(func(msgs []mapping.Message, n int) (relay.Response, error) {
+		if msgs[0].UniqueID == uniqueID {
+			return relay.Response{Status: status}, nil
+		}
+		return relay.Response{Status: 200}, nil
+	})
+}
+
 func (p *poster) delivered() []delivery {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -178,6 +189,15 @@ func (e *env) queueTrn(trn string) int64 {
 		`INSERT INTO data_sync_trn_pending_queue (unique_id, action, json_object) VALUES ($1, 'CREATE', $2) RETURNING id`,
 		trn, trnJSON(e.t, trn)).Scan(&id))
 	return id
+}
+
+// leaveInProgress moves customer rows from pending to progress, as an earlier run that stopped
+// after moving them leaves them: the rows with the given ids, or every row when none is given.
+func (e *env) leaveInProgress(ids ...int64) {
+	e.t.Helper()
+	e.exec(`WITH m AS (DELETE FROM data_sync_cust_pending_queue WHERE $1::bigint[] IS NULL OR id = ANY($1)
+			RETURNING id, obj_name, unique_id, action, json_object, created_at)
+		INSERT INTO data_sync_cust_progress_queue (id, obj_name, unique_id, action, json_object, created_at) SELECT * FROM m`, ids)
 }
 
 // start runs a relay with cfg (fast backoff by default) until the test ends.

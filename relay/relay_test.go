@@ -77,8 +77,7 @@ func TestProgressIsDeliveredBeforePending(t *testing.T) {
 	// Rows left in progress by an earlier run (a crash), and newer rows in pending.
 	p1 := e.queueCust("1", "UPDATE")
 	p2 := e.queueCust("2", "UPDATE")
-	e.exec(`WITH m AS (DELETE FROM data_sync_cust_pending_queue RETURNING id, obj_name, unique_id, action, json_object, created_at)
-		INSERT INTO data_sync_cust_progress_queue (id, obj_name, unique_id, action, json_object, created_at) SELECT * FROM m`)
+	e.leaveInProgress()
 	n1 := e.queueCust("3", "UPDATE")
 	n2 := e.queueCust("1", "UPDATE")
 	e.start(relay.Config{Concurrency: 1})
@@ -172,12 +171,7 @@ func TestSkipDeadLettersLetsLaterRecordsPass(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	poison := e.queueCust("13", "UPDATE")
-	e.poster.setAnswer(func(msgs []mapping.Message, n int) (relay.Response, error) {
-		if msgs[0].UniqueID == strconv.FormatInt(poison, 10) {
-			return relay.Response{Status: 400}, nil
-		}
-		return relay.Response{Status: 200}, nil
-	})
+	e.poster.refuse(poison, 400)
 	later := e.queueCust("13", "UPDATE")
 	e.start(relay.Config{PermanentAttempts: 1, SkipDeadLetters: true})
 	got := e.waitDelivered(1)

@@ -43,9 +43,9 @@ func TestDoorbellWaitsForTheRingingCommitToBecomeVisible(t *testing.T) {
 	require.NoError(t, err)
 
 	s := newStackOn(t, url, receiver.Config{})
-	s.run(s.config())
-	s.exec("UPDATE customer SET first_name = 'Bea' WHERE customer_id = 7")
-	s.waitReceived(1) // the relay is up and delivering
+	s.Run(s.Config())
+	s.Exec("UPDATE customer SET first_name = 'Bea' WHERE customer_id = 7")
+	s.WaitReceived(1) // the relay is up and delivering
 
 	// The writer's commit is flushed (the doorbell rings) but stays invisible while it waits.
 	w, err := pgx.Connect(ctx, url)
@@ -66,10 +66,10 @@ func TestDoorbellWaitsForTheRingingCommitToBecomeVisible(t *testing.T) {
 	// Past the last of the fixed re-checks an earlier relay made after a ring (20 ms, 200 ms,
 	// 1 s): a barrier, not a timed assertion.
 	time.Sleep(1500 * time.Millisecond)
-	before := len(s.received())
+	before := len(s.Received())
 	_, err = admin.Exec(ctx, "SELECT pg_cancel_backend($1)", pid) // the commit stands; it becomes visible
 	require.NoError(t, err)
 	require.NoError(t, <-done)
-	got := s.waitReceived(before + 1)
+	got := s.WaitReceived(before + 1)
 	require.Contains(t, got[len(got)-1].Message.Payload, "Cyd", "the last message carries the commit that waited")
 }

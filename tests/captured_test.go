@@ -14,18 +14,18 @@ import (
 func TestCapturedMarksOnlyTriggerRows(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, receiver.Config{})
-	s.exec(`INSERT INTO customer (customer_id) VALUES (5)`)
-	s.exec(`BEGIN; INSERT INTO retail_transaction (retail_transaction_id, customer_id) VALUES ('T5', 5); COMMIT`)
-	s.exec(`INSERT INTO segment (segment_id) VALUES (900); INSERT INTO customer_segment (customer_id, segment_id) VALUES (5, 900)`)
-	require.Equal(t, 3, s.count(`SELECT count(*) FROM data_sync_cust_pending_queue WHERE unique_id = '5' AND captured`))
-	s.exec(`DELETE FROM customer WHERE customer_id = 5`)
-	s.exec(`INSERT INTO data_sync_cust_pending_queue (unique_id, action, json_object) VALUES ('6', 'UPDATE', '{}')`)
-	s.exec(`INSERT INTO data_sync_trn_pending_queue (unique_id, action, json_object) VALUES ('T6', 'CREATE', '{}')`)
-	require.Equal(t, 0, s.count(`SELECT count(*) FROM data_sync_cust_pending_queue WHERE unique_id = '5' AND NOT captured`))
-	require.Equal(t, 1, s.count(`SELECT count(*) FROM data_sync_trn_pending_queue WHERE unique_id = 'T5' AND captured`))
-	require.Equal(t, 1, s.count(`SELECT count(*) FROM data_sync_cust_pending_queue WHERE unique_id = '6' AND NOT captured`))
-	require.Equal(t, 1, s.count(`SELECT count(*) FROM data_sync_trn_pending_queue WHERE unique_id = 'T6' AND NOT captured`))
-	require.Positive(t, s.count(`SELECT count(*) FROM data_sync_cust_pending_queue WHERE unique_id = '5'`))
+	s.Exec(`INSERT INTO customer (customer_id) VALUES (5)`)
+	s.Exec(`BEGIN; INSERT INTO retail_transaction (retail_transaction_id, customer_id) VALUES ('T5', 5); COMMIT`)
+	s.Exec(`INSERT INTO segment (segment_id) VALUES (900); INSERT INTO customer_segment (customer_id, segment_id) VALUES (5, 900)`)
+	require.Equal(t, 3, s.Count(`SELECT count(*) FROM data_sync_cust_pending_queue WHERE unique_id = '5' AND captured`))
+	s.Exec(`DELETE FROM customer WHERE customer_id = 5`)
+	s.Exec(`INSERT INTO data_sync_cust_pending_queue (unique_id, action, json_object) VALUES ('6', 'UPDATE', '{}')`)
+	s.Exec(`INSERT INTO data_sync_trn_pending_queue (unique_id, action, json_object) VALUES ('T6', 'CREATE', '{}')`)
+	require.Equal(t, 0, s.Count(`SELECT count(*) FROM data_sync_cust_pending_queue WHERE unique_id = '5' AND NOT captured`))
+	require.Equal(t, 1, s.Count(`SELECT count(*) FROM data_sync_trn_pending_queue WHERE unique_id = 'T5' AND captured`))
+	require.Equal(t, 1, s.Count(`SELECT count(*) FROM data_sync_cust_pending_queue WHERE unique_id = '6' AND NOT captured`))
+	require.Equal(t, 1, s.Count(`SELECT count(*) FROM data_sync_trn_pending_queue WHERE unique_id = 'T6' AND NOT captured`))
+	require.Positive(t, s.Count(`SELECT count(*) FROM data_sync_cust_pending_queue WHERE unique_id = '5'`))
 }
 
 // Disabling Data Sync disables the capture triggers themselves, so capture costs nothing while
@@ -35,7 +35,7 @@ func TestDisablingDataSyncDisablesTheCaptureTriggers(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, receiver.Config{})
 	states := func() map[string]int {
-		rows, err := s.db.Query(context.Background(), `SELECT tgenabled::text, count(*) FROM pg_trigger
+		rows, err := s.DB.Query(context.Background(), `SELECT tgenabled::text, count(*) FROM pg_trigger
 			WHERE tgname LIKE 'data_sync_%' AND NOT tgisinternal AND tgname <> 'data_sync_customer_delete'
 			  AND tgrelid::regclass::text NOT LIKE 'data\_sync\_%' GROUP BY 1`) // the CE tables' capture triggers, not Data Sync's own tables'
 		require.NoError(t, err)
@@ -52,23 +52,23 @@ func TestDisablingDataSyncDisablesTheCaptureTriggers(t *testing.T) {
 	on := states()
 	require.Zero(t, on["D"])
 	require.Positive(t, on["O"])
-	s.set("DataSyncEnabled", "false")
+	s.Set("DataSyncEnabled", "false")
 	off := states()
 	require.Zero(t, off["O"])
 	require.Equal(t, on["O"], off["D"])
-	require.Equal(t, 1, s.count(`SELECT count(*) FROM pg_trigger WHERE tgname = 'data_sync_customer_delete' AND tgenabled = 'O'`))
-	s.exec(`INSERT INTO customer (customer_id) VALUES (1)`)
-	require.Zero(t, s.count(`SELECT count(*) FROM data_sync_cust_pending_queue`))
+	require.Equal(t, 1, s.Count(`SELECT count(*) FROM pg_trigger WHERE tgname = 'data_sync_customer_delete' AND tgenabled = 'O'`))
+	s.Exec(`INSERT INTO customer (customer_id) VALUES (1)`)
+	require.Zero(t, s.Count(`SELECT count(*) FROM data_sync_cust_pending_queue`))
 
 	// An application transaction holding the table: enabling fails clearly, nothing changes.
-	tx, err := s.db.Begin(context.Background())
+	tx, err := s.DB.Begin(context.Background())
 	require.NoError(t, err)
 	defer tx.Rollback(context.Background())
 	_, err = tx.Exec(context.Background(), `UPDATE customer SET first_name = 'busy' WHERE customer_id = 1`)
 	require.NoError(t, err)
-	_, err = s.db.Exec(context.Background(), `UPDATE data_sync_config SET value = 'true' WHERE name = 'DataSyncEnabled'`)
+	_, err = s.DB.Exec(context.Background(), `UPDATE data_sync_config SET value = 'true' WHERE name = 'DataSyncEnabled'`)
 	require.ErrorContains(t, err, "lock timeout")
 	require.NoError(t, tx.Rollback(context.Background()))
-	s.set("DataSyncEnabled", "true")
+	s.Set("DataSyncEnabled", "true")
 	require.Equal(t, on, states())
 }

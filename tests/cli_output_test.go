@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"encoding/pem"
@@ -18,7 +17,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/cdc-relay/cdc-relay/internal/cli"
 	"github.com/cdc-relay/cdc-relay/internal/credentials"
 	"github.com/cdc-relay/cdc-relay/internal/pgtest"
 )
@@ -72,12 +70,10 @@ func TestSendSamplePrintsTheAnswerSafely(t *testing.T) {
 	pgtest.Exec(t, url, `UPDATE data_sync_config SET value = $1 WHERE name = 'DataSyncApiUrl'`, srv.URL+"/datasync")
 	pgtest.Exec(t, url, `UPDATE data_sync_config SET value = $1 WHERE name = 'DataSyncTokenUrl'`, srv.URL+"/token")
 
-	var out bytes.Buffer
-	code := cli.Main([]string{"send-sample", "--database-url", url, "--ca-file", caFile, "--credentials", credFile},
-		cli.Env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &out, Getenv: func(string) string { return "" }})
-	require.Equal(t, 1, code, out.String())
-	require.Contains(t, out.String(), "HTTP 502")
-	assertSafeOutput(t, out.String())
+	code, out := runCLI(t, "send-sample", "--database-url", url, "--ca-file", caFile, "--credentials", credFile)
+	require.Equal(t, 1, code, out)
+	require.Contains(t, out, "HTTP 502")
+	assertSafeOutput(t, out)
 }
 
 // TestStatusPinsItsSearchPath: the commands' sessions read the installed tables even when the

@@ -21,11 +21,11 @@ func relayLogin(t *testing.T, s *stack) string {
 	if len(role) > 60 {
 		role = role[:60]
 	}
-	s.exec(`CREATE ROLE ` + pgx.Identifier{role}.Sanitize() + ` LOGIN REPLICATION IN ROLE cdc_relay`)
+	s.Exec(`CREATE ROLE ` + pgx.Identifier{role}.Sanitize() + ` LOGIN REPLICATION IN ROLE cdc_relay`)
 	t.Cleanup(func() {
-		s.db.Exec(context.Background(), `DROP ROLE IF EXISTS `+pgx.Identifier{role}.Sanitize())
+		s.DB.Exec(context.Background(), `DROP ROLE IF EXISTS `+pgx.Identifier{role}.Sanitize())
 	})
-	u, err := url.Parse(s.url)
+	u, err := url.Parse(s.URL)
 	require.NoError(t, err)
 	u.User = url.User(role)
 	return u.String()
@@ -34,14 +34,14 @@ func relayLogin(t *testing.T, s *stack) string {
 func TestRelayRunsAsTheLeastPrivilegedRole(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, receiver.Config{})
-	s.set("DataSyncSnapshotMode", "move") // the relay builds the JSON: through the definer functions only
+	s.Set("DataSyncSnapshotMode", "move") // the relay builds the JSON: through the definer functions only
 	login := relayLogin(t, s)
-	cfg := s.config()
+	cfg := s.Config()
 	cfg.DatabaseURL = login
-	s.run(cfg)
-	s.exec(`INSERT INTO customer (customer_id, first_name) VALUES (31, 'Grace')`)
-	s.exec(`INSERT INTO retail_transaction (retail_transaction_id, customer_id) VALUES ('T-31', 31)`)
-	got := s.waitReceived(3)
+	s.Run(cfg)
+	s.Exec(`INSERT INTO customer (customer_id, first_name) VALUES (31, 'Grace')`)
+	s.Exec(`INSERT INTO retail_transaction (retail_transaction_id, customer_id) VALUES ('T-31', 31)`)
+	got := s.WaitReceived(3)
 	byAction := map[string]mapping.Message{}
 	for _, r := range got {
 		byAction[r.Message.Action] = r.Message
@@ -54,11 +54,11 @@ func TestRelayRunsAsTheLeastPrivilegedRole(t *testing.T) {
 
 	// A bulk statement is one set row; the relay role expands it through the definer function,
 	// woken by the doorbell (the sweep is an hour away).
-	s.exec(`INSERT INTO customer (customer_id) SELECT g FROM generate_series(100, 199) g`)
-	s.waitReceived(3 + 100)
-	s.exec(`INSERT INTO segment (segment_id, segment_name) VALUES (5, 'Spring')`)
-	s.exec(`INSERT INTO customer_segment (customer_id, segment_id) SELECT g, 5 FROM generate_series(100, 199) g`)
-	got = s.waitReceived(3 + 200)
+	s.Exec(`INSERT INTO customer (customer_id) SELECT g FROM generate_series(100, 199) g`)
+	s.WaitReceived(3 + 100)
+	s.Exec(`INSERT INTO segment (segment_id, segment_name) VALUES (5, 'Spring')`)
+	s.Exec(`INSERT INTO customer_segment (customer_id, segment_id) SELECT g, 5 FROM generate_series(100, 199) g`)
+	got = s.WaitReceived(3 + 200)
 	inSegment := map[string]bool{}
 	for _, r := range got[103:] {
 		require.Equal(t, "CUSTOMERMOD", r.Message.Action)

@@ -13,7 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
-	"github.com/cdc-relay/cdc-relay/internal/cli"
 	"github.com/cdc-relay/cdc-relay/internal/metrics"
 	"github.com/cdc-relay/cdc-relay/internal/pgtest"
 	"github.com/cdc-relay/cdc-relay/relay"
@@ -96,12 +95,10 @@ func TestSettingsAreDefinedOnce(t *testing.T) {
 // flags run accepts.
 func TestREADMEListsEveryRunFlag(t *testing.T) {
 	t.Parallel()
-	var out strings.Builder
-	code := cli.Main([]string{"run", "-h"}, cli.Env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &out,
-		Getenv: func(string) string { return "" }})
-	require.Equal(t, 0, code, out.String())
+	code, out := runCLI(t, "run", "-h")
+	require.Equal(t, 0, code, out)
 	var flags []string
-	for _, m := range regexp.MustCompile(`(?m)^  -([a-z][a-z0-9-]*)`).FindAllStringSubmatch(out.String(), -1) {
+	for _, m := range regexp.MustCompile(`(?m)^  -([a-z][a-z0-9-]*)`).FindAllStringSubmatch(out, -1) {
 		flags = append(flags, m[1])
 	}
 	require.NotEmpty(t, flags)

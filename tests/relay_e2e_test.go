@@ -9,21 +9,14 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/cdc-relay/cdc-relay/cdc"
-	"github.com/cdc-relay/cdc-relay/internal/cli"
-	"github.com/cdc-relay/cdc-relay/internal/credentials"
 	"github.com/cdc-relay/cdc-relay/internal/daemon"
-	"github.com/cdc-relay/cdc-relay/internal/logbuf"
+	"github.com/cdc-relay/cdc-relay/internal/e2etest"
 	"github.com/cdc-relay/cdc-relay/internal/pgtest"
 	"github.com/cdc-relay/cdc-relay/internal/receiver"
 	"github.com/cdc-relay/cdc-relay/mapping"
@@ -32,19 +25,7 @@ import (
 
 // stack is a database with Data Sync enabled, the reference receiver (real HTTPS, real OAuth2
 // token endpoint) and saved credentials: everything `cdc-relay run` needs.
-type stack struct {
-	t        *testing.T
-	url      string
-	db       *pgxpool.Pool
-	recv     *receiver.Server
-	caFile   string
-	credFile string
-	secret   string
-	logs     *logbuf.Buffer
-
-	mu  sync.Mutex
-	got []receiver.Received
-}
+type stack = e2etest.Stack
 
 func newStack(t *testing.T, rcfg receiver.Config) *stack {
 	t.Helper()
@@ -54,120 +35,24 @@ func newStack(t *testing.T, rcfg receiver.Config) *stack {
 // newStackOn is newStack on a database of the test's own (an installed cdc-relay).
 func newStackOn(t *testing.T, url string, rcfg receiver.Config) *stack {
 	t.Helper()
-	s := &stack{t: t, url: url, secret: "s3cr3t-" + strings.ReplaceAll(t.Name(), "/", "-"), logs: &logbuf.Buffer{}}
-	s.db = pgtest.Pool(t, s.url)
-	rcfg.ClientID, rcfg.ClientSecret, rcfg.Strict = "relay-client", s.secret, true
-	rcfg.OnMessage = func(r receiver.Received) {
-		if r.Sample {
-			return
-		}
-		s.mu.Lock()
-		s.got = append(s.got, r)
-		s.mu.Unlock()
-	}
-	recv, err := receiver.New(rcfg)
-	require.NoError(t, err)
-	require.NoError(t, recv.Start())
-	t.Cleanup(func() { recv.Close() })
-	s.recv = recv
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("relay log:\n%s", s.logs.String())
-		}
-	})
-	dir := t.TempDir()
-	s.caFile, s.credFile = filepath.Join(dir, "ca.pem"), filepath.Join(dir, "credentials.json")
-	require.NoError(t, recv.WriteCAFile(s.caFile))
-	require.NoError(t, credentials.Save(s.credFile, "ce_credentials", "datasync", credentials.Credential{ClientID: "relay-client", ClientSecret: s.secret}))
-	s.set("DataSyncApiUrl", recv.APIURL())
-	s.set("DataSyncTokenUrl", recv.TokenURL())
-	s.set("DataSyncEnabled", "true")
-	return s
-}
-
-func (s *stack) set(name, value string) {
-	s.t.Helper()
-	_, err := s.db.Exec(context.Background(), `UPDATE data_sync_config SET value = $2 WHERE name = $1`, name, value)
-	require.NoError(s.t, err)
-}
-
-func (s *stack) exec(sql string, args ...any) {
-	s.t.Helper()
-	_, err := s.db.Exec(context.Background(), sql, args...)
-	require.NoError(s.t, err, sql)
-}
-
-func (s *stack) count(sql string, args ...any) int {
-	s.t.Helper()
-	var n int
-	require.NoError(s.t, s.db.QueryRow(context.Background(), sql, args...).Scan(&n), sql)
-	return n
-}
-
-func (s *stack) received() []receiver.Received {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]receiver.Received(nil), s.got...)
-}
-
-// config is the daemon configuration a user would pass: sweep set to an hour so only the
-// replication doorbell can deliver promptly.
-func (s *stack) config() daemon.Config {
-	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
-	return daemon.Config{
-		DatabaseURL: s.url, CAFile: s.caFile, CredentialsPath: s.credFile, AdminAddr: "127.0.0.1:0",
-		Relay:  relay.Config{SweepInterval: time.Hour, BackoffMin: 10 * time.Millisecond, BackoffMax: 100 * time.Millisecond},
-		Logger: zap.New(zapcore.NewCore(enc, s.logs, zap.DebugLevel)),
-	}
-}
-
-// run starts the daemon and returns a stop function that checks it stopped cleanly.
-func (s *stack) run(cfg daemon.Config) (stop func()) {
-	s.t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- daemon.Run(ctx, cfg) }()
-	stopped := false
-	stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			require.NoError(s.t, err)
-		case <-time.After(30 * time.Second):
-			s.t.Fatal("daemon did not stop")
-		}
-	}
-	s.t.Cleanup(stop)
-	return stop
-}
-
-func (s *stack) waitReceived(n int) []receiver.Received {
-	s.t.Helper()
-	if !assert.Eventually(s.t, func() bool { return len(s.received()) >= n }, 60*time.Second, 2*time.Millisecond) {
-		s.t.Fatalf("received %d of %d messages", len(s.received()), n) // counted now, not when the wait began
-	}
-	return s.received()
+	return e2etest.New(t, url, rcfg, "s3cr3t-"+strings.ReplaceAll(t.Name(), "/", "-"))
 }
 
 func TestEndToEndEveryMessageTypeWithoutTheSweep(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, receiver.Config{})
-	s.run(s.config())
+	s.Run(s.Config())
 	// CE activity through the triggers, after the relay is up: only the doorbell can wake it.
 	// Each step waits for its delivery, since a delete purges the customer's undelivered rows.
-	s.exec(`INSERT INTO customer (customer_id, first_name) VALUES (4242, 'Ada')`)
-	s.waitReceived(1)
-	s.exec(`UPDATE customer SET last_name = 'Lovelace' WHERE customer_id = 4242`)
-	s.waitReceived(2)
-	s.exec(`BEGIN; INSERT INTO retail_transaction (retail_transaction_id, customer_id) VALUES ('T-4242', 4242);
+	s.Exec(`INSERT INTO customer (customer_id, first_name) VALUES (4242, 'Ada')`)
+	s.WaitReceived(1)
+	s.Exec(`UPDATE customer SET last_name = 'Lovelace' WHERE customer_id = 4242`)
+	s.WaitReceived(2)
+	s.Exec(`BEGIN; INSERT INTO retail_transaction (retail_transaction_id, customer_id) VALUES ('T-4242', 4242);
 		INSERT INTO line_item (retail_transaction_id, line_item_sequence, cust_id) VALUES ('T-4242', 1, 4242); COMMIT`)
-	s.waitReceived(4) // the transaction and its customer's update
-	s.exec(`DELETE FROM customer WHERE customer_id = 4242`)
-	got := s.waitReceived(5)
+	s.WaitReceived(4) // the transaction and its customer's update
+	s.Exec(`DELETE FROM customer WHERE customer_id = 4242`)
+	got := s.WaitReceived(5)
 	seen := map[string]mapping.Message{}
 	var custOrder []string
 	for _, r := range got {
@@ -188,68 +73,68 @@ func TestEndToEndEveryMessageTypeWithoutTheSweep(t *testing.T) {
 	tr, err := mapping.DecodeTransaction([]byte(seen["POSTRNCRE"].Payload))
 	require.NoError(t, err)
 	require.Equal(t, "T-4242", tr.RetailTransactionID)
-	require.Zero(t, s.recv.Stats().Duplicates)
+	require.Zero(t, s.Recv.Stats().Duplicates)
 }
 
 func TestEndToEndFailingReceiverThenRecovery(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, receiver.Config{})
-	s.recv.SetFaults(receiver.Faults{Down: true})
-	s.run(s.config())
-	s.exec(`INSERT INTO customer (customer_id, first_name) VALUES (1, 'A')`)
+	s.Recv.SetFaults(receiver.Faults{Down: true})
+	s.Run(s.Config())
+	s.Exec(`INSERT INTO customer (customer_id, first_name) VALUES (1, 'A')`)
 	require.Eventually(t, func() bool {
-		return s.count(`SELECT count(*) FROM data_sync_cust_progress_queue WHERE attempts >= 2 AND last_status = 503 AND last_error = 'HTTP 503'`) == 1
+		return s.Count(`SELECT count(*) FROM data_sync_cust_progress_queue WHERE attempts >= 2 AND last_status = 503 AND last_error = 'HTTP 503'`) == 1
 	}, 30*time.Second, 5*time.Millisecond)
-	s.recv.SetFaults(receiver.Faults{})
-	got := s.waitReceived(1)
+	s.Recv.SetFaults(receiver.Faults{})
+	got := s.WaitReceived(1)
 	require.Equal(t, "CUSTOMERCRE", got[0].Message.Action)
-	require.Eventually(t, func() bool { return s.count(`SELECT count(*) FROM data_sync_cust_progress_queue`) == 0 }, 10*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return s.Count(`SELECT count(*) FROM data_sync_cust_progress_queue`) == 0 }, 10*time.Second, 5*time.Millisecond)
 }
 
 func TestEndToEnd401RefreshesTheTokenOnce(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, receiver.Config{})
-	s.run(s.config())
-	s.exec(`INSERT INTO customer (customer_id) VALUES (1)`)
-	s.waitReceived(1)
-	require.Equal(t, 1, s.recv.Stats().TokensIssued)
-	s.recv.RevokeTokens()
-	s.exec(`INSERT INTO customer (customer_id) VALUES (2)`)
-	s.waitReceived(2)
-	require.Equal(t, 2, s.recv.Stats().TokensIssued, "a 401 fetches exactly one new token")
-	require.Zero(t, s.count(`SELECT count(*) FROM data_sync_cust_progress_queue WHERE attempts > 0`), "a 401 is not a failure")
+	s.Run(s.Config())
+	s.Exec(`INSERT INTO customer (customer_id) VALUES (1)`)
+	s.WaitReceived(1)
+	require.Equal(t, 1, s.Recv.Stats().TokensIssued)
+	s.Recv.RevokeTokens()
+	s.Exec(`INSERT INTO customer (customer_id) VALUES (2)`)
+	s.WaitReceived(2)
+	require.Equal(t, 2, s.Recv.Stats().TokensIssued, "a 401 fetches exactly one new token")
+	require.Zero(t, s.Count(`SELECT count(*) FROM data_sync_cust_progress_queue WHERE attempts > 0`), "a 401 is not a failure")
 }
 
 func TestEndToEndExpiredTokenIsRefreshed(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, receiver.Config{TokenTTL: time.Second})
-	s.run(s.config())
+	s.Run(s.Config())
 	// Keep delivering changes until the 1 s token has been replaced by a fetched one.
 	deadline := time.Now().Add(30 * time.Second)
-	for i := 1; s.recv.Stats().TokensIssued < 2; i++ {
-		require.True(t, time.Now().Before(deadline), "token never refreshed: %+v", s.recv.Stats())
-		s.exec(`INSERT INTO customer (customer_id) VALUES ($1)`, i)
-		s.waitReceived(i)
+	for i := 1; s.Recv.Stats().TokensIssued < 2; i++ {
+		require.True(t, time.Now().Before(deadline), "token never refreshed: %+v", s.Recv.Stats())
+		s.Exec(`INSERT INTO customer (customer_id) VALUES ($1)`, i)
+		s.WaitReceived(i)
 	}
-	require.Zero(t, s.recv.Stats().Rejected["auth"], "the token is renewed before it expires, not after a 401")
+	require.Zero(t, s.Recv.Stats().Rejected["auth"], "the token is renewed before it expires, not after a 401")
 }
 
 func TestEndToEndLegacyTLSReceiverIsRefused(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, receiver.Config{MinTLSVersion: tls.VersionTLS10, MaxTLSVersion: tls.VersionTLS11})
-	s.run(s.config())
-	s.exec(`INSERT INTO customer (customer_id) VALUES (1)`)
+	s.Run(s.Config())
+	s.Exec(`INSERT INTO customer (customer_id) VALUES (1)`)
 	require.Eventually(t, func() bool {
-		return s.count(`SELECT count(*) FROM data_sync_cust_progress_queue WHERE attempts >= 1 AND last_error ILIKE '%TLS%'`) == 1
+		return s.Count(`SELECT count(*) FROM data_sync_cust_progress_queue WHERE attempts >= 1 AND last_error ILIKE '%TLS%'`) == 1
 	}, 30*time.Second, 5*time.Millisecond)
-	require.Empty(t, s.received())
+	require.Empty(t, s.Received())
 }
 
 func TestEndToEndPlainHTTPIsRefusedAtStart(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, receiver.Config{})
-	s.set("DataSyncApiUrl", "http://127.0.0.1:9/datasync")
-	err := daemon.Run(context.Background(), s.config())
+	s.Set("DataSyncApiUrl", "http://127.0.0.1:9/datasync")
+	err := daemon.Run(context.Background(), s.Config())
 	require.ErrorIs(t, err, relay.ErrSettings)
 	require.ErrorContains(t, err, "--allow-insecure-http")
 }
@@ -257,47 +142,47 @@ func TestEndToEndPlainHTTPIsRefusedAtStart(t *testing.T) {
 func TestEndToEndConfigChangesAreLive(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, receiver.Config{})
-	s.run(s.config())
-	s.exec(`INSERT INTO customer (customer_id) VALUES (1)`)
-	s.waitReceived(1)
-	require.Eventually(t, func() bool { return s.count(`SELECT count(*) FROM data_sync_cust_progress_queue`) == 0 }, 10*time.Second, 2*time.Millisecond)
+	s.Run(s.Config())
+	s.Exec(`INSERT INTO customer (customer_id) VALUES (1)`)
+	s.WaitReceived(1)
+	require.Eventually(t, func() bool { return s.Count(`SELECT count(*) FROM data_sync_cust_progress_queue`) == 0 }, 10*time.Second, 2*time.Millisecond)
 	// Disable: changes stay queued.
-	s.set("DataSyncEnabled", "No")
-	require.Eventually(t, func() bool { return strings.Contains(s.logs.String(), "Data Sync is disabled") }, 10*time.Second, 2*time.Millisecond)
-	s.exec(`INSERT INTO data_sync_cust_pending_queue (unique_id, action) VALUES ('1', 'DELETE')`)
+	s.Set("DataSyncEnabled", "No")
+	require.Eventually(t, func() bool { return strings.Contains(s.Logs.String(), "Data Sync is disabled") }, 10*time.Second, 2*time.Millisecond)
+	s.Exec(`INSERT INTO data_sync_cust_pending_queue (unique_id, action) VALUES ('1', 'DELETE')`)
 	// Point at a second receiver, then enable: the change goes there.
-	second, err := receiver.New(receiver.Config{ClientID: "relay-client", ClientSecret: s.secret})
+	second, err := receiver.New(receiver.Config{ClientID: e2etest.ClientID, ClientSecret: s.Secret})
 	require.NoError(t, err)
 	require.NoError(t, second.Start())
 	defer second.Close()
 	ca2 := filepath.Join(t.TempDir(), "ca2.pem")
 	require.NoError(t, second.WriteCAFile(ca2))
-	require.Equal(t, 1, s.count(`SELECT count(*) FROM data_sync_cust_pending_queue`)+s.count(`SELECT count(*) FROM data_sync_cust_progress_queue`))
+	require.Equal(t, 1, s.Count(`SELECT count(*) FROM data_sync_cust_pending_queue`)+s.Count(`SELECT count(*) FROM data_sync_cust_progress_queue`))
 	// The second receiver's certificate is not trusted by this relay: delivery there fails with a TLS error,
 	// which shows the new URL was taken without a restart.
-	s.set("DataSyncApiUrl", second.APIURL())
-	s.set("DataSyncEnabled", "yes")
+	s.Set("DataSyncApiUrl", second.APIURL())
+	s.Set("DataSyncEnabled", "yes")
 	require.Eventually(t, func() bool {
-		return s.count(`SELECT count(*) FROM data_sync_cust_progress_queue WHERE last_error ILIKE '%TLS%'`) == 1
-	}, 30*time.Second, 5*time.Millisecond, "%v", s.count(`SELECT count(*) FROM data_sync_cust_progress_queue`))
-	require.Len(t, s.received(), 1)
+		return s.Count(`SELECT count(*) FROM data_sync_cust_progress_queue WHERE last_error ILIKE '%TLS%'`) == 1
+	}, 30*time.Second, 5*time.Millisecond, "%v", s.Count(`SELECT count(*) FROM data_sync_cust_progress_queue`))
+	require.Len(t, s.Received(), 1)
 	// Back to the first receiver: delivered.
-	s.set("DataSyncApiUrl", s.recv.APIURL())
-	require.Eventually(t, func() bool { return len(s.received()) == 2 }, 30*time.Second, 5*time.Millisecond)
-	require.Equal(t, "CUSTOMERDEL", s.received()[1].Message.Action)
+	s.Set("DataSyncApiUrl", s.Recv.APIURL())
+	require.Eventually(t, func() bool { return len(s.Received()) == 2 }, 30*time.Second, 5*time.Millisecond)
+	require.Equal(t, "CUSTOMERDEL", s.Received()[1].Message.Action)
 }
 
 func TestEndToEndStopLeavesNoSlotAndNoRetainedWAL(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, receiver.Config{})
-	stop := s.run(s.config())
-	s.exec(`INSERT INTO customer (customer_id) VALUES (1)`)
-	s.waitReceived(1)
+	stop := s.Run(s.Config())
+	s.Exec(`INSERT INTO customer (customer_id) VALUES (1)`)
+	s.WaitReceived(1)
 	require.Eventually(t, func() bool {
-		slots, err := cdc.SlotLag(context.Background(), s.db, cdc.DefaultSlotPrefix)
+		slots, err := cdc.SlotLag(context.Background(), s.DB, cdc.DefaultSlotPrefix)
 		require.NoError(t, err)
 		for _, sl := range slots {
-			if sl.Database == dbName(s.url) {
+			if sl.Database == dbName(s.URL) {
 				return true
 			}
 		}
@@ -305,11 +190,11 @@ func TestEndToEndStopLeavesNoSlotAndNoRetainedWAL(t *testing.T) {
 	}, 10*time.Second, 5*time.Millisecond)
 	stop()
 	// Heavy writing elsewhere while the relay is stopped.
-	s.exec(`CREATE TABLE elsewhere (id int, pad text); INSERT INTO elsewhere SELECT g, repeat('x', 500) FROM generate_series(1, 50000) g`)
-	slots, err := cdc.SlotLag(context.Background(), s.db, cdc.DefaultSlotPrefix)
+	s.Exec(`CREATE TABLE elsewhere (id int, pad text); INSERT INTO elsewhere SELECT g, repeat('x', 500) FROM generate_series(1, 50000) g`)
+	slots, err := cdc.SlotLag(context.Background(), s.DB, cdc.DefaultSlotPrefix)
 	require.NoError(t, err)
 	for _, sl := range slots {
-		require.NotEqual(t, dbName(s.url), sl.Database, "a stopped relay must leave no slot retaining WAL")
+		require.NotEqual(t, dbName(s.URL), sl.Database, "a stopped relay must leave no slot retaining WAL")
 	}
 }
 
@@ -325,10 +210,10 @@ func dbName(url string) string {
 func TestEndToEndMetricsAndReadiness(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, receiver.Config{})
-	cfg := s.config()
+	cfg := s.Config()
 	addr := make(chan string, 1)
 	cfg.OnAdminListen = func(a string) { addr <- a }
-	s.run(cfg)
+	s.Run(cfg)
 	base := "http://" + <-addr
 	get := func(path string) (int, string) {
 		resp, err := http.Get(base + path)
@@ -340,8 +225,8 @@ func TestEndToEndMetricsAndReadiness(t *testing.T) {
 	require.Eventually(t, func() bool { code, _ := get("/readyz"); return code == 200 }, 30*time.Second, 10*time.Millisecond)
 	code, _ := get("/livez")
 	require.Equal(t, 200, code)
-	s.exec(`INSERT INTO customer (customer_id) VALUES (1)`)
-	s.waitReceived(1)
+	s.Exec(`INSERT INTO customer (customer_id) VALUES (1)`)
+	s.WaitReceived(1)
 	require.Eventually(t, func() bool {
 		_, body := get("/metrics")
 		return strings.Contains(body, `cdc_relay_messages_delivered_total{type="CUSTOMER"}`) &&
@@ -354,112 +239,109 @@ func TestSendSampleSucceedsAndFails(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, receiver.Config{})
 	run := func() (int, string) {
-		var out, errb bytes.Buffer
-		code := cli.Main([]string{"send-sample", "--database-url", s.url, "--ca-file", s.caFile, "--credentials", s.credFile},
-			cli.Env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Getenv: func(string) string { return "" }})
-		return code, out.String() + errb.String()
+		return runCLI(t, "send-sample", "--database-url", s.URL, "--ca-file", s.CAFile, "--credentials", s.CredFile)
 	}
 	code, out := run()
 	require.Equal(t, 0, code, out)
 	require.Contains(t, out, "HTTP 200")
-	require.Equal(t, 1, s.recv.Stats().Samples)
-	s.recv.SetFaults(receiver.Faults{Down: true})
+	require.Equal(t, 1, s.Recv.Stats().Samples)
+	s.Recv.SetFaults(receiver.Faults{Down: true})
 	code, out = run()
 	require.Equal(t, 1, code)
 	require.Contains(t, out, "HTTP 503")
-	s.recv.SetFaults(receiver.Faults{})
-	s.recv.SetCredentials("relay-client", "another-secret")
-	s.recv.RevokeTokens()
+	s.Recv.SetFaults(receiver.Faults{})
+	s.Rotate("another-secret")
 	code, out = run()
 	require.Equal(t, 1, code)
 	require.Contains(t, out, "token")
-	require.NotContains(t, out, s.secret)
+	require.NotContains(t, out, s.Secret)
 }
 
 func TestSecretsNeverLogged(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, receiver.Config{})
-	s.run(s.config())
-	s.exec(`INSERT INTO customer (customer_id) VALUES (1)`)
-	s.waitReceived(1)
-	s.recv.SetCredentials("relay-client", "rotated")
-	s.recv.RevokeTokens()
-	s.exec(`INSERT INTO customer (customer_id) VALUES (2)`)
-	require.Eventually(t, func() bool { return strings.Contains(s.logs.String(), "token") }, 30*time.Second, 10*time.Millisecond)
-	require.NotContains(t, s.logs.String(), s.secret)
-	require.NotContains(t, s.logs.String(), "Bearer ")
-	require.NotContains(t, fmt.Sprint(s.logs.String()), "customerID")
+	s.Run(s.Config())
+	s.Exec(`INSERT INTO customer (customer_id) VALUES (1)`)
+	s.WaitReceived(1)
+	s.Rotate("rotated")
+	s.Exec(`INSERT INTO customer (customer_id) VALUES (2)`)
+	require.Eventually(t, func() bool { return strings.Contains(s.Logs.String(), "token") }, 30*time.Second, 10*time.Millisecond)
+	require.NotContains(t, s.Logs.String(), s.Secret)
+	require.NotContains(t, s.Logs.String(), "Bearer ")
+	require.NotContains(t, fmt.Sprint(s.Logs.String()), "customerID")
 }
 
+// runCLI runs a cdc-relay command in-process and returns its exit code and its output, stdout
+// and stderr as one stream.
 func runCLI(t *testing.T, args ...string) (int, string) {
 	t.Helper()
 	var out bytes.Buffer
-	code := cli.Main(args, cli.Env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &out, Getenv: func(string) string { return "" }})
+	code := e2etest.RunCLI(&out, &out, args...)
 	return code, out.String()
 }
 
 func TestStatusDeadLettersAndRequeueCommands(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, receiver.Config{})
-	s.recv.SetFaults(receiver.Faults{FailRate: 1, FailStatus: 422})
-	cfg := s.config()
+	s.Recv.SetFaults(receiver.Faults{FailRate: 1, FailStatus: 422})
+	cfg := s.Config()
 	cfg.Relay.PermanentAttempts = 1
-	s.run(cfg)
-	s.exec(`INSERT INTO customer (customer_id) VALUES (77)`)
-	s.exec(`UPDATE customer SET first_name = 'B' WHERE customer_id = 77`)
-	require.Eventually(t, func() bool { return s.count(`SELECT count(*) FROM data_sync_cust_failed`) == 2 }, 30*time.Second, 5*time.Millisecond)
+	s.Run(cfg)
+	s.Exec(`INSERT INTO customer (customer_id) VALUES (77)`)
+	s.Exec(`UPDATE customer SET first_name = 'B' WHERE customer_id = 77`)
+	require.Eventually(t, func() bool { return s.Count(`SELECT count(*) FROM data_sync_cust_failed`) == 2 }, 30*time.Second, 5*time.Millisecond)
 
-	code, out := runCLI(t, "status", "--database-url", s.url, "--json")
+	code, out := runCLI(t, "status", "--database-url", s.URL, "--json")
 	require.Equal(t, 0, code, out)
 	require.Contains(t, out, `"data_sync_enabled": true`)
 	require.Contains(t, out, `"stage": "failed"`)
 	require.Contains(t, out, "HTTP 422")
-	code, out = runCLI(t, "status", "--database-url", s.url)
+	code, out = runCLI(t, "status", "--database-url", s.URL)
 	require.Equal(t, 0, code, out)
 	require.Contains(t, out, "Replication slots:")
 
-	code, out = runCLI(t, "dead-letters", "--database-url", s.url)
+	code, out = runCLI(t, "dead-letters", "--database-url", s.URL)
 	require.Equal(t, 0, code, out)
 	require.Contains(t, out, "failed")
 	require.Contains(t, out, "held")
 	require.Contains(t, out, "2 dead-letter rows")
 
-	code, out = runCLI(t, "requeue", "--database-url", s.url)
+	code, out = runCLI(t, "requeue", "--database-url", s.URL)
 	require.Equal(t, 2, code, "requeue needs exactly one selector: %s", out)
-	s.recv.SetFaults(receiver.Faults{})
-	code, out = runCLI(t, "requeue", "--database-url", s.url, "--customer", "77")
+	s.Recv.SetFaults(receiver.Faults{})
+	code, out = runCLI(t, "requeue", "--database-url", s.URL, "--customer", "77")
 	require.Equal(t, 0, code, out)
 	require.Contains(t, out, "requeued 2 rows")
-	got := s.waitReceived(2)
+	got := s.WaitReceived(2)
 	require.Equal(t, "CUSTOMERCRE", got[0].Message.Action)
 	require.Equal(t, "CUSTOMERMOD", got[1].Message.Action)
-	require.Zero(t, s.count(`SELECT count(*) FROM data_sync_cust_failed`))
+	require.Zero(t, s.Count(`SELECT count(*) FROM data_sync_cust_failed`))
 }
 
 func TestConfigCommand(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, receiver.Config{})
-	code, out := runCLI(t, "config", "--database-url", s.url, "set", "datasyncenabled", "No")
+	code, out := runCLI(t, "config", "--database-url", s.URL, "set", "datasyncenabled", "No")
 	require.Equal(t, 0, code, out)
 	require.Contains(t, out, "DataSyncEnabled  false")
 	// Any setting, in any case, prints what was stored (an extension's name once printed nothing).
-	code, out = runCLI(t, "config", "--database-url", s.url, "set", "datasyncbulksnapshotmode", "move")
+	code, out = runCLI(t, "config", "--database-url", s.URL, "set", "datasyncbulksnapshotmode", "move")
 	require.Equal(t, 0, code, out)
 	require.Equal(t, "DataSyncBulkSnapshotMode  move\n", out)
-	code, out = runCLI(t, "config", "--database-url", s.url, "set", "DataSyncApiUrl", "not a url")
+	code, out = runCLI(t, "config", "--database-url", s.URL, "set", "DataSyncApiUrl", "not a url")
 	require.Equal(t, 1, code, out)
 	require.Contains(t, out, `invalid value "not a url" for DataSyncApiUrl`)
 	require.Contains(t, out, "give an absolute https URL")
-	code, out = runCLI(t, "config", "--database-url", s.url, "set", "DataSyncColour", "blue")
+	code, out = runCLI(t, "config", "--database-url", s.URL, "set", "DataSyncColour", "blue")
 	require.Equal(t, 1, code, out)
 	require.Contains(t, out, "unknown Data Sync setting")
 	require.Contains(t, out, "known settings: DataSyncEnabled")
-	code, out = runCLI(t, "config", "--database-url", s.url, "show")
+	code, out = runCLI(t, "config", "--database-url", s.URL, "show")
 	require.Equal(t, 0, code, out)
 	require.Contains(t, out, "DataSyncApiUrl")
-	require.Contains(t, out, s.recv.APIURL(), "the bad value did not replace the good one")
+	require.Contains(t, out, s.Recv.APIURL(), "the bad value did not replace the good one")
 	require.Contains(t, out, "DataSyncCredentialMapName  ce_credentials")
-	code, out = runCLI(t, "config", "--database-url", s.url, "frob")
+	code, out = runCLI(t, "config", "--database-url", s.URL, "frob")
 	require.Equal(t, 2, code, out)
 }
 
@@ -477,15 +359,15 @@ func TestEndToEndSetsOfCustomers(t *testing.T) {
 	}
 	// 80 CREATE rows with their JSON (capture mode), then in move mode a bulk statement (one
 	// set) and a key-only row for customer 1, then back to capture before the relay starts.
-	s.exec(`INSERT INTO customer (customer_id, first_name) SELECT g, 'n' || g FROM generate_series(1, 80) g`)
-	s.set("DataSyncSnapshotMode", "move")
-	s.exec(`INSERT INTO segment (segment_id, segment_name) VALUES (9, 'Autumn')`)
-	s.exec(`UPDATE customer SET first_name = 'One' WHERE customer_id = 1`)
-	s.exec(`INSERT INTO customer_segment (customer_id, segment_id) SELECT g, 9 FROM generate_series(1, 80) g`)
-	require.Equal(t, 1, s.count(`SELECT count(*) FROM data_sync_cust_pending_set`))
-	s.set("DataSyncSnapshotMode", "capture")
-	s.run(s.config())
-	got := s.waitReceived(160)  // 80 CREATE, customer 1's UPDATE, 79 UPDATE from the set
+	s.Exec(`INSERT INTO customer (customer_id, first_name) SELECT g, 'n' || g FROM generate_series(1, 80) g`)
+	s.Set("DataSyncSnapshotMode", "move")
+	s.Exec(`INSERT INTO segment (segment_id, segment_name) VALUES (9, 'Autumn')`)
+	s.Exec(`UPDATE customer SET first_name = 'One' WHERE customer_id = 1`)
+	s.Exec(`INSERT INTO customer_segment (customer_id, segment_id) SELECT g, 9 FROM generate_series(1, 80) g`)
+	require.Equal(t, 1, s.Count(`SELECT count(*) FROM data_sync_cust_pending_set`))
+	s.Set("DataSyncSnapshotMode", "capture")
+	s.Run(s.Config())
+	got := s.WaitReceived(160)  // 80 CREATE, customer 1's UPDATE, 79 UPDATE from the set
 	seen := map[string]string{} // customer -> actions in arrival order
 	for _, r := range got {
 		id, segments := decode(r)
@@ -501,14 +383,14 @@ func TestEndToEndSetsOfCustomers(t *testing.T) {
 	for id, actions := range seen {
 		require.Equal(t, "CRE MOD ", actions, id)
 	}
-	require.Zero(t, s.count(`SELECT count(*) FROM data_sync_cust_failed`))
+	require.Zero(t, s.Count(`SELECT count(*) FROM data_sync_cust_failed`))
 
 	// Capture mode with bulk statements snapshotted at move: the relay expands the set as soon
 	// as the doorbell rings (the sweep is an hour away).
-	s.set("DataSyncBulkSnapshotMode", "move")
-	s.exec(`INSERT INTO segment (segment_id, segment_name) VALUES (10, 'Winter')`)
-	s.exec(`INSERT INTO customer_segment (customer_id, segment_id) SELECT g, 10 FROM generate_series(1, 80) g`)
-	got = s.waitReceived(240)
+	s.Set("DataSyncBulkSnapshotMode", "move")
+	s.Exec(`INSERT INTO segment (segment_id, segment_name) VALUES (10, 'Winter')`)
+	s.Exec(`INSERT INTO customer_segment (customer_id, segment_id) SELECT g, 10 FROM generate_series(1, 80) g`)
+	got = s.WaitReceived(240)
 	for _, r := range got[160:] {
 		require.Equal(t, "CUSTOMERMOD", r.Message.Action)
 		_, segments := decode(r)
@@ -522,17 +404,17 @@ func TestEndToEndSetsOfCustomers(t *testing.T) {
 func TestEndToEndSnapshotOfADeletedCustomerIsDropped(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, receiver.Config{})
-	s.set("DataSyncSnapshotMode", "move")
-	s.exec(`INSERT INTO data_sync_cust_pending_queue (unique_id, action, captured) VALUES ('404', 'UPDATE', true)`)
-	s.exec(`INSERT INTO customer (customer_id) VALUES (405)`)
-	s.run(s.config())
-	got := s.waitReceived(1)
+	s.Set("DataSyncSnapshotMode", "move")
+	s.Exec(`INSERT INTO data_sync_cust_pending_queue (unique_id, action, captured) VALUES ('404', 'UPDATE', true)`)
+	s.Exec(`INSERT INTO customer (customer_id) VALUES (405)`)
+	s.Run(s.Config())
+	got := s.WaitReceived(1)
 	require.Equal(t, "CUSTOMERCRE", got[0].Message.Action)
 	require.Eventually(t, func() bool {
-		return s.count(`SELECT count(*) FROM data_sync_cust_pending_queue`)+s.count(`SELECT count(*) FROM data_sync_cust_progress_queue`) == 0
+		return s.Count(`SELECT count(*) FROM data_sync_cust_pending_queue`)+s.Count(`SELECT count(*) FROM data_sync_cust_progress_queue`) == 0
 	}, 30*time.Second, 5*time.Millisecond)
-	require.Zero(t, s.count(`SELECT count(*) FROM data_sync_cust_failed`), "not parked as a dead letter")
-	require.Len(t, s.received(), 1)
+	require.Zero(t, s.Count(`SELECT count(*) FROM data_sync_cust_failed`), "not parked as a dead letter")
+	require.Len(t, s.Received(), 1)
 }
 
 // The leading relay records its limit on requests in flight in data_sync_leader, and status
@@ -550,19 +432,19 @@ func TestStatusShowsTheConcurrencyLimit(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			s := newStack(t, receiver.Config{})
-			cfg := s.config()
+			cfg := s.Config()
 			cfg.Relay.Concurrency = tc.fixed
-			s.run(cfg)
-			s.exec(`INSERT INTO customer (customer_id) VALUES (78)`)
-			s.waitReceived(1)
+			s.Run(cfg)
+			s.Exec(`INSERT INTO customer (customer_id) VALUES (78)`)
+			s.WaitReceived(1)
 			require.Eventually(t, func() bool {
-				return s.count(`SELECT count(*) FROM data_sync_leader WHERE concurrency_limit > 0`) == 1
+				return s.Count(`SELECT count(*) FROM data_sync_leader WHERE concurrency_limit > 0`) == 1
 			}, 30*time.Second, 5*time.Millisecond, "the relay did not record its concurrency limit")
-			code, out := runCLI(t, "status", "--database-url", s.url)
+			code, out := runCLI(t, "status", "--database-url", s.URL)
 			require.Equal(t, 0, code, out)
 			require.Contains(t, out, "Requests in flight: limit ")
 			require.Contains(t, out, tc.want)
-			code, out = runCLI(t, "status", "--database-url", s.url, "--json")
+			code, out = runCLI(t, "status", "--database-url", s.URL, "--json")
 			require.Equal(t, 0, code, out)
 			require.Contains(t, out, `"concurrency_limit": `)
 		})

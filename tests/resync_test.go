@@ -194,7 +194,7 @@ func TestResyncSkipsKeysAlreadyWaitingAndStopsWhenCancelled(t *testing.T) {
 func TestResyncRefusesBadInput(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, receiver.Config{})
-	s.exec(`INSERT INTO segment (segment_id) VALUES (1)`)
+	s.Exec(`INSERT INTO segment (segment_id) VALUES (1)`)
 	for _, c := range []struct{ sql, want string }{
 		{`INSERT INTO data_sync_resync (object) VALUES ('customer')`, "a resync needs a selection"},
 		{`INSERT INTO data_sync_resync (object, select_all, segment_id) VALUES ('customer', true, 1)`, "one selection, 2 were given"},
@@ -206,7 +206,7 @@ func TestResyncRefusesBadInput(t *testing.T) {
 		{`INSERT INTO data_sync_resync (object, customer_ids) VALUES ('customer', '{}')`, "list of IDs to resync is empty"},
 		{`INSERT INTO data_sync_resync (object, select_all, rate) VALUES ('customer', true, 0)`, "data_sync_resync_rate_check"},
 	} {
-		_, err := s.db.Exec(context.Background(), c.sql)
+		_, err := s.DB.Exec(context.Background(), c.sql)
 		require.ErrorContains(t, err, c.want, c.sql)
 	}
 	for _, c := range []struct {
@@ -229,25 +229,25 @@ func TestResyncRefusesBadInput(t *testing.T) {
 		{[]string{"--status", "--cancel", "1"}, "--cancel takes no other flag"},
 		{[]string{"--cancel", "77"}, "no resync request 77"},
 	} {
-		code, out := resyncCLI(t, s.url, c.args...)
+		code, out := resyncCLI(t, s.URL, c.args...)
 		require.NotZero(t, code, "%v: %s", c.args, out)
 		require.Contains(t, out, c.want, c.args)
 	}
-	s.set("DataSyncEnabled", "false")
-	code, out := resyncCLI(t, s.url, "customers", "--all")
+	s.Set("DataSyncEnabled", "false")
+	code, out := resyncCLI(t, s.URL, "customers", "--all")
 	require.Equal(t, 1, code, out)
 	require.Contains(t, out, "Data Sync is disabled")
 	require.Contains(t, out, "cdc-relay config set DataSyncEnabled yes")
-	require.Zero(t, s.count(`SELECT count(*) FROM data_sync_resync`), "nothing was queued")
+	require.Zero(t, s.Count(`SELECT count(*) FROM data_sync_resync`), "nothing was queued")
 }
 
 // Each CLI selection flag writes the request it names; --status and --cancel read and stop it.
 func TestResyncCLIFlags(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, receiver.Config{})
-	s.exec(`INSERT INTO customer (customer_id) SELECT g FROM generate_series(1, 5) g`)
-	s.exec(`INSERT INTO segment (segment_id) VALUES (3)`)
-	s.exec(`INSERT INTO retail_transaction (retail_transaction_id, customer_id, business_date) VALUES ('A', 1, '2024-03-01'), ('B', 2, '2024-02-01')`)
+	s.Exec(`INSERT INTO customer (customer_id) SELECT g FROM generate_series(1, 5) g`)
+	s.Exec(`INSERT INTO segment (segment_id) VALUES (3)`)
+	s.Exec(`INSERT INTO retail_transaction (retail_transaction_id, customer_id, business_date) VALUES ('A', 1, '2024-03-01'), ('B', 2, '2024-02-01')`)
 	for _, c := range []struct {
 		args []string
 		want string // the request's columns, as data_sync_resync_status shows its selection
@@ -261,13 +261,13 @@ func TestResyncCLIFlags(t *testing.T) {
 		{[]string{"transactions", "--transaction", "B", "--transaction", "C"}, "transaction CREATE transactions B,C 1 <nil>"},
 		{[]string{"transactions", "--since", "2024-02-15"}, "transaction CREATE business date since 2024-02-15 1 <nil>"},
 	} {
-		code, out := resyncCLI(t, s.url, c.args...)
+		code, out := resyncCLI(t, s.URL, c.args...)
 		require.Zero(t, code, "%v: %s", c.args, out)
 		require.Contains(t, out, "started")
 		var object, action, selection string
 		var estimate int
 		var rate *int
-		require.NoError(t, s.db.QueryRow(context.Background(), `SELECT object, action, selection, estimated_total, rate_limit
+		require.NoError(t, s.DB.QueryRow(context.Background(), `SELECT object, action, selection, estimated_total, rate_limit
 			FROM data_sync_resync_status ORDER BY id DESC LIMIT 1`).Scan(&object, &action, &selection, &estimate, &rate))
 		got := fmt.Sprintf("%s %s %s %d ", object, action, selection, estimate)
 		if rate == nil {
@@ -277,21 +277,21 @@ func TestResyncCLIFlags(t *testing.T) {
 		}
 		require.Equal(t, c.want, got, c.args)
 	}
-	code, out := resyncCLI(t, s.url, "--status")
+	code, out := resyncCLI(t, s.URL, "--status")
 	require.Zero(t, code, out)
 	require.Contains(t, out, "changed since 1999-12-31T22:00:00Z")
 	require.Contains(t, out, "0/5 (0.0%)")
-	code, out = cliRun(t, s.url, "status")
+	code, out = cliRun(t, s.URL, "status")
 	require.Zero(t, code, out)
 	require.Contains(t, out, "Resync requests:")
 	require.Contains(t, out, "business date since 2024-02-15")
-	code, out = resyncCLI(t, s.url, "--cancel", "1")
+	code, out = resyncCLI(t, s.URL, "--cancel", "1")
 	require.Zero(t, code, out)
 	require.Contains(t, out, "resync 1 cancelled")
-	code, out = resyncCLI(t, s.url, "--cancel", "1")
+	code, out = resyncCLI(t, s.URL, "--cancel", "1")
 	require.Equal(t, 1, code)
 	require.Contains(t, out, "resync request 1 is already cancelled")
-	require.Equal(t, 1, s.count(`SELECT count(*) FROM data_sync_resync WHERE state = 'cancelled'`))
+	require.Equal(t, 1, s.Count(`SELECT count(*) FROM data_sync_resync WHERE state = 'cancelled'`))
 }
 
 // The relay's role cannot choose what a resync reads: it may not write requests or call the
@@ -299,8 +299,8 @@ func TestResyncCLIFlags(t *testing.T) {
 func TestResyncRelayRoleCannotChooseCustomers(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, receiver.Config{})
-	s.exec(`INSERT INTO customer (customer_id) SELECT g FROM generate_series(1, 20) g`)
-	s.exec(`DELETE FROM data_sync_cust_pending_queue`)
+	s.Exec(`INSERT INTO customer (customer_id) SELECT g FROM generate_series(1, 20) g`)
+	s.Exec(`DELETE FROM data_sync_cust_pending_queue`)
 	login := relayLogin(t, s)
 	conn, err := pgx.Connect(context.Background(), login)
 	require.NoError(t, err)
@@ -318,9 +318,9 @@ func TestResyncRelayRoleCannotChooseCustomers(t *testing.T) {
 	var n int
 	require.NoError(t, conn.QueryRow(context.Background(), `SELECT count(*) FROM data_sync_resync_step(1000)`).Scan(&n))
 	require.Zero(t, n, "no request: the step does nothing")
-	require.Zero(t, s.count(`SELECT count(*) FROM data_sync_cust_pending_queue`))
+	require.Zero(t, s.Count(`SELECT count(*) FROM data_sync_cust_pending_queue`))
 
-	s.exec(`INSERT INTO data_sync_resync (object, customer_ids) VALUES ('customer', '{7,9}')`)
+	s.Exec(`INSERT INTO data_sync_resync (object, customer_ids) VALUES ('customer', '{7,9}')`)
 	for {
 		var state string
 		require.NoError(t, conn.QueryRow(context.Background(), `SELECT request_state FROM data_sync_resync_step(1000)`).Scan(&state))
@@ -328,7 +328,7 @@ func TestResyncRelayRoleCannotChooseCustomers(t *testing.T) {
 			break
 		}
 	}
-	require.Equal(t, []string{"7", "9"}, keyOnly(t, s.db, "cust", "UPDATE"))
+	require.Equal(t, []string{"7", "9"}, keyOnly(t, s.DB, "cust", "UPDATE"))
 	_, err = conn.Exec(context.Background(), `SELECT * FROM data_sync_resync_status`)
 	require.NoError(t, err, "the relay's role may read the requests")
 }
@@ -341,21 +341,21 @@ func TestResyncDeliveredByTheRelay(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
 			s := newStack(t, receiver.Config{})
-			s.set("DataSyncSnapshotMode", mode)
-			s.exec(`INSERT INTO customer (customer_id, first_name) SELECT g, 'C' || g FROM generate_series(1, 150) g`)
-			s.exec(`INSERT INTO card (card_number, customer_id) SELECT 'K' || g, g FROM generate_series(1, 150, 7) g`)
-			s.exec(`INSERT INTO retail_transaction (retail_transaction_id, customer_id) SELECT 'T' || g, g FROM generate_series(1, 40) g`)
-			s.exec(`DELETE FROM data_sync_cust_pending_queue; DELETE FROM data_sync_trn_pending_queue; DELETE FROM data_sync_cust_pending_set`)
-			cfg := s.config()
+			s.Set("DataSyncSnapshotMode", mode)
+			s.Exec(`INSERT INTO customer (customer_id, first_name) SELECT g, 'C' || g FROM generate_series(1, 150) g`)
+			s.Exec(`INSERT INTO card (card_number, customer_id) SELECT 'K' || g, g FROM generate_series(1, 150, 7) g`)
+			s.Exec(`INSERT INTO retail_transaction (retail_transaction_id, customer_id) SELECT 'T' || g, g FROM generate_series(1, 40) g`)
+			s.Exec(`DELETE FROM data_sync_cust_pending_queue; DELETE FROM data_sync_trn_pending_queue; DELETE FROM data_sync_cust_pending_set`)
+			cfg := s.Config()
 			cfg.Relay.MoveBatch, cfg.Relay.Window = 32, 64 // many pages
-			s.run(cfg)
-			code, out := resyncCLI(t, s.url, "customers", "--all", "--action", "create")
+			s.Run(cfg)
+			code, out := resyncCLI(t, s.URL, "customers", "--all", "--action", "create")
 			require.Zero(t, code, out)
-			code, out = resyncCLI(t, s.url, "transactions", "--all")
+			code, out = resyncCLI(t, s.URL, "transactions", "--all")
 			require.Zero(t, code, out)
-			got := s.waitReceived(190)
+			got := s.WaitReceived(190)
 			want := map[string]string{}
-			rows, err := s.db.Query(context.Background(), `SELECT 'CUSTOMERCRE/' || customer_id, data_sync_customer_json(customer_id)::text FROM customer
+			rows, err := s.DB.Query(context.Background(), `SELECT 'CUSTOMERCRE/' || customer_id, data_sync_customer_json(customer_id)::text FROM customer
 				UNION ALL SELECT 'POSTRNCRE/' || retail_transaction_id, data_sync_transaction_json(retail_transaction_id)::text FROM retail_transaction`)
 			require.NoError(t, err)
 			for rows.Next() {
@@ -382,10 +382,10 @@ func TestResyncDeliveredByTheRelay(t *testing.T) {
 			}
 			require.Len(t, seen, 190)
 			require.Eventually(t, func() bool {
-				return s.count(`SELECT count(*) FROM data_sync_resync WHERE state <> 'done'`) == 0 &&
-					s.count(`SELECT count(*) FROM data_sync_cust_progress_queue`)+s.count(`SELECT count(*) FROM data_sync_trn_progress_queue`) == 0
+				return s.Count(`SELECT count(*) FROM data_sync_resync WHERE state <> 'done'`) == 0 &&
+					s.Count(`SELECT count(*) FROM data_sync_cust_progress_queue`)+s.Count(`SELECT count(*) FROM data_sync_trn_progress_queue`) == 0
 			}, 30e9, 10e6)
-			code, out = resyncCLI(t, s.url, "--status")
+			code, out = resyncCLI(t, s.URL, "--status")
 			require.Zero(t, code, out)
 			require.Contains(t, out, "150/150 (100.0%)")
 			require.Contains(t, out, "40/40 (100.0%)")
@@ -399,25 +399,25 @@ func TestResyncDeliveredByTheRelay(t *testing.T) {
 func TestResyncLiveChangesGoFirst(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, receiver.Config{})
-	s.exec(`INSERT INTO customer (customer_id, first_name) SELECT g, 'C' || g FROM generate_series(1, 600) g`)
-	s.exec(`DELETE FROM data_sync_cust_pending_queue`)
-	s.recv.SetFaults(receiver.Faults{Delay: 20 * time.Millisecond}) // a slow receiver: the resync takes seconds
-	cfg := s.config()
+	s.Exec(`INSERT INTO customer (customer_id, first_name) SELECT g, 'C' || g FROM generate_series(1, 600) g`)
+	s.Exec(`DELETE FROM data_sync_cust_pending_queue`)
+	s.Recv.SetFaults(receiver.Faults{Delay: 20 * time.Millisecond}) // a slow receiver: the resync takes seconds
+	cfg := s.Config()
 	cfg.Relay.Concurrency = 2
-	s.run(cfg)
-	code, out := resyncCLI(t, s.url, "customers", "--all")
+	s.Run(cfg)
+	code, out := resyncCLI(t, s.URL, "customers", "--all")
 	require.Zero(t, code, out)
-	got := s.waitReceived(50)
+	got := s.WaitReceived(50)
 	var first struct {
 		CustomerID string `json:"customerID"`
 	}
 	require.NoError(t, json.Unmarshal([]byte(got[0].Message.Payload), &first))
 
-	before := len(s.received())
-	s.exec(`UPDATE customer SET first_name = 'LIVE' WHERE customer_id = $1::bigint`, first.CustomerID)
+	before := len(s.Received())
+	s.Exec(`UPDATE customer SET first_name = 'LIVE' WHERE customer_id = $1::bigint`, first.CustomerID)
 	var at int
 	require.Eventually(t, func() bool {
-		for i, r := range s.received() {
+		for i, r := range s.Received() {
 			if strings.Contains(r.Message.Payload, `"LIVE"`) {
 				at = i
 				return true
@@ -427,7 +427,7 @@ func TestResyncLiveChangesGoFirst(t *testing.T) {
 	}, 60*time.Second, 5*time.Millisecond)
 	t.Logf("the live change arrived %d messages after its commit (resync rows waiting then: about %d)", at-before, 600-before)
 	require.Less(t, at-before, 100, "the live change waited behind the resync")
-	s.waitReceived(601)
+	s.WaitReceived(601)
 }
 
 // A request the step cannot read fails with the reason instead of failing the relay's move

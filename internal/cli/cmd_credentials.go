@@ -111,6 +111,24 @@ type repeated []string
 func (r *repeated) String() string     { return strings.Join(*r, ",") }
 func (r *repeated) Set(v string) error { *r = append(*r, v); return nil }
 
+// readSigningSecrets returns the Standard Webhooks secrets (whsec_...) of the given
+// --signing-secret-file files, in order; each file must be private to its owner.
+func readSigningSecrets(files []string) ([]string, error) {
+	var secrets []string
+	for _, f := range files {
+		b, err := credentials.ReadPrivateFile(f, "--signing-secret-file")
+		if err != nil {
+			return nil, err
+		}
+		s, err := credentials.ParseSigningSecrets(b)
+		if err != nil {
+			return nil, fmt.Errorf("--signing-secret-file %s: %w", f, err)
+		}
+		secrets = append(secrets, s...)
+	}
+	return secrets, nil
+}
+
 func runCredentialsSet(ctx context.Context, env Env, args []string) error {
 	fs := newFlagSet(env, "credentials set")
 	clientID := fs.String("client-id", "", "OAuth2 client id (required for a new entry; with it the secret is read from stdin or --client-secret-file)")
@@ -154,17 +172,9 @@ func runCredentialsSet(ctx context.Context, env Env, args []string) error {
 			return err
 		}
 	}
-	var newSigning []string
-	for _, f := range addSigning {
-		b, err := credentials.ReadPrivateFile(f, "--signing-secret-file")
-		if err != nil {
-			return err
-		}
-		secrets, err := credentials.ParseSigningSecrets(b)
-		if err != nil {
-			return fmt.Errorf("--signing-secret-file %s: %w", f, err)
-		}
-		newSigning = append(newSigning, secrets...)
+	newSigning, err := readSigningSecrets(addSigning)
+	if err != nil {
+		return err
 	}
 	mapName, key, err := sf.names(ctx, *dbURL)
 	if err != nil {

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cdc-relay/cdc-relay/internal/credentials"
 	"github.com/cdc-relay/cdc-relay/internal/receiver"
 )
 
@@ -132,16 +131,8 @@ func runReceiver(ctx context.Context, env Env, args []string) error {
 	default:
 		return fmt.Errorf("%w: --require-client-cert %q: use token, api or both", ErrUsage, *requireClientCert)
 	}
-	for _, f := range signingFiles {
-		b, err := credentials.ReadPrivateFile(f, "--signing-secret-file")
-		if err != nil {
-			return err
-		}
-		secrets, err := credentials.ParseSigningSecrets(b)
-		if err != nil {
-			return fmt.Errorf("--signing-secret-file %s: %w", f, err)
-		}
-		cfg.SigningSecrets = append(cfg.SigningSecrets, secrets...)
+	if cfg.SigningSecrets, err = readSigningSecrets(signingFiles); err != nil {
+		return err
 	}
 	if *out != "" {
 		f, err := os.OpenFile(*out, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)

@@ -51,36 +51,64 @@ func (w *notifyWriter) String() string {
 	return w.buf.String()
 }
 
-func TestReceiverCommand(t *testing.T) {
-	t.Parallel()
-	dir := t.TempDir()
-	caFile, outFile, secretFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "out.jsonl"), filepath.Join(dir, "secret")
-	require.NoError(t, os.WriteFile(secretFile, []byte("file-secret\n"), 0o600))
+// receiverSecretEnv is an environment giving the receiver command its client secret.
+func receiverSecretEnv(k string) string {
+	if k == "CDC_RELAY_RECEIVER_CLIENT_SECRET" {
+		return "env-secret"
+	}
+	return ""
+}
+
+// runningReceiver is a `cdc-relay receiver` command started by startReceiverCommand.
+type runningReceiver struct {
+	apiURL, tokenURL string
+	client           *http.Client // trusts the certificate the command wrote to --ca-out
+	stdout           *notifyWriter
+	stop             func() error // ends the command (as SIGINT would) and returns its error
+}
+
+// startReceiverCommand runs `cdc-relay receiver --addr 127.0.0.1:0 --ca-out FILE args...` and
+// returns once it has printed its URLs.
+func startReceiverCommand(t *testing.T, getenv func(string) string, args ...string) *runningReceiver {
+	t.Helper()
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
 	matched := make(chan []string, 1)
 	stdout := &notifyWriter{re: regexp.MustCompile(`API URL:\s+(\S+)\nToken URL:\s+(\S+)\n`), match: matched}
-	env := Env{Stdout: stdout, Stderr: &bytes.Buffer{}, Getenv: func(string) string { return "" }}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() {
-		done <- runReceiver(ctx, env, []string{"--addr", "127.0.0.1:0", "--client-id", "relay", "--client-secret-file", secretFile,
-			"--strict", "--ca-out", caFile, "--out", outFile, "--token-ttl", "10m"})
+		done <- runReceiver(ctx, Env{Stdout: stdout, Stderr: &bytes.Buffer{}, Getenv: getenv},
+			append([]string{"--addr", "127.0.0.1:0", "--ca-out", caFile}, args...))
 	}()
 	var urls []string
 	select {
 	case urls = <-matched:
 	case err := <-done:
+		cancel()
 		t.Fatalf("receiver exited early: %v", err)
 	}
-
 	ca, err := os.ReadFile(caFile)
 	require.NoError(t, err)
 	pool := x509.NewCertPool()
 	require.True(t, pool.AppendCertsFromPEM(ca))
-	base := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
-	cc := &clientcredentials.Config{ClientID: "relay", ClientSecret: "file-secret", TokenURL: urls[2]}
-	c := oauth2.NewClient(context.WithValue(t.Context(), oauth2.HTTPClient, base), cc.TokenSource(context.WithValue(t.Context(), oauth2.HTTPClient, base)))
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	return &runningReceiver{apiURL: urls[1], tokenURL: urls[2], client: client, stdout: stdout,
+		stop: func() error { cancel(); return <-done }}
+}
+
+func TestReceiverCommand(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	outFile, secretFile := filepath.Join(dir, "out.jsonl"), filepath.Join(dir, "secret")
+	require.NoError(t, os.WriteFile(secretFile, []byte("file-secret\n"), 0o600))
+	r := startReceiverCommand(t, func(string) string { return "" }, "--client-id", "relay", "--client-secret-file", secretFile,
+		"--strict", "--out", outFile, "--token-ttl", "10m")
+
+	cc := &clientcredentials.Config{ClientID: "relay", ClientSecret: "file-secret", TokenURL: r.tokenURL}
+	ctx := context.WithValue(t.Context(), oauth2.HTTPClient, r.client)
+	c := oauth2.NewClient(ctx, cc.TokenSource(ctx))
 	body := mapping.AppendEnvelope(nil, []mapping.Message{{Action: "CUSTOMERDEL", Type: "CUSTOMER", Payload: "2142", UniqueID: "77"}})
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, urls[1], bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, r.apiURL, bytes.NewReader(body))
 	require.NoError(t, err)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := c.Do(req)
@@ -88,39 +116,32 @@ func TestReceiverCommand(t *testing.T) {
 	require.NoError(t, resp.Body.Close())
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 
-	cancel()
-	require.NoError(t, <-done, "SIGINT/SIGTERM stop is a clean exit")
+	require.NoError(t, r.stop(), "SIGINT/SIGTERM stop is a clean exit")
 	out, err := os.ReadFile(outFile)
 	require.NoError(t, err)
 	require.Contains(t, string(out), `"uniqueId":"77"`)
-	require.Contains(t, stdout.String(), "1 messages")
+	require.Contains(t, r.stdout.String(), "1 messages")
 }
 
 func TestReceiverCommandUsage(t *testing.T) {
 	t.Parallel()
-	secretEnv := func(k string) string {
-		if k == "CDC_RELAY_RECEIVER_CLIENT_SECRET" {
-			return "env-secret"
-		}
-		return ""
-	}
 	cases := []struct {
 		args   []string
 		getenv func(string) string
 		want   string
 	}{
-		{[]string{}, secretEnv, "--client-id"},
+		{[]string{}, receiverSecretEnv, "--client-id"},
 		{[]string{"--client-id", "x"}, func(string) string { return "" }, "CDC_RELAY_RECEIVER_CLIENT_SECRET"},
-		{[]string{"--client-id", "x", "--fail-rate", "2"}, secretEnv, "between 0 and 1"},
-		{[]string{"--client-id", "x", "--reset-rate", "-1"}, secretEnv, "between 0 and 1"},
-		{[]string{"--client-id", "x", "--rate", "-1"}, secretEnv, "--rate"},
-		{[]string{"--client-id", "x", "--fail-status", "200"}, secretEnv, "400 and 599"},
-		{[]string{"--client-id", "x", "--min-tls", "1.4"}, secretEnv, "--min-tls"},
-		{[]string{"--client-id", "x", "--max-tls", "2"}, secretEnv, "--max-tls"},
-		{[]string{"--client-id", "x", "--min-tls", "1.3", "--max-tls", "1.2"}, secretEnv, "MaxTLSVersion"},
-		{[]string{"--client-id", "x", "--cert", "a.pem"}, secretEnv, "give both"},
-		{[]string{"--client-id", "x", "stray"}, secretEnv, "unexpected arguments"},
-		{[]string{"--no-such-flag"}, secretEnv, "no-such-flag"},
+		{[]string{"--client-id", "x", "--fail-rate", "2"}, receiverSecretEnv, "between 0 and 1"},
+		{[]string{"--client-id", "x", "--reset-rate", "-1"}, receiverSecretEnv, "between 0 and 1"},
+		{[]string{"--client-id", "x", "--rate", "-1"}, receiverSecretEnv, "--rate"},
+		{[]string{"--client-id", "x", "--fail-status", "200"}, receiverSecretEnv, "400 and 599"},
+		{[]string{"--client-id", "x", "--min-tls", "1.4"}, receiverSecretEnv, "--min-tls"},
+		{[]string{"--client-id", "x", "--max-tls", "2"}, receiverSecretEnv, "--max-tls"},
+		{[]string{"--client-id", "x", "--min-tls", "1.3", "--max-tls", "1.2"}, receiverSecretEnv, "MaxTLSVersion"},
+		{[]string{"--client-id", "x", "--cert", "a.pem"}, receiverSecretEnv, "give both"},
+		{[]string{"--client-id", "x", "stray"}, receiverSecretEnv, "unexpected arguments"},
+		{[]string{"--no-such-flag"}, receiverSecretEnv, "no-such-flag"},
 	}
 	for _, c := range cases {
 		env := Env{Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}, Getenv: c.getenv}
@@ -129,15 +150,14 @@ func TestReceiverCommandUsage(t *testing.T) {
 		require.Contains(t, err.Error(), c.want)
 	}
 	// A config error is also a receiver.ErrConfig.
-	err := runReceiver(t.Context(), Env{Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}, Getenv: secretEnv}, []string{"--client-id", "x", "--key", "k.pem"})
+	err := runReceiver(t.Context(), Env{Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}, Getenv: receiverSecretEnv}, []string{"--client-id", "x", "--key", "k.pem"})
 	require.True(t, errors.Is(err, receiver.ErrConfig))
 }
 
 func TestReceiverCommandRuntimeErrors(t *testing.T) {
 	t.Parallel()
-	secretEnv := func(string) string { return "env-secret" }
 	dir := t.TempDir()
-	env := Env{Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}, Getenv: secretEnv}
+	env := Env{Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}, Getenv: receiverSecretEnv}
 
 	err := runReceiver(t.Context(), env, []string{"--client-id", "x", "--client-secret-file", filepath.Join(dir, "missing")})
 	require.ErrorContains(t, err, "read client secret file")

@@ -1,6 +1,7 @@
 package sender
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -214,7 +215,12 @@ type fakeClock struct {
 	t  time.Time
 }
 
-func newFakeClock() *fakeClock { return &fakeClock{t: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)} }
+// useFakeClock makes s read the time from a new fake clock, and returns the clock.
+func useFakeClock(s *Sender) *fakeClock {
+	c := &fakeClock{t: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
+	s.now = c.Now
+	return c
+}
 
 func (c *fakeClock) Now() time.Time {
 	c.mu.Lock()
@@ -250,6 +256,16 @@ func newSender(t testing.TB, cfg Config) *Sender {
 	require.NoError(t, err)
 	t.Cleanup(s.Close)
 	return s
+}
+
+// newSenderTo starts an HTTPS server running h (with the shared CA's certificate) and returns it
+// with a Sender in the test configuration (testConfig) that posts to it and takes its tokens
+// from te.
+func newSenderTo(t testing.TB, te *tokenEndpoint, h http.Handler) (*Sender, *tlsServer) {
+	t.Helper()
+	srv := startTLS(t, h, nil)
+	cfg, _ := testConfig(t, srv.URL, te.tokenURL())
+	return newSender(t, cfg), srv
 }
 
 func assertNoSecretsInLogs(t testing.TB, logs *observer.ObservedLogs) {
@@ -300,6 +316,24 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fmt.Fprint(w, `{"status":"ok"}`)
+}
+
+// postConcurrently makes n POSTs of the sample payload at once, checks that each was answered
+// 200, and returns their results.
+func postConcurrently(t testing.TB, s *Sender, n int) []Result {
+	t.Helper()
+	results := make([]Result, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			res, err := s.Post(context.Background(), []byte(samplePayload))
+			assert.NoError(t, err)
+			assert.Equal(t, http.StatusOK, res.Status)
+			results[i] = res
+		})
+	}
+	wg.Wait()
+	return results
 }
 
 // waitFor polls cond until it holds; the test's own deadline bounds it.

@@ -53,15 +53,7 @@ func TestPostReusesOneToken(t *testing.T) {
 		assert.Equal(t, `{"status":"ok"}`, res.Excerpt)
 		assert.Positive(t, res.Duration)
 	}
-	var wg sync.WaitGroup
-	for range 16 {
-		wg.Go(func() {
-			res, err := s.Post(context.Background(), []byte(samplePayload))
-			assert.NoError(t, err)
-			assert.Equal(t, http.StatusOK, res.Status)
-		})
-	}
-	wg.Wait()
+	postConcurrently(t, s, 16)
 	assert.Equal(t, int64(1), te.fetches.Load(), "one token for every POST")
 	assert.Equal(t, int64(36), rc.requests.Load())
 	assert.Equal(t, samplePayload, gotBody.Load())
@@ -71,18 +63,8 @@ func TestPostReusesOneToken(t *testing.T) {
 func TestConcurrentFirstCallersShareOneFetch(t *testing.T) {
 	t.Parallel()
 	te := newTokenEndpoint(t)
-	srv := startTLS(t, &receiver{}, nil)
-	cfg, _ := testConfig(t, srv.URL, te.tokenURL())
-	s := newSender(t, cfg)
-	var wg sync.WaitGroup
-	for range 32 {
-		wg.Go(func() {
-			res, err := s.Post(context.Background(), []byte(samplePayload))
-			assert.NoError(t, err)
-			assert.Equal(t, http.StatusOK, res.Status)
-		})
-	}
-	wg.Wait()
+	s, _ := newSenderTo(t, te, &receiver{})
+	postConcurrently(t, s, 32)
 	assert.Equal(t, int64(1), te.fetches.Load())
 }
 
@@ -102,11 +84,8 @@ func TestTokenRefreshedBeforeExpiry(t *testing.T) {
 			te := newTokenEndpoint(t)
 			te.expiresIn.Store(tc.expiresIn)
 			rc := &receiver{}
-			srv := startTLS(t, rc, nil)
-			cfg, _ := testConfig(t, srv.URL, te.tokenURL())
-			s := newSender(t, cfg)
-			clock := newFakeClock()
-			s.now = clock.Now
+			s, _ := newSenderTo(t, te, rc)
+			clock := useFakeClock(s)
 
 			_, err := s.Post(context.Background(), []byte(samplePayload))
 			require.NoError(t, err)
@@ -131,8 +110,7 @@ func TestTokenWithoutExpiresInUsesDefaultTTL(t *testing.T) {
 	cfg, logs := testConfig(t, srv.URL, te.tokenURL())
 	cfg.DefaultTokenTTL = 2 * time.Minute
 	s := newSender(t, cfg)
-	clock := newFakeClock()
-	s.now = clock.Now
+	clock := useFakeClock(s)
 
 	require.NoError(t, s.Token(context.Background()))
 	clock.Advance(time.Minute + 49*time.Second)
@@ -155,11 +133,8 @@ func TestFormEncodedTokenResponse(t *testing.T) {
 		return true
 	}
 	rc := &receiver{}
-	srv := startTLS(t, rc, nil)
-	cfg, _ := testConfig(t, srv.URL, te.tokenURL())
-	s := newSender(t, cfg)
-	clock := newFakeClock()
-	s.now = clock.Now
+	s, _ := newSenderTo(t, te, rc)
+	clock := useFakeClock(s)
 	res, err := s.Post(context.Background(), []byte(samplePayload))
 	require.NoError(t, err)
 	assert.Equal(t, http.StatusOK, res.Status)
@@ -175,9 +150,7 @@ func Test401RefreshesOnceAndResends(t *testing.T) {
 	t.Parallel()
 	te := newTokenEndpoint(t)
 	rc := &receiver{accept: func(tok string) bool { return tok != tokenPrefix+"1" }}
-	srv := startTLS(t, rc, nil)
-	cfg, _ := testConfig(t, srv.URL, te.tokenURL())
-	s := newSender(t, cfg)
+	s, _ := newSenderTo(t, te, rc)
 
 	res, err := s.Post(context.Background(), []byte(samplePayload))
 	require.NoError(t, err)
@@ -200,7 +173,7 @@ func Test401Concurrent32CauseOneRefresh(t *testing.T) {
 	var arrived atomic.Int64
 	release := make(chan struct{})
 	var once sync.Once
-	srv := startTLS(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s, srv := newSenderTo(t, te, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") == "Bearer "+tokenPrefix+"1" {
 			if arrived.Add(1) == 32 {
 				once.Do(func() { close(release) })
@@ -210,21 +183,12 @@ func Test401Concurrent32CauseOneRefresh(t *testing.T) {
 			return
 		}
 		fmt.Fprint(w, "ok")
-	}), nil)
-	cfg, _ := testConfig(t, srv.URL, te.tokenURL())
-	s := newSender(t, cfg)
+	}))
 	require.NoError(t, s.Token(context.Background()))
 
-	var wg sync.WaitGroup
-	for range 32 {
-		wg.Go(func() {
-			res, err := s.Post(context.Background(), []byte(samplePayload))
-			assert.NoError(t, err)
-			assert.Equal(t, http.StatusOK, res.Status)
-			assert.True(t, res.TokenRefreshed)
-		})
+	for _, res := range postConcurrently(t, s, 32) {
+		assert.True(t, res.TokenRefreshed)
 	}
-	wg.Wait()
 	assert.Equal(t, int64(2), te.fetches.Load(), "the first token, then exactly one refresh")
 	assert.LessOrEqual(t, srv.newConns.Load(), int64(32), "pool sized for 32 in flight")
 }
@@ -233,9 +197,7 @@ func TestSecond401ReturnedAsIs(t *testing.T) {
 	t.Parallel()
 	te := newTokenEndpoint(t)
 	rc := &receiver{accept: func(string) bool { return false }}
-	srv := startTLS(t, rc, nil)
-	cfg, _ := testConfig(t, srv.URL, te.tokenURL())
-	s := newSender(t, cfg)
+	s, _ := newSenderTo(t, te, rc)
 
 	res, err := s.Post(context.Background(), []byte(samplePayload))
 	require.NoError(t, err)
@@ -255,9 +217,7 @@ func Test401ThenTokenEndpointFails(t *testing.T) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		return true
 	}
-	srv := startTLS(t, &receiver{accept: func(string) bool { return false }}, nil)
-	cfg, _ := testConfig(t, srv.URL, te.tokenURL())
-	s := newSender(t, cfg)
+	s, _ := newSenderTo(t, te, &receiver{accept: func(string) bool { return false }})
 	res, err := s.Post(context.Background(), []byte(samplePayload))
 	require.ErrorIs(t, err, ErrToken)
 	assert.Contains(t, err.Error(), "after the receiver answered 401")
@@ -309,9 +269,7 @@ func TestTokenEndpointFailures(t *testing.T) {
 			te := newTokenEndpoint(t)
 			te.respond = func(w http.ResponseWriter, r *http.Request) bool { tc.respond(w, r); return true }
 			rc := &receiver{}
-			srv := startTLS(t, rc, nil)
-			cfg, _ := testConfig(t, srv.URL, te.tokenURL())
-			s := newSender(t, cfg)
+			s, _ := newSenderTo(t, te, rc)
 			res, err := s.Post(context.Background(), []byte(samplePayload))
 			require.ErrorIs(t, err, ErrToken)
 			assert.Contains(t, err.Error(), "fetching OAuth2 token from "+te.tokenURL())
@@ -416,12 +374,10 @@ func TestRedirectNotFollowed(t *testing.T) {
 	te := newTokenEndpoint(t)
 	target := &receiver{}
 	targetSrv := startTLS(t, target, nil)
-	srv := startTLS(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s, _ := newSenderTo(t, te, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Location", targetSrv.URL+"/elsewhere?sig=abc")
 		w.WriteHeader(http.StatusTemporaryRedirect)
-	}), nil)
-	cfg, _ := testConfig(t, srv.URL, te.tokenURL())
-	s := newSender(t, cfg)
+	}))
 	res, err := s.Post(context.Background(), []byte(samplePayload))
 	require.ErrorIs(t, err, ErrRedirect)
 	assert.Equal(t, http.StatusTemporaryRedirect, res.Status)
@@ -447,11 +403,9 @@ func clientOnlyLeaf(t *testing.T) tls.Certificate {
 func TestRedirectWithoutLocation(t *testing.T) {
 	t.Parallel()
 	te := newTokenEndpoint(t)
-	srv := startTLS(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s, _ := newSenderTo(t, te, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusFound)
-	}), nil)
-	cfg, _ := testConfig(t, srv.URL, te.tokenURL())
-	s := newSender(t, cfg)
+	}))
 	res, err := s.Post(context.Background(), []byte(samplePayload))
 	require.ErrorIs(t, err, ErrRedirect)
 	assert.Equal(t, http.StatusFound, res.Status)
@@ -646,7 +600,7 @@ func TestHugeResponseBodyIsNotReadPastTheCap(t *testing.T) {
 	written := make(chan int64, 1)
 	chunk := []byte(strings.Repeat("x", 64<<10))
 	var calls atomic.Int64
-	srv := startTLS(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s, srv := newSenderTo(t, te, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if calls.Add(1) > 1 {
 			fmt.Fprint(w, strings.Repeat("y", 100<<10)) // under the cap: drained, connection reused
 			return
@@ -661,9 +615,7 @@ func TestHugeResponseBodyIsNotReadPastTheCap(t *testing.T) {
 			}
 		}
 		written <- n
-	}), nil)
-	cfg, _ := testConfig(t, srv.URL, te.tokenURL())
-	s := newSender(t, cfg)
+	}))
 
 	res, err := s.Post(context.Background(), []byte(samplePayload))
 	require.NoError(t, err)
@@ -686,9 +638,7 @@ func TestHugeResponseBodyIsNotReadPastTheCap(t *testing.T) {
 func TestConnectionReuse(t *testing.T) {
 	t.Parallel()
 	te := newTokenEndpoint(t)
-	srv := startTLS(t, &receiver{}, nil)
-	cfg, _ := testConfig(t, srv.URL, te.tokenURL())
-	s := newSender(t, cfg)
+	s, srv := newSenderTo(t, te, &receiver{})
 	for range 200 {
 		res, err := s.Post(context.Background(), []byte(samplePayload))
 		require.NoError(t, err)
@@ -741,14 +691,11 @@ func TestRetryAfter(t *testing.T) {
 	te := newTokenEndpoint(t)
 	var header atomic.Value
 	header.Store("7")
-	srv := startTLS(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s, _ := newSenderTo(t, te, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", header.Load().(string))
 		w.WriteHeader(http.StatusTooManyRequests)
-	}), nil)
-	cfg, _ := testConfig(t, srv.URL, te.tokenURL())
-	s := newSender(t, cfg)
-	clock := newFakeClock()
-	s.now = clock.Now
+	}))
+	clock := useFakeClock(s)
 	res, err := s.Post(context.Background(), []byte(samplePayload))
 	require.NoError(t, err)
 	assert.Equal(t, http.StatusTooManyRequests, res.Status)
@@ -865,9 +812,7 @@ func sampleCount(t *testing.T, h prometheus.Histogram) uint64 {
 
 func BenchmarkPost(b *testing.B) {
 	te := newTokenEndpoint(b)
-	srv := startTLS(b, &receiver{}, nil)
-	cfg, _ := testConfig(b, srv.URL, te.tokenURL())
-	s := newSender(b, cfg)
+	s, srv := newSenderTo(b, te, &receiver{})
 	body := []byte(samplePayload)
 	b.SetBytes(int64(len(body)))
 	b.ResetTimer()

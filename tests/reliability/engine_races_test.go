@@ -35,17 +35,6 @@ func (l *messageLog) all() []receiver.Received {
 	return append([]receiver.Received(nil), l.msgs...)
 }
 
-// withMessageLog records every accepted message in l besides the env's recorder.
-func withMessageLog(l *messageLog) func(*receiver.Config) {
-	return func(c *receiver.Config) {
-		prev := c.OnMessage
-		c.OnMessage = func(m receiver.Received) {
-			prev(m)
-			l.add(m)
-		}
-	}
-}
-
 // queuedIDs returns the ids of every row in the customer pending and progress queues.
 func (e *env) queuedIDs() []int64 {
 	e.t.Helper()
@@ -140,7 +129,7 @@ func TestDatabaseOutageMidDrain(t *testing.T) {
 func TestErasedCustomerIsNotSentAfterItsDelete(t *testing.T) {
 	t.Parallel()
 	var log messageLog
-	e := newEnv(t, envOptions{receiverConfig: withMessageLog(&log)})
+	e := newEnv(t, envOptions{onMessage: log.add})
 	e.rcv.SetFaults(receiver.Faults{Down: true})
 	c := e.conn()
 	ctx := context.Background()

@@ -113,14 +113,18 @@ func newDB(t *testing.T) string {
 }
 
 // scale is CDC_FAULT_SCALE (default 1), read once.
-var scale = func() float64 {
-	if s := os.Getenv("CDC_FAULT_SCALE"); s != "" {
+var scale = envScale("CDC_FAULT_SCALE")
+
+// envScale returns the environment variable name as a positive number, or 1 when it is unset
+// or not one.
+func envScale(name string) float64 {
+	if s := os.Getenv(name); s != "" {
 		if f, err := strconv.ParseFloat(s, 64); err == nil && f > 0 {
 			return f
 		}
 	}
 	return 1
-}()
+}
 
 // outage is how long the receiver stays down in TestReceiverFaults: CDC_FAULT_OUTAGE (a Go
 // duration), default 12s so the suite fits CI; the minute is CDC_FAULT_OUTAGE=1m.
@@ -301,6 +305,9 @@ type env struct {
 type envOptions struct {
 	// receiverConfig is applied on top of the defaults (client credentials, recorder).
 	receiverConfig func(*receiver.Config)
+	// onMessage, when set, is called with every message the receiver accepts (samples
+	// included), after the env's recorder.
+	onMessage func(receiver.Received)
 	// noConfig leaves data_sync_config as installed (Data Sync disabled, no URLs).
 	noConfig bool
 }
@@ -311,6 +318,12 @@ func newEnv(t *testing.T, o envOptions) *env {
 	t.Helper()
 	e := &env{t: t, dbURL: newDB(t), rec: newRecorder(), dir: t.TempDir()}
 	cfg := receiver.Config{ClientID: clientID, ClientSecret: clientSecret, OnMessage: e.rec.add}
+	if o.onMessage != nil {
+		cfg.OnMessage = func(m receiver.Received) {
+			e.rec.add(m)
+			o.onMessage(m)
+		}
+	}
 	if o.receiverConfig != nil {
 		o.receiverConfig(&cfg)
 	}

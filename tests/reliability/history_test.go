@@ -51,14 +51,7 @@ func init() { allInvariants = append(allInvariants, invStopsOnSIGTERM) }
 var historyAwaitingFixes = map[string]string{}
 
 // historyScale is CDC_HISTORY_SCALE (default 1): it multiplies the writing time (20 s at 1).
-var historyScale = func() float64 {
-	if s := os.Getenv("CDC_HISTORY_SCALE"); s != "" {
-		if f, err := strconv.ParseFloat(s, 64); err == nil && f > 0 {
-			return f
-		}
-	}
-	return 1
-}()
+var historyScale = envScale("CDC_HISTORY_SCALE")
 
 // historyOptions is one run's configuration.
 type historyOptions struct {
@@ -185,17 +178,13 @@ INSERT INTO segment (segment_name) SELECT 'hist segment ' || g FROM generate_ser
 
 func runHistory(t *testing.T, o historyOptions) {
 	r := &histRun{t: t, o: o}
-	r.e = newEnv(t, envOptions{receiverConfig: func(c *receiver.Config) {
-		prev := c.OnMessage
-		c.OnMessage = func(m receiver.Received) {
-			prev(m)
-			if m.Sample {
-				return
-			}
-			r.msgMu.Lock()
-			r.msgs = append(r.msgs, histMessageOf(len(r.msgs), m))
-			r.msgMu.Unlock()
+	r.e = newEnv(t, envOptions{onMessage: func(m receiver.Received) {
+		if m.Sample {
+			return
 		}
+		r.msgMu.Lock()
+		r.msgs = append(r.msgs, histMessageOf(len(r.msgs), m))
+		r.msgMu.Unlock()
 	}})
 	e := r.e
 	ctx := context.Background()
@@ -412,11 +401,7 @@ func (r *histRun) injectFaults(deadline time.Time, rng *rand.Rand) {
 			// slowly (20 ms a request) so the drain lasts; PostgreSQL stops as soon as the relay
 			// is delivering again and stays down for 3 s (the fault's length, as in the issue)
 			// while the relay goes on sending what it holds in memory.
-			e.rcv.SetFaults(receiver.Faults{Down: true})
-			start, injected := time.Now(), e.rcv.Stats().FaultsInjected
-			waitEvery(30*time.Second, 50*time.Millisecond, func() bool {
-				return time.Since(start) >= 2*time.Second && e.rcv.Stats().FaultsInjected >= injected+3
-			})
+			r.holdFault(receiver.Faults{Down: true}, 2*time.Second)
 			resumed, _ := e.rec.stats()
 			e.rcv.SetFaults(receiver.Faults{Delay: 20 * time.Millisecond})
 			waitFor(10*time.Second, func() bool { n, _ := e.rec.stats(); return n > resumed+20 })
@@ -445,13 +430,7 @@ func (r *histRun) injectFaults(deadline time.Time, rng *rand.Rand) {
 			} else {
 				r.bursts503++
 			}
-			start, injected := time.Now(), e.rcv.Stats().FaultsInjected
-			e.rcv.SetFaults(f)
-			// The burst lasts its duration (a fault parameter), and at least until the relay
-			// has met it a few times.
-			waitEvery(30*time.Second, 50*time.Millisecond, func() bool {
-				return time.Since(start) >= hold && e.rcv.Stats().FaultsInjected >= injected+3
-			})
+			r.holdFault(f, hold)
 			e.rcv.SetFaults(receiver.Faults{})
 		}
 		before, _ := e.rec.stats()
@@ -460,6 +439,17 @@ func (r *histRun) injectFaults(deadline time.Time, rng *rand.Rand) {
 			r.t.Logf("history: no deliveries within 20 s after %s", kind)
 		}
 	}
+}
+
+// holdFault sets the receiver's faults to f and keeps them for hold (a fault parameter), and at
+// least until the relay has met them three times (30 s at most); the caller sets what follows.
+func (r *histRun) holdFault(f receiver.Faults, hold time.Duration) {
+	rcv := r.e.rcv
+	start, injected := time.Now(), rcv.Stats().FaultsInjected
+	rcv.SetFaults(f)
+	waitEvery(30*time.Second, 50*time.Millisecond, func() bool {
+		return time.Since(start) >= hold && rcv.Stats().FaultsInjected >= injected+3
+	})
 }
 
 // terminateLeader terminates the database sessions that make a relay the leader: the holders of

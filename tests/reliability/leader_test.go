@@ -90,13 +90,7 @@ func (h *senderLog) overlap(old, successor int) (late []arrival, first time.Time
 // newLeaderEnv is newEnv with every arrival's sender recorded.
 func newLeaderEnv(t *testing.T) (*env, *senderLog) {
 	h := &senderLog{}
-	e := newEnv(t, envOptions{receiverConfig: func(c *receiver.Config) {
-		prev := c.OnMessage
-		c.OnMessage = func(m receiver.Received) {
-			prev(m)
-			h.add(m)
-		}
-	}})
+	e := newEnv(t, envOptions{onMessage: h.add})
 	return e, h
 }
 
@@ -134,6 +128,18 @@ func (e *env) load(ctx context.Context, customers []int64, total int) (*writer, 
 	return w, done
 }
 
+// startPairUnderLoad creates 300 customers, starts a leader and a standby (startPair), and has
+// two writers commit total changes to the customers until done or ctx ends (load); it returns
+// once the leader has delivered 100 messages.
+func (e *env) startPairUnderLoad(ctx context.Context, hist *senderLog, total int) (leader, standby *relayProc, w *writer, written <-chan struct{}) {
+	e.t.Helper()
+	customers := e.createCustomers(300)
+	leader, standby = e.startPair()
+	w, written = e.load(ctx, customers, total)
+	require.True(e.t, waitFor(2*time.Minute, func() bool { return hist.byPID(leader.cmd.Process.Pid) >= 100 }), "the leader delivered nothing")
+	return leader, standby, w, written
+}
+
 // checkDelivered checks the committed changes against the receiver: none lost, first deliveries
 // in order per key.
 func (e *env) checkDelivered(w *writer) verdict {
@@ -154,15 +160,11 @@ func (e *env) checkDelivered(w *writer) verdict {
 func TestLeaderSessionTerminatedOneSenderAtATime(t *testing.T) {
 	t.Parallel()
 	e, hist := newLeaderEnv(t)
-	customers := e.createCustomers(300)
-	a, b := e.startPair()
-	aPID, bPID := a.cmd.Process.Pid, b.cmd.Process.Pid
-
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	total := scaled(1500, 600)
-	w, written := e.load(ctx, customers, total)
-	require.True(t, waitFor(2*time.Minute, func() bool { return hist.byPID(aPID) >= 100 }), "the leader delivered nothing")
+	a, b, w, written := e.startPairUnderLoad(ctx, hist, total)
+	aPID, bPID := a.cmd.Process.Pid, b.cmd.Process.Pid
 
 	n, err := e.queryInt(`SELECT count(pg_terminate_backend(holder_pid)) FROM data_sync_leader WHERE holder_pid IS NOT NULL`)
 	require.NoError(t, err)
@@ -196,15 +198,10 @@ func TestLeaderSessionTerminatedOneSenderAtATime(t *testing.T) {
 func TestLeaderKilledStandbyTakesOver(t *testing.T) {
 	t.Parallel()
 	e, hist := newLeaderEnv(t)
-	customers := e.createCustomers(300)
-	a, b := e.startPair()
-	aPID, bPID := a.cmd.Process.Pid, b.cmd.Process.Pid
-
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	total := scaled(1000, 400)
-	w, written := e.load(ctx, customers, total)
-	require.True(t, waitFor(2*time.Minute, func() bool { return hist.byPID(aPID) >= 100 }), "the leader delivered nothing")
+	a, b, w, written := e.startPairUnderLoad(ctx, hist, scaled(1000, 400))
+	aPID, bPID := a.cmd.Process.Pid, b.cmd.Process.Pid
 
 	a.kill()
 	killed := time.Now()

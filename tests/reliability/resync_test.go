@@ -97,10 +97,7 @@ func TestResyncUnderWritesAndKills(t *testing.T) {
 
 func resyncUnderWritesAndKills(t *testing.T, mode string) {
 	log := &keyLog{msgs: map[string][]keyMsg{}}
-	e := newEnv(t, envOptions{receiverConfig: func(c *receiver.Config) {
-		prev := c.OnMessage
-		c.OnMessage = func(m receiver.Received) { prev(m); log.add(m) }
-	}})
+	e := newEnv(t, envOptions{onMessage: log.add})
 	customers := e.createCustomers(scaled(2000, 1000))
 	nTrn := scaled(800, 300)
 	e.exec(`UPDATE data_sync_config SET value = 'false' WHERE name = 'DataSyncEnabled'`)

@@ -22,124 +22,78 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
-	"github.com/cdc-relay/cdc-relay/internal/cli"
 	"github.com/cdc-relay/cdc-relay/internal/credentials"
 	"github.com/cdc-relay/cdc-relay/internal/daemon"
-	"github.com/cdc-relay/cdc-relay/internal/logbuf"
+	"github.com/cdc-relay/cdc-relay/internal/e2etest"
 	"github.com/cdc-relay/cdc-relay/internal/pgtest"
 	"github.com/cdc-relay/cdc-relay/internal/receiver"
-	"github.com/cdc-relay/cdc-relay/relay"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-const clientID = "relay-client"
-
-// stack is a CE database with cdc-relay installed, the reference receiver and a directory for
-// credentials; secrets lists every secret the relay's logs must never show.
+// stack is the shared end-to-end stack (e2etest.Stack) with the environment the relay reads its
+// credential overrides from; secrets lists every secret the relay's logs must never show.
 type stack struct {
-	t       *testing.T
-	url     string
-	db      *pgxpool.Pool
-	recv    *receiver.Server
-	caFile  string
-	dir     string
-	logs    *logbuf.Buffer
+	*e2etest.Stack
 	env     map[string]string
 	secrets []string
 }
 
-func newStack(t *testing.T, rcfg receiver.Config, secret string) *stack {
+// newStack builds the stack with a receiver that accepts secret; more are secrets the test will
+// rotate to, which the relay's logs must not show either.
+func newStack(t *testing.T, rcfg receiver.Config, secret string, more ...string) *stack {
 	t.Helper()
-	s := &stack{t: t, url: pgtest.NewDB(t), logs: &logbuf.Buffer{}, env: map[string]string{}, secrets: []string{secret}}
-	s.db = pgtest.Pool(t, s.url)
-	s.secrets = append(s.secrets, rcfg.SigningSecrets...)
-	rcfg.ClientID, rcfg.ClientSecret, rcfg.Strict = clientID, secret, true
-	recv, err := receiver.New(rcfg)
-	require.NoError(t, err)
-	require.NoError(t, recv.Start())
-	t.Cleanup(func() { recv.Close() })
-	s.recv = recv
-	s.dir = t.TempDir()
-	s.caFile = filepath.Join(s.dir, "ca.pem")
-	require.NoError(t, recv.WriteCAFile(s.caFile))
-	s.set("DataSyncApiUrl", recv.APIURL())
-	s.set("DataSyncTokenUrl", recv.TokenURL())
-	s.set("DataSyncEnabled", "true")
+	s := &stack{Stack: e2etest.New(t, pgtest.NewDB(t), rcfg, secret), env: map[string]string{}}
+	s.secrets = append(append([]string{secret}, more...), rcfg.SigningSecrets...)
 	t.Cleanup(func() {
-		logs := s.logs.String()
+		logs := s.Logs.String()
 		for i, secret := range append(s.secrets, "whsec_", "PRIVATE KEY", "Bearer ", `access_token":"`) {
 			if secret != "" && strings.Contains(logs, secret) {
 				t.Errorf("secret material (pattern %d of the scan) appears in the relay's logs", i)
 			}
 		}
-		if t.Failed() {
-			t.Logf("relay log:\n%s", logs)
-		}
 	})
 	return s
 }
 
-func (s *stack) set(name, value string) {
-	s.t.Helper()
-	tag, err := s.db.Exec(context.Background(), `UPDATE data_sync_config SET value = $2 WHERE name = $1`, name, value)
-	require.NoError(s.t, err)
-	require.Equal(s.t, int64(1), tag.RowsAffected(), "setting %s exists", name)
-}
-
-func (s *stack) exec(sql string, args ...any) {
-	s.t.Helper()
-	_, err := s.db.Exec(context.Background(), sql, args...)
-	require.NoError(s.t, err, sql)
-}
-
-func (s *stack) count(sql string, args ...any) int {
-	s.t.Helper()
-	var n int
-	require.NoError(s.t, s.db.QueryRow(context.Background(), sql, args...).Scan(&n), sql)
-	return n
-}
-
-// run starts the daemon in-process; the cleanup stops it and checks it stopped cleanly.
+// run starts the daemon in-process with the credential at credPath; the cleanup stops it and
+// checks it stopped cleanly.
 func (s *stack) run(credPath string) { s.runWith(credPath, nil) }
 
+// runWith is run with mod applied to the configuration: polling with a quick sweep (the
+// doorbell is not what these tests are about), no admin server, and s.env as the environment.
 func (s *stack) runWith(credPath string, mod func(*daemon.Config)) {
-	s.t.Helper()
-	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
-	cfg := daemon.Config{
-		DatabaseURL: s.url, CAFile: s.caFile, CredentialsPath: credPath, AdminAddr: "off",
-		Relay:  relay.Config{SweepInterval: 50 * time.Millisecond, BackoffMin: 10 * time.Millisecond, BackoffMax: 200 * time.Millisecond},
-		Getenv: func(k string) string { return s.env[k] },
-		Logger: zap.New(zapcore.NewCore(enc, s.logs, zap.DebugLevel)),
-		Poll:   true,
-	}
+	s.T.Helper()
+	cfg := s.Config()
+	cfg.CredentialsPath, cfg.AdminAddr, cfg.Poll = credPath, "off", true
+	cfg.Relay.SweepInterval, cfg.Relay.BackoffMax = 50*time.Millisecond, 200*time.Millisecond
+	cfg.Getenv = func(k string) string { return s.env[k] }
 	if mod != nil {
 		mod(&cfg)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- daemon.Run(ctx, cfg) }()
-	s.t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			assert.NoError(s.t, err)
-		case <-time.After(30 * time.Second):
-			s.t.Error("daemon did not stop")
-		}
-	})
+	s.Run(cfg)
+}
+
+// runWithSecretFile runs the relay with the client id from the environment and the client
+// secret from a file named by it (as a mounted Kubernetes secret gives them), the file holding
+// secret; it returns the file's path.
+func (s *stack) runWithSecretFile(secret string) (secretFile string) {
+	s.T.Helper()
+	secretFile = filepath.Join(s.Dir, "client-secret")
+	writeAtomic(s.T, secretFile, secret+"\n")
+	s.env[credentials.EnvClientID] = e2etest.ClientID
+	s.env[credentials.EnvClientSecretFile] = secretFile
+	s.run(filepath.Join(s.Dir, "unused.json"))
+	return secretFile
 }
 
 func (s *stack) waitMessages(n int) {
-	s.t.Helper()
-	require.Eventually(s.t, func() bool { return s.recv.Stats().Unique >= n }, 60*time.Second, 5*time.Millisecond,
-		"messages delivered: %+v", s.recv.Stats())
+	s.T.Helper()
+	require.Eventually(s.T, func() bool { return s.Recv.Stats().Unique >= n }, 60*time.Second, 5*time.Millisecond,
+		"messages delivered: %+v", s.Recv.Stats())
 }
 
 // writeAtomic replaces path's content the way the kubelet and `credentials set` do: a new file
@@ -154,24 +108,18 @@ func writeAtomic(t *testing.T, path, content string) {
 func TestRotatedSecretFileUsedWithoutRestart(t *testing.T) {
 	t.Parallel()
 	oldSecret, newSecret := "old-secret-Rot8-"+t.Name(), "new-secret-Rot8-"+t.Name()
-	s := newStack(t, receiver.Config{}, oldSecret)
-	s.secrets = append(s.secrets, newSecret)
-	secretFile := filepath.Join(s.dir, "client-secret")
-	writeAtomic(t, secretFile, oldSecret+"\n")
-	s.env[credentials.EnvClientID] = clientID
-	s.env[credentials.EnvClientSecretFile] = secretFile
-	s.run(filepath.Join(s.dir, "unused.json"))
+	s := newStack(t, receiver.Config{}, oldSecret, newSecret)
+	secretFile := s.runWithSecretFile(oldSecret)
 
-	s.exec(`INSERT INTO customer (customer_id, first_name) VALUES (1, 'A')`)
+	s.Exec(`INSERT INTO customer (customer_id, first_name) VALUES (1, 'A')`)
 	s.waitMessages(1)
 
 	// The partner rotates: the old secret stops working and its tokens are revoked.
-	s.recv.SetCredentials(clientID, newSecret)
-	s.recv.RevokeTokens()
-	s.exec(`INSERT INTO customer (customer_id, first_name) SELECT g, 'B' FROM generate_series(2, 20) g`)
+	s.Rotate(newSecret)
+	s.Exec(`INSERT INTO customer (customer_id, first_name) SELECT g, 'B' FROM generate_series(2, 20) g`)
 	// The failure says which file and which client the refused credential came from.
 	require.Eventually(t, func() bool {
-		return s.count(`SELECT count(*) FROM data_sync_cust_progress_queue WHERE last_error LIKE '%' || $1 || '%' AND last_error LIKE '%rejected the client credentials%'`,
+		return s.Count(`SELECT count(*) FROM data_sync_cust_progress_queue WHERE last_error LIKE '%' || $1 || '%' AND last_error LIKE '%rejected the client credentials%'`,
 			credentials.EnvClientSecretFile+" ("+secretFile+")") > 0
 	}, 60*time.Second, 5*time.Millisecond)
 
@@ -179,35 +127,31 @@ func TestRotatedSecretFileUsedWithoutRestart(t *testing.T) {
 	writeAtomic(t, secretFile, newSecret+"\n")
 	s.waitMessages(20)
 	require.Eventually(t, func() bool {
-		return s.count(`SELECT count(*) FROM data_sync_cust_progress_queue`)+s.count(`SELECT count(*) FROM data_sync_cust_pending_queue`) == 0
+		return s.Count(`SELECT count(*) FROM data_sync_cust_progress_queue`)+s.Count(`SELECT count(*) FROM data_sync_cust_pending_queue`) == 0
 	}, 30*time.Second, 5*time.Millisecond)
-	assert.Zero(t, s.count(`SELECT count(*) FROM data_sync_cust_failed`), "nothing dead-lettered")
-	assert.Contains(t, s.logs.String(), "the credential changed and was read again")
-	assert.Equal(t, 1, strings.Count(s.logs.String(), `"msg":"relay delivering"`), "one session: no restart")
+	assert.Zero(t, s.Count(`SELECT count(*) FROM data_sync_cust_failed`), "nothing dead-lettered")
+	assert.Contains(t, s.Logs.String(), "the credential changed and was read again")
+	assert.Equal(t, 1, strings.Count(s.Logs.String(), `"msg":"relay delivering"`), "one session: no restart")
 }
 
 func TestRotatedCredentialStoreUsedWithoutRestart(t *testing.T) {
 	t.Parallel()
 	oldSecret, newSecret := "old-store-secret-"+t.Name(), "new-store-secret-"+t.Name()
-	s := newStack(t, receiver.Config{}, oldSecret)
-	s.secrets = append(s.secrets, newSecret)
-	store := filepath.Join(s.dir, "cdc-relay", "credentials.json")
-	require.NoError(t, credentials.Save(store, credentials.DefaultMapName, credentials.DefaultKeyName, credentials.Credential{ClientID: clientID, ClientSecret: oldSecret}))
-	s.run(store)
-	s.exec(`INSERT INTO customer (customer_id, first_name) VALUES (1, 'A')`)
+	s := newStack(t, receiver.Config{}, oldSecret, newSecret)
+	s.run(s.CredFile)
+	s.Exec(`INSERT INTO customer (customer_id, first_name) VALUES (1, 'A')`)
 	s.waitMessages(1)
 
-	s.recv.SetCredentials(clientID, newSecret)
-	s.recv.RevokeTokens()
-	s.exec(`INSERT INTO customer (customer_id, first_name) SELECT g, 'B' FROM generate_series(2, 10) g`)
+	s.Rotate(newSecret)
+	s.Exec(`INSERT INTO customer (customer_id, first_name) SELECT g, 'B' FROM generate_series(2, 10) g`)
 	require.Eventually(t, func() bool {
-		return s.count(`SELECT count(*) FROM data_sync_cust_progress_queue WHERE last_error LIKE '%' || $1 || '%'`,
-			`map "ce_credentials" key "datasync" in `+store) > 0
+		return s.Count(`SELECT count(*) FROM data_sync_cust_progress_queue WHERE last_error LIKE '%' || $1 || '%'`,
+			`map "ce_credentials" key "datasync" in `+s.CredFile) > 0
 	}, 60*time.Second, 5*time.Millisecond)
-	require.NoError(t, credentials.Save(store, credentials.DefaultMapName, credentials.DefaultKeyName, credentials.Credential{ClientID: clientID, ClientSecret: newSecret}))
+	require.NoError(t, credentials.Save(s.CredFile, credentials.DefaultMapName, credentials.DefaultKeyName, credentials.Credential{ClientID: e2etest.ClientID, ClientSecret: newSecret}))
 	s.waitMessages(10)
-	assert.Zero(t, s.count(`SELECT count(*) FROM data_sync_cust_failed`))
-	assert.Equal(t, 1, strings.Count(s.logs.String(), `"msg":"relay delivering"`), "one session: no restart")
+	assert.Zero(t, s.Count(`SELECT count(*) FROM data_sync_cust_failed`))
+	assert.Equal(t, 1, strings.Count(s.Logs.String(), `"msg":"relay delivering"`), "one session: no restart")
 }
 
 func whsec(t *testing.T) string {
@@ -221,40 +165,38 @@ func TestSignedDeliveryKeepsItsIDAcrossARetry(t *testing.T) {
 	t.Parallel()
 	signing := whsec(t)
 	s := newStack(t, receiver.Config{SigningSecrets: []string{signing}}, "signing-test-secret")
-	store := filepath.Join(s.dir, "cdc-relay", "credentials.json")
-	require.NoError(t, credentials.Save(store, credentials.DefaultMapName, credentials.DefaultKeyName,
-		credentials.Credential{ClientID: clientID, ClientSecret: "signing-test-secret", SigningSecrets: []string{whsec(t), signing}}))
-	s.set("DataSyncSigning", "Standard-Webhooks")
-	s.recv.SetFaults(receiver.Faults{FailRate: 1, FailStatus: 503})
-	s.run(store)
-	s.exec(`INSERT INTO customer (customer_id, first_name) VALUES (7, 'A')`)
-	require.Eventually(t, func() bool { return len(s.recv.SignedIDs()) >= 2 }, 60*time.Second, 5*time.Millisecond)
-	s.recv.SetFaults(receiver.Faults{})
+	require.NoError(t, credentials.Save(s.CredFile, credentials.DefaultMapName, credentials.DefaultKeyName,
+		credentials.Credential{ClientID: e2etest.ClientID, ClientSecret: "signing-test-secret", SigningSecrets: []string{whsec(t), signing}}))
+	s.Set("DataSyncSigning", "Standard-Webhooks")
+	s.Recv.SetFaults(receiver.Faults{FailRate: 1, FailStatus: 503})
+	s.run(s.CredFile)
+	s.Exec(`INSERT INTO customer (customer_id, first_name) VALUES (7, 'A')`)
+	require.Eventually(t, func() bool { return len(s.Recv.SignedIDs()) >= 2 }, 60*time.Second, 5*time.Millisecond)
+	s.Recv.SetFaults(receiver.Faults{})
 	s.waitMessages(1)
 
 	var uniqueID string
-	for _, id := range s.recv.SignedIDs() {
+	for _, id := range s.Recv.SignedIDs() {
 		if uniqueID == "" {
 			uniqueID = id
 		}
 		assert.Equal(t, uniqueID, id, "every attempt carries the same webhook-id")
 	}
-	st := s.recv.Stats()
+	st := s.Recv.Stats()
 	assert.Positive(t, st.FaultsInjected)
 	assert.Zero(t, st.Rejected["signature"])
 	var value string
-	require.NoError(t, s.db.QueryRow(context.Background(), `SELECT value FROM data_sync_config WHERE name = 'DataSyncSigning'`).Scan(&value))
+	require.NoError(t, s.DB.QueryRow(context.Background(), `SELECT value FROM data_sync_config WHERE name = 'DataSyncSigning'`).Scan(&value))
 	assert.Equal(t, "standard-webhooks", value, "the setting is canonicalised")
 
 	// send-sample shows what it signed (headers and signed content), never a secret.
 	var out, errOut bytes.Buffer
-	code := cli.Main([]string{"send-sample", "--database-url", s.url, "--ca-file", s.caFile, "--credentials", store},
-		cli.Env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errOut, Getenv: func(string) string { return "" }})
+	code := e2etest.RunCLI(&out, &errOut, "send-sample", "--database-url", s.URL, "--ca-file", s.CAFile, "--credentials", s.CredFile)
 	require.Equal(t, 0, code, errOut.String())
 	assert.Contains(t, out.String(), "signed (Standard Webhooks, 2 signature(s))")
 	assert.Contains(t, out.String(), "webhook-id: 0\n")
 	assert.Contains(t, out.String(), `signed content: 0.`)
-	assert.Equal(t, []string{"0"}, s.recv.SignedIDs()[len(s.recv.SignedIDs())-1:], "the receiver verified the sample")
+	assert.Equal(t, []string{"0"}, s.Recv.SignedIDs()[len(s.Recv.SignedIDs())-1:], "the receiver verified the sample")
 	for _, secret := range s.secrets {
 		assert.NotContains(t, out.String()+errOut.String(), secret)
 	}
@@ -271,52 +213,44 @@ func TestTokenSettingsEndToEnd(t *testing.T) {
 		{"DataSyncTokenAudience", "has space", `invalid value "has space" for DataSyncTokenAudience`},
 		{"DataSyncSigning", "hmac", `invalid value "hmac" for DataSyncSigning`},
 	} {
-		_, err := s.db.Exec(context.Background(), `UPDATE data_sync_config SET value = $2 WHERE name = $1`, bad.name, bad.value)
+		_, err := s.DB.Exec(context.Background(), `UPDATE data_sync_config SET value = $2 WHERE name = $1`, bad.name, bad.value)
 		require.Error(t, err, bad.name)
 		assert.Contains(t, err.Error(), bad.want)
 	}
-	store := filepath.Join(s.dir, "cdc-relay", "credentials.json")
-	require.NoError(t, credentials.Save(store, credentials.DefaultMapName, credentials.DefaultKeyName, credentials.Credential{ClientID: clientID, ClientSecret: secret}))
-	s.set("DataSyncTokenAuthStyle", "basic") // the receiver accepts only the body: refused
-	s.run(store)
-	s.exec(`INSERT INTO customer (customer_id, first_name) VALUES (1, 'A')`)
+	s.Set("DataSyncTokenAuthStyle", "basic") // the receiver accepts only the body: refused
+	s.run(s.CredFile)
+	s.Exec(`INSERT INTO customer (customer_id, first_name) VALUES (1, 'A')`)
 	require.Eventually(t, func() bool {
-		return s.count(`SELECT count(*) FROM data_sync_cust_progress_queue WHERE last_error LIKE '%invalid_client%client authentication must use%'`) > 0
+		return s.Count(`SELECT count(*) FROM data_sync_cust_progress_queue WHERE last_error LIKE '%invalid_client%client authentication must use%'`) > 0
 	}, 60*time.Second, 5*time.Millisecond)
 	// Fixed live, one setting at a time, as an operator would in psql.
-	s.set("DataSyncTokenAuthStyle", " AUTO ")
+	s.Set("DataSyncTokenAuthStyle", " AUTO ")
 	require.Eventually(t, func() bool {
-		return s.count(`SELECT count(*) FROM data_sync_cust_progress_queue WHERE last_error LIKE '%invalid_scope%'`) > 0
+		return s.Count(`SELECT count(*) FROM data_sync_cust_progress_queue WHERE last_error LIKE '%invalid_scope%'`) > 0
 	}, 60*time.Second, 5*time.Millisecond)
-	s.set("DataSyncTokenScope", "  openid   api://partner/.default ")
+	s.Set("DataSyncTokenScope", "  openid   api://partner/.default ")
 	require.Eventually(t, func() bool {
-		return s.count(`SELECT count(*) FROM data_sync_cust_progress_queue WHERE last_error LIKE '%DataSyncTokenAudience%'`) > 0
+		return s.Count(`SELECT count(*) FROM data_sync_cust_progress_queue WHERE last_error LIKE '%DataSyncTokenAudience%'`) > 0
 	}, 60*time.Second, 5*time.Millisecond)
-	s.set("DataSyncTokenAudience", "https://api.partner.example")
+	s.Set("DataSyncTokenAudience", "https://api.partner.example")
 	s.waitMessages(1)
 	var scope string
-	require.NoError(t, s.db.QueryRow(context.Background(), `SELECT value FROM data_sync_config WHERE name = 'DataSyncTokenScope'`).Scan(&scope))
+	require.NoError(t, s.DB.QueryRow(context.Background(), `SELECT value FROM data_sync_config WHERE name = 'DataSyncTokenScope'`).Scan(&scope))
 	assert.Equal(t, "openid api://partner/.default", scope)
 }
 
 func TestSIGHUPRereadsTheCredential(t *testing.T) {
 	t.Parallel()
 	oldSecret, newSecret := "hup-secret-AAAA-"+t.Name(), "hup-secret-BBBB-"+t.Name() // same length
-	s := newStack(t, receiver.Config{}, oldSecret)
-	s.secrets = append(s.secrets, newSecret)
-	secretFile := filepath.Join(s.dir, "client-secret")
-	writeAtomic(t, secretFile, oldSecret+"\n")
-	s.env[credentials.EnvClientID] = clientID
-	s.env[credentials.EnvClientSecretFile] = secretFile
-	s.run(filepath.Join(s.dir, "unused.json"))
-	s.exec(`INSERT INTO customer (customer_id, first_name) VALUES (1, 'A')`)
+	s := newStack(t, receiver.Config{}, oldSecret, newSecret)
+	secretFile := s.runWithSecretFile(oldSecret)
+	s.Exec(`INSERT INTO customer (customer_id, first_name) VALUES (1, 'A')`)
 	s.waitMessages(1) // the sender, and its SIGHUP handler, are up
 
-	s.recv.SetCredentials(clientID, newSecret)
-	s.recv.RevokeTokens()
-	s.exec(`INSERT INTO customer (customer_id, first_name) VALUES (2, 'B')`)
+	s.Rotate(newSecret)
+	s.Exec(`INSERT INTO customer (customer_id, first_name) VALUES (2, 'B')`)
 	require.Eventually(t, func() bool {
-		return s.count(`SELECT count(*) FROM data_sync_cust_progress_queue WHERE last_error LIKE '%rejected the client credentials%'`) > 0
+		return s.Count(`SELECT count(*) FROM data_sync_cust_progress_queue WHERE last_error LIKE '%rejected the client credentials%'`) > 0
 	}, 60*time.Second, 5*time.Millisecond)
 
 	// Rewrite the file in place, same size, same modification time: only SIGHUP can tell.
@@ -330,8 +264,8 @@ func TestSIGHUPRereadsTheCredential(t *testing.T) {
 	require.NoError(t, os.Chtimes(secretFile, fi.ModTime(), fi.ModTime()))
 	require.NoError(t, syscall.Kill(os.Getpid(), syscall.SIGHUP))
 	s.waitMessages(2)
-	assert.Contains(t, s.logs.String(), "SIGHUP: reading the credential again")
-	assert.Equal(t, 1, strings.Count(s.logs.String(), `"msg":"relay delivering"`), "one session: no restart")
+	assert.Contains(t, s.Logs.String(), "SIGHUP: reading the credential again")
+	assert.Equal(t, 1, strings.Count(s.Logs.String(), `"msg":"relay delivering"`), "one session: no restart")
 }
 
 // clientCA makes a CA and a client certificate it issued, valid in [from, to), written as PEM
@@ -367,12 +301,10 @@ func TestMutualTLSFromRunFlags(t *testing.T) {
 	now := time.Now()
 	caPEM, certFile, keyFile := clientCA(t, dir, now.Add(-time.Hour), now.Add(24*time.Hour))
 	s := newStack(t, receiver.Config{ClientCAPEM: caPEM, ClientCertForToken: true, ClientCertForAPI: true}, secret)
-	store := filepath.Join(s.dir, "cdc-relay", "credentials.json")
-	require.NoError(t, credentials.Save(store, credentials.DefaultMapName, credentials.DefaultKeyName, credentials.Credential{ClientID: clientID, ClientSecret: secret}))
-	s.runWith(store, func(c *daemon.Config) { c.ClientCertFile, c.ClientKeyFile = certFile, keyFile })
-	s.exec(`INSERT INTO customer (customer_id, first_name) SELECT g, 'A' FROM generate_series(1, 5) g`)
+	s.runWith(s.CredFile, func(c *daemon.Config) { c.ClientCertFile, c.ClientKeyFile = certFile, keyFile })
+	s.Exec(`INSERT INTO customer (customer_id, first_name) SELECT g, 'A' FROM generate_series(1, 5) g`)
 	s.waitMessages(5)
-	assert.Zero(t, s.recv.Stats().Rejected["client_certificate"])
+	assert.Zero(t, s.Recv.Stats().Rejected["client_certificate"])
 }
 
 // TestSIGHUPWhilePausedDoesNotStopTheRelay is not parallel on purpose: it must run while no
@@ -381,13 +313,11 @@ func TestMutualTLSFromRunFlags(t *testing.T) {
 func TestSIGHUPWhilePausedDoesNotStopTheRelay(t *testing.T) {
 	const secret = "paused-hup-secret"
 	s := newStack(t, receiver.Config{}, secret)
-	s.set("DataSyncEnabled", "false")
-	store := filepath.Join(s.dir, "cdc-relay", "credentials.json")
-	require.NoError(t, credentials.Save(store, credentials.DefaultMapName, credentials.DefaultKeyName, credentials.Credential{ClientID: clientID, ClientSecret: secret}))
-	s.run(store)
-	require.Eventually(t, func() bool { return strings.Contains(s.logs.String(), "Data Sync is disabled") }, 60*time.Second, 5*time.Millisecond)
+	s.Set("DataSyncEnabled", "false")
+	s.run(s.CredFile)
+	require.Eventually(t, func() bool { return strings.Contains(s.Logs.String(), "Data Sync is disabled") }, 60*time.Second, 5*time.Millisecond)
 	require.NoError(t, syscall.Kill(os.Getpid(), syscall.SIGHUP)) // kills the test binary without the fix
-	s.set("DataSyncEnabled", "true")
-	s.exec(`INSERT INTO customer (customer_id, first_name) VALUES (1, 'A')`)
+	s.Set("DataSyncEnabled", "true")
+	s.Exec(`INSERT INTO customer (customer_id, first_name) VALUES (1, 'A')`)
 	s.waitMessages(1)
 }
