@@ -105,6 +105,10 @@ type Config struct {
 	// Metrics are the relay's instruments (the daemon's, served on /metrics). Default (New):
 	// instruments of its own that nothing serves.
 	Metrics *metrics.Relay
+	// Trace, when set, is told of each step of a change's way through the relay (see
+	// TraceEvent), on the goroutine that took it: for measurements such as cdc-relay bench's
+	// latency breakdown, not for production. It must return at once. Default nil: no tracing.
+	Trace func(TraceEvent)
 }
 
 // MaxInFlight is the most requests the relay may have in flight: the fixed concurrency, or

@@ -455,6 +455,9 @@ func (d *dispatcher) takeMoved(m moved) error {
 		}
 		d.rowEstimate = largest
 	}
+	if t := d.r.cfg.Trace; t != nil && len(m.rows) > 0 {
+		t(TraceEvent{Stage: TraceAdmit, At: time.Now(), IDs: rowIDs(m.rows)})
+	}
 	if err := d.admitAll(m, time.Now()); err != nil {
 		return err
 	}
@@ -469,7 +472,11 @@ func (d *dispatcher) takeMoved(m moved) error {
 func (d *dispatcher) doorbellRang() {
 	d.pending = true
 	d.resyncDue = d.resyncDue || d.r.doorbell.TakeResync()
-	d.await = append(d.await, d.r.doorbell.TakeQueued()...)
+	rang := d.r.doorbell.TakeQueued()
+	if t := d.r.cfg.Trace; t != nil {
+		t(TraceEvent{Stage: TraceRing, At: time.Now(), Xids: rang})
+	}
+	d.await = append(d.await, rang...)
 	if len(d.await) > maxAwait { // paused for long: the oldest are visible by now
 		d.await = append(d.await[:0], d.await[len(d.await)-maxAwait/2:]...)
 	}
@@ -639,8 +646,12 @@ func (d *dispatcher) mover(ctx context.Context) {
 			resync.nextCheck = time.Time{}
 		}
 		m := moved{seq: req.seq}
+		took := time.Now()
 		if len(req.await) > 0 {
 			m.await, m.err = d.r.store.AwaitCommits(ctx, req.await)
+		}
+		if t := d.r.cfg.Trace; t != nil {
+			t(TraceEvent{Stage: TraceTake, At: took, Xids: req.await})
 		}
 		for _, q := range queues {
 			if m.err != nil {
@@ -675,10 +686,14 @@ func (d *dispatcher) mover(ctx context.Context) {
 				if expand {
 					err = d.r.store.ExpandSets(opCtx, q)
 				}
+				sent := time.Now()
 				if err == nil {
 					rows, err = d.r.store.Move(opCtx, q, n, keepOrder, d.term)
 				}
 				resync.tag(rows, time.Since(began))
+				if t := d.r.cfg.Trace; t != nil && err == nil {
+					t(TraceEvent{Stage: TraceMove, At: time.Now(), Began: sent, IDs: rowIDs(rows)})
+				}
 				if err == nil && q.expandSQL != "" {
 					expand = false
 				}
@@ -946,6 +961,9 @@ func (d *dispatcher) send(ctx context.Context, p Poster, req *request) {
 	start := time.Now()
 	resp, err := p.Post(ctx, body)
 	res := result{req: req, resp: resp, err: err, took: time.Since(start), gone: gone}
+	if t := d.r.cfg.Trace; t != nil {
+		t(TraceEvent{Stage: TracePost, At: start.Add(res.took), Began: start, IDs: rowIDs(req.rows)})
+	}
 	res.outcome, res.pressure = classify(resp, err, d.r.cfg.Delivered)
 	if res.outcome == delivered {
 		res.epChanged = d.ep.delivered()

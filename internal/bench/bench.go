@@ -130,6 +130,9 @@ type Options struct {
 	RelayExe  string
 	RelayArgs []string
 	RelayEnv  []string
+	// Breakdown traces every change of the latency runs through the relay (relay.Config.Trace)
+	// and reports where its time went (LatencyResult.Stages).
+	Breakdown bool
 	// Progress receives one line per step (nil discards them).
 	Progress io.Writer
 }

@@ -3,6 +3,7 @@ package bench_test
 import (
 	"context"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -90,4 +91,41 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(p))
 	return len(p), nil
+}
+
+// TestBenchLatencyBreakdown: with Breakdown, every step of the latency runs has figures, the
+// changes traced from end to end, and the report prints them.
+func TestBenchLatencyBreakdown(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rep, err := bench.Run(ctx, bench.Options{
+		AdminURL:  pgtest.AdminURL(),
+		Sizes:     bench.Sizes{LatencyRates: []int{50}, LatencyDuration: 500 * time.Millisecond, Customers: 50},
+		Scenarios: []string{bench.ScenarioLatency}, Breakdown: true, Quick: true,
+		Progress: testWriter{t},
+	})
+	if err != nil {
+		t.Fatalf("bench: %v", err)
+	}
+	if len(rep.Latency) != 1 {
+		t.Fatalf("latency runs: %+v", rep.Latency)
+	}
+	l := rep.Latency[0]
+	if len(l.Stages) == 0 {
+		t.Fatalf("no breakdown: %+v", l)
+	}
+	total := l.Stages[len(l.Stages)-1]
+	if total.Name != "total" || total.P50 <= 0 || total.P99 < total.P50 {
+		t.Errorf("total step: %+v", total)
+	}
+	if first := l.Stages[0]; first.P50 <= 0 {
+		t.Errorf("the writer's commit took no time: %+v", first)
+	}
+	var b strings.Builder
+	if err := rep.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "Latency breakdown") {
+		t.Errorf("the report has no breakdown:\n%s", b.String())
+	}
 }

@@ -44,6 +44,8 @@ type LatencyResult struct {
 	P95          float64 `json:"p95_ms"`
 	P99          float64 `json:"p99_ms"`
 	Max          float64 `json:"max_ms"`
+	// Stages is the breakdown of the latency by step (Options.Breakdown), empty otherwise.
+	Stages []Stage `json:"stages,omitempty"`
 }
 
 // ThroughputResult is one backlog drain with its baselines.
@@ -204,6 +206,40 @@ func targets(r *Report) []Target {
 	return out
 }
 
+// writeStages writes the latency breakdown of the runs that traced one, a column pair per run.
+func writeStages(b *strings.Builder, runs []LatencyResult) {
+	var traced []LatencyResult
+	for _, l := range runs {
+		if len(l.Stages) > 0 {
+			traced = append(traced, l)
+		}
+	}
+	if len(traced) == 0 {
+		return
+	}
+	fmt.Fprintln(b, "\nLatency breakdown: each step from the end of the one before, per change (ms)")
+	tw := tabwriter.NewWriter(b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprint(tw, "step\t")
+	for _, l := range traced {
+		name := fmt.Sprintf("%d/s", l.Rate)
+		if l.Label != "" {
+			name += " " + l.Label
+		}
+		fmt.Fprintf(tw, "%s p50\tp99\t", name)
+	}
+	fmt.Fprintln(tw)
+	for i, st := range traced[0].Stages {
+		fmt.Fprintf(tw, "%s\t", st.Name)
+		for _, l := range traced {
+			if i < len(l.Stages) {
+				fmt.Fprintf(tw, "%.2f\t%.2f\t", l.Stages[i].P50, l.Stages[i].P99)
+			}
+		}
+		fmt.Fprintln(tw)
+	}
+	tw.Flush()
+}
+
 func mib(b int64) string { return fmt.Sprintf("%.1f MB", float64(b)/(1<<20)) }
 
 // WriteJSON writes the report as one JSON object.
@@ -244,6 +280,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 				l.Rate, when, l.AchievedRate, l.Seconds, l.Changes, l.Delivered, l.CommitMS, l.P50, l.P95, l.P99, l.Max)
 		}
 		tw.Flush()
+		writeStages(&b, r.Latency)
 	}
 	if len(r.Throughput) > 0 {
 		fmt.Fprintln(&b, "\nThroughput: draining a backlog (relay as a child process); sql = move+ack only, http = sender only")

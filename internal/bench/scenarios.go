@@ -84,10 +84,12 @@ func (a *arrivals) get(id string) (time.Time, bool) {
 }
 
 // commit is one committed change: its queue row id and when its statement was sent (just
-// before the autocommit COMMIT, so a change's latency includes its own durable commit).
+// before the autocommit COMMIT, so a change's latency includes its own durable commit), and
+// when its answer came back.
 type commit struct {
-	id string
-	at time.Time
+	id       string
+	row      int64
+	at, done time.Time
 }
 
 // touch commits one change of customer outside a run (load.Touch): the warm-up change.
@@ -145,10 +147,16 @@ func (e *env) latency(ctx context.Context, rate int, d time.Duration, label stri
 	rctx, stopRelay := context.WithCancel(ctx)
 	relayDone := make(chan struct{})
 	var relayErr error
+	rcfg := relay.Config{Concurrency: e.o.Concurrency, MoveBatch: e.o.MoveBatch}
+	var tr *tracer
+	if e.o.Breakdown {
+		tr = newTracer()
+		rcfg.Trace = tr.record
+	}
 	go func() {
 		defer close(relayDone)
 		relayErr = daemon.Run(rctx, daemon.Config{
-			DatabaseURL: dbURL, Relay: relay.Config{Concurrency: e.o.Concurrency, MoveBatch: e.o.MoveBatch},
+			DatabaseURL: dbURL, Relay: rcfg,
 			CAFile: r.caFile, CredentialsPath: r.credsFile, AdminAddr: "off",
 			Getenv: func(string) string { return "" },
 		})
@@ -180,7 +188,7 @@ func (e *env) latency(ctx context.Context, rate int, d time.Duration, label stri
 		IDs: customers, Ops: total, OnCommit: func(c load.Commit) {
 			if c.Err == nil && len(c.Rows) == 1 {
 				mu.Lock()
-				commits = append(commits, commit{id: strconv.FormatInt(c.Rows[0].ID, 10), at: c.Sent})
+				commits = append(commits, commit{id: strconv.FormatInt(c.Rows[0].ID, 10), row: c.Rows[0].ID, at: c.Sent, done: c.Returned})
 				mu.Unlock()
 			}
 		}})
@@ -242,6 +250,9 @@ func (e *env) latency(ctx context.Context, rate int, d time.Duration, label stri
 	res.P50, res.P95, res.P99 = percentile(lat, 50), percentile(lat, 95), percentile(lat, 99)
 	if len(lat) > 0 {
 		res.Max = lat[len(lat)-1]
+	}
+	if tr != nil {
+		res.Stages = tr.stages(commits, arr)
 	}
 	return res, nil
 }

@@ -22,6 +22,7 @@ func runBench(ctx context.Context, env Env, args []string) error {
 	fs.IntVar(&o.BatchMessages, "messages-per-request", 100, "messages per POST of the batched throughput run")
 	fs.IntVar(&o.MoveBatch, "move-batch", 1000, "pending rows moved per transaction (relay and SQL-only baseline)")
 	fs.BoolVar(&o.HandInserted, "hand-inserted", false, "queue the throughput backlogs as hand-inserted rows, which the relay checks strictly (default: as the capture triggers write them)")
+	fs.BoolVar(&o.Breakdown, "breakdown", false, "trace each change of the latency runs through the relay and report where its time goes")
 	scenarios := fs.String("scenarios", strings.Join(bench.Scenarios, ","), "comma-separated scenarios to run")
 	if err := parse(fs, args, 0); err != nil {
 		return err
