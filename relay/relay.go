@@ -646,13 +646,13 @@ func (d *dispatcher) mover(ctx context.Context) {
 			resync.nextCheck = time.Time{}
 		}
 		m := moved{seq: req.seq}
-		took := time.Now()
-		if len(req.await) > 0 {
-			m.await, m.err = d.r.store.AwaitCommits(ctx, req.await)
-		}
 		if t := d.r.cfg.Trace; t != nil {
-			t(TraceEvent{Stage: TraceTake, At: took, Xids: req.await})
+			t(TraceEvent{Stage: TraceTake, At: time.Now(), Xids: req.await})
 		}
+		// The transactions that rang are waited for in the first move's round trip, just
+		// before its statement (AwaitAndMove); when no move runs, they are handed back, to wait
+		// for with the next request's.
+		await := req.await
 		for _, q := range queues {
 			if m.err != nil {
 				break
@@ -687,7 +687,10 @@ func (d *dispatcher) mover(ctx context.Context) {
 					err = d.r.store.ExpandSets(opCtx, q)
 				}
 				sent := time.Now()
-				if err == nil {
+				if err == nil && len(await) > 0 {
+					rows, m.await, err = d.r.store.AwaitAndMove(opCtx, await, q, n, keepOrder, d.term)
+					await = nil
+				} else if err == nil {
 					rows, err = d.r.store.Move(opCtx, q, n, keepOrder, d.term)
 				}
 				resync.tag(rows, time.Since(began))
@@ -715,6 +718,9 @@ func (d *dispatcher) mover(ctx context.Context) {
 			}
 			m.rows = append(m.rows, rows...)
 			room -= len(rows)
+		}
+		if await != nil { // no move ran
+			m.await = append(m.await, await...)
 		}
 		if m.err == nil && !m.more { // pending drained: room for a page of a resync request
 			m.err = resync.step(ctx, d.r.store, &m, room-min(d.r.cfg.MoveBatch, d.r.cfg.Window/2))

@@ -83,6 +83,11 @@ func (s *lookupStore) Move(ctx context.Context, q *queue, n int, keepOrder bool,
 	return s.deliveryStore.Move(ctx, q, n, keepOrder, t)
 }
 
+func (s *lookupStore) AwaitAndMove(ctx context.Context, await []uint32, q *queue, n int, keepOrder bool, t *Term) ([]*row, []uint32, error) {
+	defer s.moves.Add(1)
+	return s.deliveryStore.AwaitAndMove(ctx, await, q, n, keepOrder, t)
+}
+
 func (s *lookupStore) ActiveResync(ctx context.Context) (activeResync, bool, error) {
 	defer s.lookups.Add(1)
 	return s.deliveryStore.ActiveResync(ctx)

@@ -25,6 +25,7 @@ type DB interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 	Begin(ctx context.Context) (pgx.Tx, error)
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
 // NewStore returns a Store running its statements on db.
@@ -34,9 +35,9 @@ func NewStore(db DB) *Store { return &Store{db: db} }
 // goroutines', the acknowledger's and the endpoint row's statements. *Store implements it; the
 // relay's tests wrap it to make a chosen statement fail and check that nothing is lost.
 type deliveryStore interface {
-	AwaitCommits(ctx context.Context, xids []uint32) (running []uint32, err error)
 	ExpandSets(ctx context.Context, q *queue) error
 	Move(ctx context.Context, q *queue, n int, keepOrder bool, t *Term) ([]*row, error)
+	AwaitAndMove(ctx context.Context, await []uint32, q *queue, n int, keepOrder bool, t *Term) (rows []*row, running []uint32, err error)
 	Load(ctx context.Context, q *queue, after int64, n int) ([]*row, error)
 	HoldBehind(ctx context.Context, q *queue, t *Term) (held int64, err error)
 	Recheck(ctx context.Context, q *queue, ids []int64) (found []int64, err error)

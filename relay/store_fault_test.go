@@ -62,6 +62,20 @@ func (s *faultStore) Move(ctx context.Context, q *queue, n int, keepOrder bool, 
 	return rows, nil
 }
 
+func (s *faultStore) AwaitAndMove(ctx context.Context, await []uint32, q *queue, n int, keepOrder bool, t *Term) ([]*row, []uint32, error) {
+	var rows []*row
+	var running []uint32
+	err := s.inject("move", func() (bool, error) {
+		var err error
+		rows, running, err = s.deliveryStore.AwaitAndMove(ctx, await, q, n, keepOrder, t)
+		return len(rows) > 0, err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return rows, running, nil
+}
+
 func (s *faultStore) Ack(ctx context.Context, q *queue, ids []int64) error {
 	return s.inject("ack", func() (bool, error) { return true, s.deliveryStore.Ack(ctx, q, ids) })
 }

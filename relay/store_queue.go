@@ -176,32 +176,6 @@ func scanRows(q *queue, rows pgx.Rows) ([]*row, error) {
 	return out, rows.Err()
 }
 
-// AwaitCommits waits (at most RecheckSpan) until the given transactions are visible to new
-// snapshots, so the move that follows sees what they queued, and returns those still invisible
-// then (a commit waiting for a synchronous standby, say), which the relay waits for again.
-func (s *Store) AwaitCommits(ctx context.Context, xids []uint32) ([]uint32, error) {
-	ids := make([]string, len(xids))
-	for i, x := range xids {
-		ids[i] = strconv.FormatUint(uint64(x), 10)
-	}
-	opCtx, cancel := context.WithTimeout(ctx, RecheckSpan+10*time.Second)
-	defer cancel()
-	var running []string
-	if err := s.db.QueryRow(opCtx, "SELECT data_sync_await_commit($1::text[]::xid[], $2)::text[]", ids,
-		RecheckSpan.Milliseconds()).Scan(&running); err != nil {
-		return nil, fmt.Errorf("waiting for queued commits to be visible: %w", err)
-	}
-	out := make([]uint32, 0, len(running))
-	for _, id := range running {
-		x, err := strconv.ParseUint(id, 10, 32)
-		if err != nil {
-			return nil, fmt.Errorf("waiting for queued commits to be visible: transaction id %q: %w", id, err)
-		}
-		out = append(out, uint32(x))
-	}
-	return out, nil
-}
-
 // ExpandSets turns sets of customers into pending rows (expandSQL), in a transaction of its
 // own: a crash between it and the move leaves them in pending, where the next move finds them.
 // It does nothing for a queue family without sets.
@@ -228,6 +202,49 @@ func (s *Store) Move(ctx context.Context, q *queue, n int, keepOrder bool, t *Te
 		return nil, fmt.Errorf("moving %s pending rows to progress: %w", q.name, err)
 	}
 	return out, nil
+}
+
+// awaitSQL waits (at most its second argument, in ms) until the given transactions are visible
+// to new snapshots and returns those still invisible then (35_wakeup.sql).
+const awaitSQL = `SELECT data_sync_await_commit($1::text[]::xid[], $2)::text[]`
+
+// AwaitAndMove is Move, first waiting (at most RecheckSpan) until the transactions await are
+// visible to new snapshots (the doorbell can ring an instant before a commit is), so that the
+// move sees what they queued. It returns those still invisible then (a commit waiting for a
+// synchronous standby, say), which the relay waits for again. The wait and the move go in one
+// round trip and one transaction (the wait writes nothing): a ring costs one round trip.
+func (s *Store) AwaitAndMove(ctx context.Context, await []uint32, q *queue, n int, keepOrder bool, t *Term) ([]*row, []uint32, error) {
+	ids := make([]string, len(await))
+	for i, x := range await {
+		ids[i] = strconv.FormatUint(uint64(x), 10)
+	}
+	var out []*row
+	var running []uint32
+	f := t.fence()
+	b := &pgx.Batch{}
+	b.Queue(awaitSQL, ids, RecheckSpan.Milliseconds()).QueryRow(func(row pgx.Row) error {
+		var texts []string
+		if err := row.Scan(&texts); err != nil {
+			return fmt.Errorf("waiting for queued commits to be visible: %w", err)
+		}
+		for _, id := range texts {
+			x, err := strconv.ParseUint(id, 10, 32)
+			if err != nil {
+				return fmt.Errorf("waiting for queued commits to be visible: transaction id %q: %w", id, err)
+			}
+			running = append(running, uint32(x))
+		}
+		return nil
+	})
+	b.Queue(q.moveSQL, n, keepOrder, f.epoch, f.renew).Query(func(rows pgx.Rows) error {
+		var err error
+		out, err = scanRows(q, rows)
+		return err
+	})
+	if err := f.done(s.db.SendBatch(ctx, b).Close()); err != nil {
+		return nil, nil, fmt.Errorf("moving %s pending rows to progress: %w", q.name, err)
+	}
+	return out, running, nil
 }
 
 // Load reads up to n progress rows with id > after, in id order.

@@ -9,11 +9,12 @@ const (
 	// TraceRing: the dispatcher took a doorbell ring; Xids are the transactions that rang.
 	TraceRing TraceStage = iota + 1
 	// TraceTake: the mover took a move request; Xids are the transactions that rang since the
-	// last one, which it waits for before it moves (data_sync_await_commit). The moves of that
-	// request follow.
+	// last one, which its first move waits for (data_sync_await_commit, in the move's round
+	// trip). The moves of that request follow.
 	TraceTake
 	// TraceMove: a move from pending to progress committed (one per queue family and move);
-	// IDs are the rows moved, Began is when its statement was sent.
+	// IDs are the rows moved, Began is when its statement (and the wait before the first
+	// one) was sent.
 	TraceMove
 	// TraceAdmit: the dispatcher received a move's rows (IDs) and put them in the window.
 	TraceAdmit

@@ -24,8 +24,8 @@ var stageNames = []string{
 	"UPDATE + COMMIT (writer)",      // before the statement to its return: capture trigger, JSON, durable commit
 	"commit returned -> ring",       // the walsender decodes the commit, the doorbell rings the dispatcher
 	"ring -> mover takes request",   // dispatcher to mover hand-off (waits for a move under way)
-	"-> move statement sent",        // await_commit in a round trip of its own, the moves of other queues first
-	"move statement",                // pending -> progress, durable commit
+	"-> move statement sent",        // the moves of other queues first
+	"await_commit + move",           // the ringing transactions made visible, pending -> progress, durable commit
 	"move -> dispatcher",            // the moves of later queues, mover to dispatcher hand-off
 	"dispatcher -> POST sent",       // window, request goroutine, body
 	"POST sent -> receiver arrival", // HTTP client, TLS, receiver's parsing and checks

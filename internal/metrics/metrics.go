@@ -253,13 +253,30 @@ func NewQueryCounter(reg prometheus.Registerer) *QueryCounter {
 
 // TraceQueryStart counts one statement.
 func (c *QueryCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	c.count(ctx)
+	return ctx
+}
+
+func (c *QueryCounter) count(ctx context.Context) {
 	by, _ := ctx.Value(queryByKey{}).(string)
 	if by == "" {
 		by = "relay"
 	}
 	c.Counter.WithLabelValues(by).Inc()
-	return ctx
 }
 
 // TraceQueryEnd does nothing.
 func (*QueryCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// TraceBatchStart does nothing: each statement of a batch counts (TraceBatchQuery).
+func (*QueryCounter) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	return ctx
+}
+
+// TraceBatchQuery counts one statement of a batch.
+func (c *QueryCounter) TraceBatchQuery(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchQueryData) {
+	c.count(ctx)
+}
+
+// TraceBatchEnd does nothing.
+func (*QueryCounter) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}

@@ -56,6 +56,11 @@ func TestQueryCounterBy(t *testing.T) {
 	q.TraceQueryStart(context.Background(), nil, pgx.TraceQueryStartData{})
 	q.TraceQueryStart(metrics.ForScrape(context.Background()), nil, pgx.TraceQueryStartData{})
 	q.TraceQueryStart(metrics.ForScrape(context.Background()), nil, pgx.TraceQueryStartData{})
-	assert.Equal(t, 1.0, testutil.ToFloat64(q.Counter.WithLabelValues("relay")))
+	// Each statement of a batch counts (the relay sends a ring's wait and move as one).
+	ctx := q.TraceBatchStart(context.Background(), nil, pgx.TraceBatchStartData{})
+	q.TraceBatchQuery(ctx, nil, pgx.TraceBatchQueryData{})
+	q.TraceBatchQuery(ctx, nil, pgx.TraceBatchQueryData{})
+	q.TraceBatchEnd(ctx, nil, pgx.TraceBatchEndData{})
+	assert.Equal(t, 3.0, testutil.ToFloat64(q.Counter.WithLabelValues("relay")))
 	assert.Equal(t, 2.0, testutil.ToFloat64(q.Counter.WithLabelValues("scrape")))
 }
