@@ -50,3 +50,80 @@ func TestAwaitAndMoveWaitsForTheRingingTransactions(t *testing.T) {
 	require.Len(t, rows, 1)
 	require.Equal(t, "2", rows[0].key)
 }
+
+// A move that finds nothing to move and renews no lease has written only the fence's row lock:
+// it commits without waiting for the WAL flush. A move of rows, or one that renews the lease,
+// stays durable. The setting is the move's transaction's alone.
+func TestMoveWaitsForTheFlushOnlyWhenItWrites(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newLeaderEnv(t)
+	a, _ := e.leader("relay-a", "", 30*time.Second, 0)
+	ta := e.acquire(a)
+	lease := 30 * time.Second
+	// syncCommit runs the move in a transaction and reads synchronous_commit as its commit
+	// would; the rollback leaves pending as it was.
+	syncCommit := func(renew *time.Duration) (string, int) {
+		t.Helper()
+		tx, err := e.db.Begin(ctx)
+		require.NoError(t, err)
+		defer tx.Rollback(ctx)
+		rows, err := tx.Query(ctx, queues[0].moveSQL, 10, true, ta.Epoch(), renew)
+		require.NoError(t, err)
+		moved, err := scanRows(queues[0], rows)
+		require.NoError(t, err)
+		var v string
+		require.NoError(t, tx.QueryRow(ctx, "SHOW synchronous_commit").Scan(&v))
+		return v, len(moved)
+	}
+	v, n := syncCommit(nil)
+	require.Equal(t, []any{"off", 0}, []any{v, n}, "an empty move waits for the WAL flush")
+	v, _ = syncCommit(&lease)
+	require.Equal(t, "on", v, "a lease renewal does not wait for the WAL flush")
+	e.queueCust("9")
+	v, n = syncCommit(nil)
+	require.Equal(t, []any{"on", 1}, []any{v, n}, "a move of rows does not wait for the WAL flush")
+
+	// As the relay runs it, in a transaction of its own: the session keeps its setting.
+	conn, err := e.db.Acquire(ctx)
+	require.NoError(t, err)
+	defer conn.Release()
+	_, err = conn.Exec(ctx, "DELETE FROM data_sync_cust_pending_queue")
+	require.NoError(t, err)
+	rows, err := conn.Query(ctx, queues[0].moveSQL, 10, true, ta.Epoch(), nil)
+	require.NoError(t, err)
+	moved, err := scanRows(queues[0], rows)
+	require.NoError(t, err)
+	require.Empty(t, moved)
+	require.NoError(t, conn.QueryRow(ctx, "SHOW synchronous_commit").Scan(&v))
+	require.Equal(t, "on", v, "the empty move's setting outlived its transaction")
+}
+
+// An acknowledgement commits without waiting for the WAL flush (a crash may only make its rows
+// be sent again), in its own transaction only.
+func TestAckDoesNotWaitForTheFlush(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newLeaderEnv(t)
+	_, err := e.db.Exec(ctx, `INSERT INTO data_sync_cust_progress_queue (id, obj_name, unique_id, action, json_object)
+		VALUES (1, 'Customer', '1', 'UPDATE', '{}'), (2, 'Customer', '2', 'UPDATE', '{}')`)
+	require.NoError(t, err)
+	tx, err := e.db.Begin(ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(ctx)
+	tag, err := tx.Exec(ctx, queues[0].ackSQL, []int64{1})
+	require.NoError(t, err)
+	require.EqualValues(t, 1, tag.RowsAffected())
+	var v string
+	require.NoError(t, tx.QueryRow(ctx, "SHOW synchronous_commit").Scan(&v))
+	require.Equal(t, "off", v)
+	require.NoError(t, tx.Commit(ctx))
+
+	conn, err := e.db.Acquire(ctx)
+	require.NoError(t, err)
+	defer conn.Release()
+	require.NoError(t, NewStore(conn).Ack(ctx, queues[0], []int64{2}))
+	require.Equal(t, 0, e.count(`SELECT count(*) FROM data_sync_cust_progress_queue`))
+	require.NoError(t, conn.QueryRow(ctx, "SHOW synchronous_commit").Scan(&v))
+	require.Equal(t, "on", v, "the acknowledgement's setting outlived its transaction")
+}

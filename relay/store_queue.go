@@ -54,12 +54,17 @@ func newQueue(idx int, name, pending, progress, failed, jsonFn, keyCheck string)
 	// The leadership fence ($3 epoch, $4 lease renewal or NULL; see leader.go) gates the DELETE
 	// (a sub-select without columns of the query is a one-time filter, evaluated before any row
 	// and also when pending is empty): the move commits before a takeover or fails and moves
-	// nothing.
+	// nothing. A move that finds nothing to move and renews nothing has written only the
+	// fence's row lock, which no crash needs to keep: it commits without waiting for the WAL
+	// flush (synchronous_commit off for this transaction alone). A sweep looks at each queue
+	// family, and a change would otherwise wait for a durable commit of an empty move.
 	q.moveSQL = fmt.Sprintf(`
-WITH fence AS MATERIALIZED (
-    SELECT data_sync_leader_fence($3, $4) AS ok
-), ids AS MATERIALIZED (
+WITH ids AS MATERIALIZED (
     SELECT id FROM %[1]s ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
+), fence AS MATERIALIZED (
+    SELECT data_sync_leader_fence($3, $4)
+       AND CASE WHEN $4 IS NULL AND NOT EXISTS (SELECT FROM ids)
+                THEN set_config('synchronous_commit', 'off', true) IS NOT NULL ELSE true END AS ok
 ), moved AS (
     DELETE FROM %[1]s p USING ids WHERE (SELECT ok FROM fence) AND p.id = ids.id
     RETURNING p.id, p.obj_name, p.unique_id, p.action, p.json_object, p.created_at, p.captured
@@ -84,7 +89,14 @@ RETURNING id, obj_name, unique_id, action, json_object, created_at, attempts, ne
 		pending, progress, failed, jsonFn, keyCheck)
 	q.loadSQL = fmt.Sprintf(`SELECT id, obj_name, unique_id, action, json_object, created_at, attempts, next_attempt_at, captured
 FROM %s WHERE id > $1 ORDER BY id LIMIT $2`, progress)
-	q.ackSQL = fmt.Sprintf(`DELETE FROM %s WHERE id = ANY($1)`, progress)
+	// Acknowledge delivered rows. The commit does not wait for the WAL flush (synchronous_commit
+	// off for this transaction alone, set in a one-time filter): a crash can lose only the last
+	// acknowledgements (WAL survives as a prefix: any later durable commit, a move's included,
+	// flushes them), and their rows are then sent again, in order, as any row a crash left in
+	// progress: at least once, as before. The acknowledgements no longer compete for the flush
+	// with the CE's commits and the moves, which are on the path of every change.
+	q.ackSQL = fmt.Sprintf(`DELETE FROM %s WHERE id = ANY($1)
+    AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL`, progress)
 	// Record a failed attempt ($5 = 1 counts it, 0 while the endpoint fails as a whole). Rows
 	// not returned are gone: purged by a customer's delete while the relay held them.
 	q.failSQL = fmt.Sprintf(`UPDATE %s SET attempts = attempts + $5, last_status = $2, last_error = $3,
