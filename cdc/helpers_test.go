@@ -68,6 +68,9 @@ func start(t testing.TB, cfg Config) *running {
 	}
 	waitRing(t, l.Queued(), "Queued (connect ring)")
 	waitRing(t, l.ConfigChanged(), "ConfigChanged (connect ring)")
+	xids, tables := l.TakeQueued()
+	require.Empty(t, xids)
+	require.Equal(t, []string{""}, tables, "the connect ring names every table")
 	return r
 }
 

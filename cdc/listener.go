@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -108,10 +109,11 @@ type Listener struct {
 	readyMu sync.Once
 	running atomic.Bool
 	// queuedXids are the ids of committed transactions that queued something, since the last
-	// TakeQueued (the latest maxQueuedXids).
-	queuedMu   sync.Mutex
-	queuedXids []uint32
-	resync     bool // a committed transaction inserted a resync request since TakeResync
+	// TakeQueued (the latest maxQueuedXids), and queuedTables the tables they wrote.
+	queuedMu     sync.Mutex
+	queuedXids   []uint32
+	queuedTables []string
+	resync       bool // a committed transaction inserted a resync request since TakeResync
 
 	mu     sync.Mutex
 	status Status
@@ -183,7 +185,7 @@ func (l *Listener) Queued() <-chan struct{} { return l.queued }
 // decoded long enough ago to be visible.
 const maxQueuedXids = 1024
 
-func (l *Listener) noteQueued(xid uint32) {
+func (l *Listener) noteQueued(xid uint32, tables []string) {
 	l.queuedMu.Lock()
 	defer l.queuedMu.Unlock()
 	if len(l.queuedXids) >= maxQueuedXids {
@@ -191,18 +193,37 @@ func (l *Listener) noteQueued(xid uint32) {
 		l.queuedXids = l.queuedXids[:n]
 	}
 	l.queuedXids = append(l.queuedXids, xid)
+	l.addTables(tables...)
 }
 
-// TakeQueued returns the ids of the transactions that rang Queued since the last call, and
-// forgets them. The walsender decodes a commit an instant before the committing backend makes
-// it visible to new snapshots (commits also become visible out of WAL order): the relay waits
-// for exactly these transactions before it looks at pending.
-func (l *Listener) TakeQueued() []uint32 {
+// noteTables notes tables written by commits the stream did not show.
+func (l *Listener) noteTables(tables ...string) {
 	l.queuedMu.Lock()
 	defer l.queuedMu.Unlock()
-	x := l.queuedXids
-	l.queuedXids = nil
-	return x
+	l.addTables(tables...)
+}
+
+func (l *Listener) addTables(tables ...string) {
+	for _, t := range tables {
+		if !slices.Contains(l.queuedTables, t) {
+			l.queuedTables = append(l.queuedTables, t)
+		}
+	}
+}
+
+// TakeQueued returns the ids of the transactions that rang Queued since the last call and the
+// tables they wrote, and forgets them. The walsender decodes a commit an instant before the
+// committing backend makes it visible to new snapshots (commits also become visible out of WAL
+// order): the relay waits for exactly these transactions before it looks at pending, and looks
+// only at the queues they wrote. "" stands for tables the stream did not name: after a
+// connect, commits to any table. Nothing at all: the rings since the last call were for
+// commits an earlier call returned already (rings coalesce, and a ring can follow the take).
+func (l *Listener) TakeQueued() (xids []uint32, tables []string) {
+	l.queuedMu.Lock()
+	defer l.queuedMu.Unlock()
+	x, t := l.queuedXids, l.queuedTables
+	l.queuedXids, l.queuedTables = nil, nil
+	return x, t
 }
 
 func (l *Listener) noteResync() {
@@ -358,7 +379,9 @@ func (l *Listener) session(ctx context.Context, reconnect bool) (started bool, e
 	})
 	l.log.Info("replication stream started", zap.String("slot", slot), zap.Bool("reconnect", reconnect))
 	// Commits may have happened while we were not listening, including before the first
-	// slot's consistent point (the relay may have read its settings before then).
+	// slot's consistent point (the relay may have read its settings before then): to any
+	// table ("", unnamed).
+	l.noteTables("")
 	l.ring(l.queued, "replication")
 	l.ring(l.config, "config")
 	l.readyMu.Do(func() { close(l.ready) })
@@ -420,43 +443,62 @@ const (
 	flagResync
 )
 
-// decoder holds the only state the doorbell keeps: what each relation is, and one flag set for
-// the open transaction (or per streamed transaction id).
+// relation is what the doorbell knows of a published table: its kind and name.
+type relation struct {
+	kind relKind
+	name string
+}
+
+// txState is what one transaction did that the doorbell rings for: flags, and the tables it
+// queued into ("" for a relation the stream did not name).
+type txState struct {
+	flags  uint8
+	tables []string
+}
+
+// decoder holds the only state the doorbell keeps: what each relation is, and what the open
+// transaction (or each streamed transaction id) did.
 type decoder struct {
-	rels      map[uint32]relKind
+	rels      map[uint32]relation
 	inStream  bool
 	streamXid uint32
-	tx        uint8
+	tx        txState
 	txXid     uint32 // the open (non-streamed) transaction's id, from its Begin
-	streamed  map[uint32]uint8
+	streamed  map[uint32]*txState
 }
 
 func (d *decoder) mark(rel uint32, truncate bool) {
-	kind, ok := d.rels[rel]
+	r, ok := d.rels[rel]
 	if !ok {
-		kind = relQueue // unknown relation: a spurious wake-up costs less than a missed one
+		r.kind = relQueue // unknown relation: a spurious wake-up costs less than a missed one
 	}
 	var f uint8
 	switch {
-	case kind == relConfig:
+	case r.kind == relConfig:
 		f = flagConfig
-	case kind == relResync && !truncate:
+	case r.kind == relResync && !truncate:
 		f = flagQueued | flagResync
 	case !truncate:
 		f = flagQueued
 	}
+	s := &d.tx
 	if d.inStream {
-		d.streamed[d.streamXid] |= f
-	} else {
-		d.tx |= f
+		if s = d.streamed[d.streamXid]; s == nil {
+			s = &txState{}
+			d.streamed[d.streamXid] = s
+		}
+	}
+	s.flags |= f
+	if f&flagQueued != 0 && !slices.Contains(s.tables, r.name) {
+		s.tables = append(s.tables, r.name)
 	}
 }
 
-// handle processes one pgoutput message and returns the flags of a transaction that just
-// committed, its id and its end LSN.
-func (d *decoder) handle(data []byte) (fired uint8, xid uint32, end pglogrepl.LSN, err error) {
+// handle processes one pgoutput message and returns what a transaction that just committed
+// did, its id and its end LSN.
+func (d *decoder) handle(data []byte) (fired txState, xid uint32, end pglogrepl.LSN, err error) {
 	if len(data) == 0 {
-		return 0, 0, 0, nil
+		return txState{}, 0, 0, nil
 	}
 	switch pglogrepl.MessageType(data[0]) {
 	case pglogrepl.MessageTypeBegin, pglogrepl.MessageTypeRelation, pglogrepl.MessageTypeCommit,
@@ -464,24 +506,24 @@ func (d *decoder) handle(data []byte) (fired uint8, xid uint32, end pglogrepl.LS
 		pglogrepl.MessageTypeTruncate, pglogrepl.MessageTypeStreamStart, pglogrepl.MessageTypeStreamStop,
 		pglogrepl.MessageTypeStreamCommit, pglogrepl.MessageTypeStreamAbort:
 	default:
-		return 0, 0, 0, nil // types, origins, logical messages: nothing to ring for
+		return txState{}, 0, 0, nil // types, origins, logical messages: nothing to ring for
 	}
 	msg, err := pglogrepl.ParseV2(data, d.inStream)
 	if err != nil {
-		return 0, 0, 0, fmt.Errorf("decoding pgoutput message %q: %w", data[0], err)
+		return txState{}, 0, 0, fmt.Errorf("decoding pgoutput message %q: %w", data[0], err)
 	}
 	switch m := msg.(type) {
 	case *pglogrepl.BeginMessage:
-		d.tx, d.txXid = 0, m.Xid
+		d.tx, d.txXid = txState{}, m.Xid
 	case *pglogrepl.RelationMessageV2:
+		r := relation{kind: relQueue, name: m.RelationName}
 		switch m.RelationName {
 		case "data_sync_config":
-			d.rels[m.RelationID] = relConfig
+			r.kind = relConfig
 		case "data_sync_resync":
-			d.rels[m.RelationID] = relResync
-		default:
-			d.rels[m.RelationID] = relQueue
+			r.kind = relResync
 		}
+		d.rels[m.RelationID] = r
 	case *pglogrepl.InsertMessageV2:
 		d.mark(m.RelationID, false)
 	case *pglogrepl.UpdateMessageV2:
@@ -493,14 +535,16 @@ func (d *decoder) handle(data []byte) (fired uint8, xid uint32, end pglogrepl.LS
 			d.mark(id, true)
 		}
 	case *pglogrepl.CommitMessage:
-		fired, d.tx = d.tx, 0
+		fired, d.tx = d.tx, txState{}
 		return fired, d.txXid, m.TransactionEndLSN, nil
 	case *pglogrepl.StreamStartMessageV2:
 		d.inStream, d.streamXid = true, m.Xid
 	case *pglogrepl.StreamStopMessageV2:
 		d.inStream = false
 	case *pglogrepl.StreamCommitMessageV2:
-		fired = d.streamed[m.Xid]
+		if s := d.streamed[m.Xid]; s != nil {
+			fired = *s
+		}
 		delete(d.streamed, m.Xid)
 		return fired, m.Xid, m.TransactionEndLSN, nil
 	case *pglogrepl.StreamAbortMessageV2:
@@ -510,12 +554,12 @@ func (d *decoder) handle(data []byte) (fired uint8, xid uint32, end pglogrepl.LS
 			delete(d.streamed, m.Xid)
 		}
 	}
-	return 0, 0, 0, nil
+	return txState{}, 0, 0, nil
 }
 
 // stream reads the replication stream, rings the doorbells and acknowledges positions.
 func (l *Listener) stream(ctx context.Context, conn *pgconn.PgConn) error {
-	d := &decoder{rels: map[uint32]relKind{}, streamed: map[uint32]uint8{}}
+	d := &decoder{rels: map[uint32]relation{}, streamed: map[uint32]*txState{}}
 	// serverEnd is the server's WAL end as its last message said: the slot lag gauge is what
 	// lies between it and the position confirmed, known without a query.
 	var seen, acked, serverEnd pglogrepl.LSN
@@ -589,14 +633,14 @@ func (l *Listener) stream(ctx context.Context, conn *pgconn.PgConn) error {
 					return err
 				}
 				seen = max(seen, end)
-				if fired&flagResync != 0 {
+				if fired.flags&flagResync != 0 {
 					l.noteResync()
 				}
-				if fired&flagQueued != 0 {
-					l.noteQueued(xid)
+				if fired.flags&flagQueued != 0 {
+					l.noteQueued(xid, fired.tables)
 					l.ring(l.queued, "replication")
 				}
-				if fired&flagConfig != 0 {
+				if fired.flags&flagConfig != 0 {
 					l.ring(l.config, "config")
 				}
 			}

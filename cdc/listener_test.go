@@ -19,12 +19,15 @@ import (
 
 func TestQueuedRingsAfterCommitNotBefore(t *testing.T) {
 	t.Parallel()
+	tables := map[string]string{insertCust: "data_sync_cust_pending_queue", insertTrn: "data_sync_trn_pending_queue"}
 	for name, insert := range map[string]string{"customer": insertCust, "transaction": insertTrn} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			db := pgtest.NewDB(t)
 			r := start(t, Config{ConnString: db})
 			tx := begin(t, db, insert)
+			var xid int64
+			require.NoError(t, tx.QueryRow(context.Background(), "SELECT pg_current_xact_id()::text::bigint % 4294967296").Scan(&xid))
 
 			barrier(t, db, r.l) // committed after our open insert: the stream has passed it
 			requireSilent(t, r.l.Queued(), "Queued before commit")
@@ -32,6 +35,9 @@ func TestQueuedRingsAfterCommitNotBefore(t *testing.T) {
 			require.NoError(t, tx.Commit(context.Background()))
 			waitRing(t, r.l.Queued(), "Queued after commit")
 			requireSilent(t, r.l.ConfigChanged(), "ConfigChanged for a queue insert")
+			xids, written := r.l.TakeQueued()
+			require.Equal(t, []uint32{uint32(xid)}, xids)
+			require.Equal(t, []string{tables[insert]}, written, "the ring names the table written")
 		})
 	}
 }
@@ -129,6 +135,8 @@ func TestStreamedTransaction(t *testing.T) {
 	require.GreaterOrEqual(t, before, int64(0))
 	big(func(tx pgx.Tx) error { return tx.Commit(ctx) })
 	waitRing(t, r.l.Queued(), "Queued after stream commit")
+	_, written := r.l.TakeQueued()
+	require.ElementsMatch(t, []string{"data_sync_cust_pending_queue", "data_sync_trn_pending_queue"}, written)
 	require.Eventually(t, func() bool { return streamTxns() > before }, wait, 20*time.Millisecond,
 		"the transaction was not streamed: the test does not exercise stream commit")
 }

@@ -1,11 +1,16 @@
 package relay
 
-import "sync/atomic"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // Bell is a test doorbell (internal and external tests), rung by the test after it queues rows.
 type Bell struct {
 	queued, config chan struct{}
 	resync         atomic.Bool
+	mu             sync.Mutex
+	tables         []string // named by the rings since the last TakeQueued
 }
 
 // NewBell returns a Bell that has not rung.
@@ -13,11 +18,26 @@ func NewBell() *Bell { return &Bell{queued: make(chan struct{}, 1), config: make
 
 func (b *Bell) Queued() <-chan struct{}        { return b.queued }
 func (b *Bell) ConfigChanged() <-chan struct{} { return b.config }
-func (b *Bell) TakeQueued() []uint32           { return nil } // the tests ring after their commits
 func (b *Bell) TakeResync() bool               { return b.resync.Swap(false) }
 
-// Ring rings as a committed change does.
-func (b *Bell) Ring() {
+// TakeQueued names no transaction (the tests ring after their commits) and the tables the
+// rings named since the last call: "" (any table) for Ring, those given for RingTables.
+func (b *Bell) TakeQueued() ([]uint32, []string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	t := b.tables
+	b.tables = nil
+	return nil, t
+}
+
+// Ring rings as a committed change to any table does.
+func (b *Bell) Ring() { b.RingTables("") }
+
+// RingTables rings as committed changes to tables do.
+func (b *Bell) RingTables(tables ...string) {
+	b.mu.Lock()
+	b.tables = append(b.tables, tables...)
+	b.mu.Unlock()
 	select {
 	case b.queued <- struct{}{}:
 	default:

@@ -127,3 +127,16 @@ func TestAckDoesNotWaitForTheFlush(t *testing.T) {
 	require.NoError(t, conn.QueryRow(ctx, "SHOW synchronous_commit").Scan(&v))
 	require.Equal(t, "on", v, "the acknowledgement's setting outlived its transaction")
 }
+
+func TestQueuesOf(t *testing.T) {
+	t.Parallel()
+	cust, trn := queues[0].pending, queues[1].pending
+	require.Equal(t, uint8(1), queuesOf([]string{cust}))
+	require.Equal(t, uint8(2), queuesOf([]string{trn}))
+	require.Equal(t, lookAll, queuesOf([]string{trn, cust}))
+	require.Equal(t, lookAll, queuesOf(nil), "a ring naming no table")
+	require.Equal(t, lookAll, queuesOf([]string{cust, ""}), "a table the stream did not name")
+	require.Equal(t, lookAll, queuesOf([]string{"data_sync_cust_pending_set"}))
+	require.Equal(t, lookAll, queuesOf([]string{"data_sync_resync"}))
+	require.Equal(t, lookAll, uint8(1<<len(queues)-1))
+}

@@ -55,8 +55,11 @@ type Doorbell interface {
 	Queued() <-chan struct{}
 	ConfigChanged() <-chan struct{}
 	// TakeQueued returns the ids of the committed transactions that rang Queued since the last
-	// call; the relay waits for them to be visible before it moves pending rows.
-	TakeQueued() []uint32
+	// call, which the relay waits for to be visible before it moves pending rows, and the tables
+	// they wrote: a ring that names only pending tables makes the relay move only those queues
+	// ("" or any other table: every queue). Nothing at all: nothing new (the commits of the
+	// ring were taken with an earlier one).
+	TakeQueued() (xids []uint32, tables []string)
 	// TakeResync reports whether one of those transactions inserted a resync request: the
 	// relay then looks for it at once rather than at its next look-up (resyncIdleRecheck).
 	TakeResync() bool
@@ -247,6 +250,9 @@ type dispatcher struct {
 	moveResp chan moved
 	moving   bool
 	pending  bool // pending may hold rows: ask the mover
+	// look are the queue families (bit idx) the next move looks at: those a ring named, or
+	// all (lookAll) when pending was set for any other reason.
+	look uint8
 	// expandDue asks the next move to expand sets of customers even though the settings do not
 	// write sets now: sets written before a settings change (looked for at start, on every
 	// sweep and after a settings change).
@@ -301,7 +307,7 @@ func (d *dispatcher) run() error {
 	stopMover := d.startWorkers(postCtx, &wg)
 	w := d.newWakeUps()
 	defer w.stop()
-	d.pending = true // (expandDue was set by applySettings in setUp)
+	d.pending, d.look = true, lookAll // (expandDue was set by applySettings in setUp)
 	d.r.cfg.Metrics.WakeUps.WithLabelValues("start").Inc()
 
 	var err error
@@ -327,7 +333,7 @@ loop:
 			err = d.settingsChanged()
 		case <-w.sweep.C:
 			d.r.cfg.Metrics.WakeUps.WithLabelValues("sweep").Inc()
-			d.pending, d.expandDue = true, true
+			d.pending, d.look, d.expandDue = true, lookAll, true
 			err = d.reloadSettings()
 		case <-w.timer.C:
 			d.r.cfg.Metrics.WakeUps.WithLabelValues("retry").Inc()
@@ -424,7 +430,7 @@ func (d *dispatcher) runDue(now, next time.Time) (wake time.Time, again bool, er
 	}
 	if !d.wakeAt.IsZero() {
 		if !d.wakeAt.After(now) {
-			d.wakeAt, d.pending = time.Time{}, true
+			d.wakeAt, d.pending, d.look = time.Time{}, true, lookAll
 			d.fill()
 		} else if next.IsZero() || d.wakeAt.Before(next) {
 			next = d.wakeAt
@@ -461,18 +467,24 @@ func (d *dispatcher) takeMoved(m moved) error {
 	if err := d.admitAll(m, time.Now()); err != nil {
 		return err
 	}
-	d.pending = d.pending || m.more || len(m.await) > 0
+	if m.more || len(m.await) > 0 {
+		d.pending, d.look = true, lookAll
+	}
 	d.await = append(d.await, m.await...)
 	d.resyncWake(m.wake)
 	return nil
 }
 
-// doorbellRang notes that pending holds rows, and the commits that queued them (to wait for
-// before the next move).
+// doorbellRang notes that pending holds rows in the queues the ring named, and the commits
+// that queued them (to wait for before the next move).
 func (d *dispatcher) doorbellRang() {
-	d.pending = true
-	d.resyncDue = d.resyncDue || d.r.doorbell.TakeResync()
-	rang := d.r.doorbell.TakeQueued()
+	resync := d.r.doorbell.TakeResync()
+	rang, tables := d.r.doorbell.TakeQueued()
+	if len(rang) == 0 && len(tables) == 0 && !resync {
+		return // a ring for commits an earlier ring's take returned already
+	}
+	d.resyncDue = d.resyncDue || resync
+	d.pending, d.look = true, d.look|queuesOf(tables)
 	if t := d.r.cfg.Trace; t != nil {
 		t(TraceEvent{Stage: TraceRing, At: time.Now(), Xids: rang})
 	}
@@ -490,7 +502,7 @@ func (d *dispatcher) settingsChanged() error {
 	}
 	// The doorbell also rings this after every (re)connect: a resync request inserted while
 	// it was away rang nothing, so look for one too.
-	d.pending, d.resyncDue = true, true
+	d.pending, d.look, d.resyncDue = true, lookAll, true
 	return d.reloadSettings()
 }
 
@@ -562,7 +574,7 @@ func (d *dispatcher) applySettings(s Settings, force bool) {
 		return
 	}
 	d.poster, d.closeP, d.posterOK = p, closeFn, true
-	d.pending = true
+	d.pending, d.look = true, lookAll
 	if d.ep.reset() || d.failing.failing {
 		d.endpointChanged("the Data Sync settings changed")
 	}
@@ -608,22 +620,44 @@ func (d *dispatcher) fill() {
 	room = int(min(int64(room), max(1, free/d.rowEstimate)))
 	select {
 	case d.moveReq <- moveReq{room: room, expand: d.expandDue || d.settings.expandSets(), await: d.await,
-		resync: d.resyncDue, seq: d.moveSeq + 1}:
+		look: d.look, resync: d.resyncDue, seq: d.moveSeq + 1}:
 		d.moveSeq++
 		d.moving = true
-		d.pending, d.expandDue, d.resyncDue, d.await = false, false, false, nil
+		d.pending, d.look, d.expandDue, d.resyncDue, d.await = false, 0, false, false, nil
 	default:
 	}
 }
 
 // moveReq asks the mover for up to room rows; expand asks it to expand sets of customers first;
-// await names transactions to wait for (visible to new snapshots) before moving.
+// await names transactions to wait for (visible to new snapshots) before moving; look names
+// the queue families to move (bit idx; the others are left for a later move).
 type moveReq struct {
 	room   int
 	expand bool
 	await  []uint32
+	look   uint8
 	resync bool   // the doorbell says a resync request was inserted: look for it now
 	seq    uint64 // numbers the requests, for heldKey
+}
+
+// lookAll looks at every queue family.
+const lookAll uint8 = 1<<2 - 1 // a bit for each of queues
+
+// queuesOf returns the queue families whose pending tables are all of tables, or lookAll when
+// tables name anything else (another table, "" for tables the stream did not name, or none).
+func queuesOf(tables []string) uint8 {
+	var look uint8
+	for _, t := range tables {
+		i := slices.IndexFunc(queues, func(q *queue) bool { return q.pending == t })
+		if i < 0 {
+			return lookAll
+		}
+		look |= 1 << i
+	}
+	if look == 0 {
+		return lookAll
+	}
+	return look
 }
 
 // mover loads progress first (rows left by an earlier run), then moves pending rows to progress.
@@ -656,6 +690,9 @@ func (d *dispatcher) mover(ctx context.Context) {
 		for _, q := range queues {
 			if m.err != nil {
 				break
+			}
+			if loaded[q] && req.look&(1<<q.idx) == 0 {
+				continue // no ring named it: nothing new there since the last move that looked
 			}
 			if room <= 0 {
 				m.more = true
