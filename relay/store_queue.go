@@ -17,7 +17,6 @@ type queue struct {
 	pending  string
 	progress string
 	failed   string
-	jsonFn   string // builds a snapshot at move time (DataSyncSnapshotMode = move)
 	// expandSQL turns sets of customers (data_sync_cust_pending_set, written by bulk statements
 	// when their snapshot is taken at move) into pending rows; empty for queues without sets.
 	expandSQL string
@@ -26,13 +25,19 @@ type queue struct {
 	checkSQL, holdBehindSQL                             string
 }
 
-// queues are the two Data Sync queue families, customers first.
+// queues are the two Data Sync queue families, customers first. buildSQL selects (unique_id,
+// json_object) for the keys of keys (the move's key-only rows to snapshot, see moveSQL): the
+// customers of a move in one set-based call, transactions one call per key.
 var queues = []*queue{
 	withSets(newQueue(0, "cust", "data_sync_cust_pending_queue", "data_sync_cust_progress_queue", "data_sync_cust_failed",
-		"data_sync_snapshot_customer(m.unique_id::bigint)", "m.unique_id ~ '^[0-9]{1,18}$'"),
+		`SELECT s.customer_id::text, s.json_object
+    FROM data_sync_snapshot_customers(ARRAY(SELECT k.unique_id::bigint FROM keys k WHERE k.build)) s`,
+		"m.unique_id ~ '^[0-9]{1,18}$'"),
 		"SELECT data_sync_expand_customer_sets($1)"),
 	newQueue(1, "trn", "data_sync_trn_pending_queue", "data_sync_trn_progress_queue", "data_sync_trn_failed",
-		"data_sync_snapshot_transaction(m.unique_id)", "m.unique_id IS NOT NULL"),
+		`SELECT u.unique_id, data_sync_snapshot_transaction(u.unique_id)
+    FROM (SELECT DISTINCT k.unique_id FROM keys k WHERE k.build) u`,
+		"m.unique_id IS NOT NULL"),
 }
 
 // CustomerMoveAckSQL returns the relay's own statements for the customer queue: the move
@@ -41,16 +46,19 @@ var queues = []*queue{
 // baseline runs exactly these.
 func CustomerMoveAckSQL() (move, ack string) { return queues[0].moveSQL, queues[0].ackSQL }
 
-func newQueue(idx int, name, pending, progress, failed, jsonFn, keyCheck string) *queue {
-	q := &queue{idx: idx, name: name, pending: pending, progress: progress, failed: failed, jsonFn: jsonFn}
+func newQueue(idx int, name, pending, progress, failed, buildSQL, keyCheck string) *queue {
+	q := &queue{idx: idx, name: name, pending: pending, progress: progress, failed: failed}
 	// Move one batch from pending to progress in one transaction. The claimed ids are pinned in a
 	// MATERIALIZED CTE (a plain sub-select may be re-run and claim more than $1 rows). Rows whose
-	// key already has a dead letter are held behind it ($2 = keep order). The JSON is built here,
-	// set-based, for rows our capture triggers queued without it (snapshot at move): whatever
+	// key already has a dead letter are held behind it ($2 = keep order). The JSON is built here
+	// for rows our capture triggers queued without it (snapshot at move): whatever
 	// DataSyncSnapshotMode is now, since rows queued before a switch to 'capture' still need it.
-	// A row inserted by hand without JSON is not built: it is a bad row. A row whose customer or
-	// transaction no longer exists is dropped: it was deleted after the row was queued, and its
-	// DELETE (queued by the delete, which purged the rows it could see) says the rest.
+	// The keys to build are pinned in keys and their JSON in built (MATERIALIZED: built once,
+	// however often the planner would evaluate an expression). Rows are inserted, and so
+	// returned, in id order, the order the window takes them in. A row inserted by hand without
+	// JSON is not built: it is a bad row. A row whose customer or transaction no longer exists is
+	// dropped: it was deleted after the row was queued, and its DELETE (queued by the delete,
+	// which purged the rows it could see) says the rest.
 	// The leadership fence ($3 epoch, $4 lease renewal or NULL; see leader.go) gates the DELETE
 	// (a sub-select without columns of the query is a one-time filter, evaluated before any row
 	// and also when pending is empty): the move commits before a takeover or fails and moves
@@ -78,15 +86,22 @@ WITH ids AS MATERIALIZED (
     FROM moved m JOIN blocked b ON b.id = m.id
     WHERE $2 AND b.behind IS NOT NULL
     RETURNING id
+), keys AS MATERIALIZED (
+    SELECT m.id, m.unique_id, m.captured AND m.json_object IS NULL AND m.action <> 'DELETE' AND %[5]s AS build
+    FROM moved m JOIN blocked b ON b.id = m.id
+    WHERE NOT ($2 AND b.behind IS NOT NULL)
+), built (unique_id, json_object) AS MATERIALIZED (
+    %[4]s
 )
 INSERT INTO %[2]s (id, obj_name, unique_id, action, json_object, created_at, captured)
-SELECT m.id, m.obj_name, m.unique_id, m.action, j.json_object, m.created_at, m.captured OR s.build
-FROM moved m JOIN blocked b ON b.id = m.id
-CROSS JOIN LATERAL (SELECT m.captured AND m.json_object IS NULL AND m.action <> 'DELETE' AND %[5]s AS build) s
-CROSS JOIN LATERAL (SELECT CASE WHEN s.build THEN %[4]s ELSE m.json_object END AS json_object) j
-WHERE NOT ($2 AND b.behind IS NOT NULL) AND NOT (s.build AND j.json_object IS NULL)
+SELECT m.id, m.obj_name, m.unique_id, m.action, CASE WHEN k.build THEN j.json_object ELSE m.json_object END,
+       m.created_at, m.captured OR k.build
+FROM moved m JOIN keys k ON k.id = m.id
+LEFT JOIN built j ON k.build AND j.unique_id = m.unique_id
+WHERE NOT (k.build AND j.json_object IS NULL)
+ORDER BY m.id
 RETURNING id, obj_name, unique_id, action, json_object, created_at, attempts, next_attempt_at, captured`,
-		pending, progress, failed, jsonFn, keyCheck)
+		pending, progress, failed, buildSQL, keyCheck)
 	q.loadSQL = fmt.Sprintf(`SELECT id, obj_name, unique_id, action, json_object, created_at, attempts, next_attempt_at, captured
 FROM %s WHERE id > $1 ORDER BY id LIMIT $2`, progress)
 	// Acknowledge delivered rows. The commit does not wait for the WAL flush (synchronous_commit

@@ -275,6 +275,9 @@ func TestRelayLoginGetsOnlyQueuedData(t *testing.T) {
 		"data_sync_snapshot_customer(bigint)": {
 			`SELECT data_sync_snapshot_customer(g) FROM generate_series(1, 3) g`,
 			`SELECT data_sync_snapshot_customer(g) FROM generate_series(5, 1000) g`},
+		"data_sync_snapshot_customers(bigint[])": {
+			`SELECT json_object::text FROM data_sync_snapshot_customers(ARRAY[1, 2, 3]::bigint[])`,
+			`SELECT json_object::text FROM data_sync_snapshot_customers(ARRAY(SELECT generate_series(5, 1000)::bigint))`},
 		"data_sync_snapshot_transaction(text)": {
 			`SELECT data_sync_snapshot_transaction(x) FROM unnest(ARRAY['T1', 'T2', 'T3', 'T5']) x`},
 		"data_sync_expand_customer_sets(integer)": {`SELECT data_sync_expand_customer_sets(100)::text`},
@@ -334,11 +337,20 @@ func TestRelayLoginGetsOnlyQueuedData(t *testing.T) {
 	var j *string
 	require.NoError(t, relay.QueryRow(ctx, `SELECT data_sync_snapshot_customer(1)::text`).Scan(&j))
 	require.Nil(t, j, "a requeued row the relay wrote itself gets no snapshot")
+	require.NoError(t, relay.QueryRow(ctx, `SELECT count(*) FROM data_sync_snapshot_customers('{1}')`).Scan(&n))
+	require.Zero(t, n, "a requeued row the relay wrote itself gets no snapshot")
 
 	// What is queued, the relay gets: customer 4 and transaction T4.
 	require.NoError(t, relay.QueryRow(ctx, `SELECT data_sync_snapshot_customer(4)::text`).Scan(&j))
 	require.NotNil(t, j)
 	require.Contains(t, *j, `"Dee"`)
+	var set []string
+	rows, err = relay.Query(ctx, `SELECT customer_id || ' ' || json_object::text FROM data_sync_snapshot_customers('{1, 2, 3, 4, 4, 5}')`)
+	require.NoError(t, err)
+	set, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	require.Len(t, set, 1, "only customer 4 is queued, once however often it is asked for")
+	require.Equal(t, "4 "+*j, set[0], "the set-based snapshot is the per-key one")
 	require.NoError(t, relay.QueryRow(ctx, `SELECT data_sync_snapshot_transaction('T4')::text`).Scan(&j))
 	require.NotNil(t, j)
 	require.True(t, slices.Contains(definers, "data_sync_snapshot_transaction(text)"))

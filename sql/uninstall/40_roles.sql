@@ -11,4 +11,5 @@ BEGIN
 END
 $do$;
 DROP FUNCTION IF EXISTS data_sync_snapshot_customer(bigint);
+DROP FUNCTION IF EXISTS data_sync_snapshot_customers(bigint[]);
 DROP FUNCTION IF EXISTS data_sync_snapshot_transaction(text);
