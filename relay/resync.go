@@ -24,14 +24,15 @@ import (
 // covers a ring lost some other way. A relay without a doorbell (polling) looks on every sweep.
 const resyncIdleRecheck = 10 * time.Second
 
-// resyncMoveBudget is how long the move of one resync page should take. The snapshot of each
-// row is built in the move (about half a millisecond a customer on a loaded 2-core machine),
-// and a live change committed meanwhile waits for that move to end, so pages are sized from
-// the cost per row measured on the previous ones to keep that wait this short.
+// resyncMoveBudget is how long the rows of one resync page may add to their move. The snapshot
+// of each row is built in the move, and a live change committed meanwhile waits for that move
+// to end, so pages are sized from the cost per row measured on the previous ones to keep that
+// wait this short. What a move costs besides its rows is not counted: every move pays it, with
+// or without a resync.
 const resyncMoveBudget = 10 * time.Millisecond
 
 // resyncLivePace is the least time between two pages while live changes flow (the move
-// before the page carried some): each page costs the database a few statements besides its
+// before the page carried some; the resync's own rows do not count): each page costs the database a few statements besides its
 // rows, which live changes should not have to share more often than this.
 const resyncLivePace = 50 * time.Millisecond
 
@@ -59,6 +60,8 @@ type resyncer struct {
 	rate      int           // its rows-per-second cap (0: none)
 	lim       *rate.Limiter // enforces rate
 	perRow    time.Duration // what moving a resync row cost lately (0: not measured yet)
+	base      time.Duration // what a move that moved nothing cost lately
+	lastN     int           // the size of the last page
 	lastPage  time.Time     // when the last page was queued
 	metrics   *metrics.Relay
 	// queued holds the queue ids of rows this resync queued and no move has taken yet; a move
@@ -79,8 +82,14 @@ func newResyncer(cfg Config, doorbell bool) *resyncer {
 }
 
 // tag marks the moved rows a resync queued, and learns from the move's duration what a row
-// costs.
+// costs. A move that moved nothing measures what every move costs besides its rows (its
+// statement, the fence, the round trip): that part a live change waits for with or without a
+// resync, so only the rest, the cost of the rows, is charged to them.
 func (s *resyncer) tag(rows []*row, took time.Duration) {
+	if len(rows) == 0 {
+		s.base = ewma(s.base, took)
+		return
+	}
 	if len(s.queued) == 0 {
 		return
 	}
@@ -93,22 +102,33 @@ func (s *resyncer) tag(rows []*row, took time.Duration) {
 		}
 	}
 	if n > 0 {
-		c := took / time.Duration(len(rows))
-		if s.perRow > 0 {
-			c = (s.perRow + c) / 2
-		}
-		s.perRow = c
+		s.perRow = ewma(s.perRow, max(0, took-s.base)/time.Duration(len(rows)))
 	}
 }
 
+// ewma averages a new sample into avg (zero: no sample yet), the newest weighing half.
+func ewma(avg, sample time.Duration) time.Duration {
+	if avg == 0 {
+		return sample
+	}
+	return (avg + sample) / 2
+}
+
 // pageSize is how many rows the next page may hold: what the move budget allows at the cost
-// measured, within room and the move batch.
+// measured, at most twice the last page (a cost measured low by chance does not make one page
+// hold up live changes for long), within room and the move batch.
 func (s *resyncer) pageSize(room int) int {
 	n := resyncFirstPage
-	if s.perRow > 0 {
-		n = max(resyncMinPage, int(resyncMoveBudget/s.perRow))
+	switch {
+	case s.perRow > 0:
+		n = int(resyncMoveBudget / s.perRow)
+	case s.lastN > 0:
+		n = s.batch // rows measured free: the doubling below bounds the page
 	}
-	return min(n, room, s.batch)
+	if s.lastN > 0 {
+		n = min(n, 2*s.lastN)
+	}
+	return min(max(resyncMinPage, n), room, s.batch)
 }
 
 // step queues the next page of the active request, up to room rows, when the move that just ran
@@ -128,7 +148,7 @@ func (s *resyncer) step(ctx context.Context, store deliveryStore, m *moved, room
 		}
 		return nil
 	}
-	if len(m.rows) > 0 && now.Sub(s.lastPage) < resyncLivePace {
+	if live(m.rows) && now.Sub(s.lastPage) < resyncLivePace {
 		m.wake = s.lastPage.Add(resyncLivePace) // live changes flow: come back then
 		return nil
 	}
@@ -166,7 +186,7 @@ func (s *resyncer) step(ctx context.Context, store deliveryStore, m *moved, room
 		return nil
 	}
 	id, queued, selected, estimated, r, state, ids := page.id, page.queued, page.selected, page.estimated, page.rate, page.state, page.ids
-	s.lastPage = now
+	s.lastPage, s.lastN = now, n
 	if id != s.id || r != s.rate {
 		s.adopt(id, r)
 	}
@@ -191,6 +211,16 @@ func (s *resyncer) step(ctx context.Context, store deliveryStore, m *moved, room
 	}
 	m.more = true // the page just queued, or the next request
 	return nil
+}
+
+// live tells whether rows holds a live change (a row no resync queued).
+func live(rows []*row) bool {
+	for _, r := range rows {
+		if !r.resync {
+			return true
+		}
+	}
+	return false
 }
 
 // adopt makes request id, capped at r rows per second (0: no cap), the active one.

@@ -45,18 +45,35 @@ func TestWindowSendsLiveChangesBeforeResyncRows(t *testing.T) {
 	require.Empty(t, s.queued, "tagged rows are forgotten")
 }
 
-// Pages are sized so their move takes about resyncMoveBudget at the cost measured.
+// Pages are sized so the rows of their move take about resyncMoveBudget at the cost measured:
+// what a move costs besides its rows (measured on moves of nothing) is not charged to them,
+// and a page is at most twice the last one.
 func TestResyncPageSize(t *testing.T) {
 	t.Parallel()
 	s := newResyncer(Config{MoveBatch: 1000}.WithDefaults(), true)
 	require.Equal(t, resyncFirstPage, s.pageSize(5000))
 	require.Equal(t, 10, s.pageSize(10))
+	s.tag(nil, 2*time.Millisecond) // a move of nothing: 2 ms a statement
 	s.queued[1] = struct{}{}
-	s.tag([]*row{{id: 1}}, 500*time.Microsecond)
-	require.Equal(t, 20, s.pageSize(5000))
+	s.tag([]*row{{id: 1}}, 2500*time.Microsecond)
+	require.Equal(t, 20, s.pageSize(5000), "0.5 ms a row besides the statement's 2 ms")
+	s.lastN = 8
+	require.Equal(t, 16, s.pageSize(5000), "at most twice the last page")
 	s.queued[2] = struct{}{}
 	s.tag([]*row{{id: 2}}, 10*time.Second)
 	require.Equal(t, resyncMinPage, s.pageSize(5000))
+	s.lastN = 600
+	s.perRow = time.Microsecond
+	require.Equal(t, 1000, s.pageSize(5000), "within the move batch")
+	require.Equal(t, 300, s.pageSize(300), "within room")
+}
+
+// A live change in a move paces the resync's pages; the resync's own rows do not.
+func TestResyncPacedByLiveChangesOnly(t *testing.T) {
+	t.Parallel()
+	require.False(t, live(nil))
+	require.False(t, live([]*row{{resync: true}, {resync: true}}))
+	require.True(t, live([]*row{{resync: true}, {}}))
 }
 
 // With coalescing, a live UPDATE absorbed into a resync row of its key keeps live priority.
