@@ -686,7 +686,7 @@ func (d *dispatcher) mover(ctx context.Context) {
 		// The transactions that rang are waited for in the first move's round trip, just
 		// before its statement (AwaitAndMove); when no move runs, they are handed back, to wait
 		// for with the next request's.
-		await := req.await
+		await := resync.others(req.await)
 		for _, q := range queues {
 			if m.err != nil {
 				break

@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -69,7 +70,13 @@ type resyncer struct {
 	// before their move stay here until the set is reset, and after a restart the rows left
 	// in pending or progress go as live ones.
 	queued map[int64]struct{}
+	// own holds the transactions of the latest steps. Each rings the doorbell for the rows it
+	// queued, but committed before the step returned: the next move need not wait for it.
+	own []uint32
 }
+
+// resyncOwnXids bounds own: a step's ring arrives within a move or two (never, when polling).
+const resyncOwnXids = 16
 
 // newResyncer returns the mover's resyncer; with a doorbell, which rings for new requests, it
 // looks for one by itself only every resyncIdleRecheck, without one on every sweep.
@@ -187,6 +194,12 @@ func (s *resyncer) step(ctx context.Context, store deliveryStore, m *moved, room
 	}
 	id, queued, selected, estimated, r, state, ids := page.id, page.queued, page.selected, page.estimated, page.rate, page.state, page.ids
 	s.lastPage, s.lastN = now, n
+	if queued > 0 { // only inserts ring
+		if len(s.own) == resyncOwnXids {
+			s.own = slices.Delete(s.own, 0, 1)
+		}
+		s.own = append(s.own, page.xid)
+	}
 	if id != s.id || r != s.rate {
 		s.adopt(id, r)
 	}
@@ -211,6 +224,22 @@ func (s *resyncer) step(ctx context.Context, store deliveryStore, m *moved, room
 	}
 	m.more = true // the page just queued, or the next request
 	return nil
+}
+
+// others returns the transactions of xids (that rang the doorbell) other than the latest steps'.
+func (s *resyncer) others(xids []uint32) []uint32 {
+	if len(s.own) == 0 {
+		return xids
+	}
+	out := make([]uint32, 0, len(xids))
+	for _, x := range xids {
+		if i := slices.Index(s.own, x); i >= 0 {
+			s.own = slices.Delete(s.own, i, i+1)
+			continue
+		}
+		out = append(out, x)
+	}
+	return out
 }
 
 // live tells whether rows holds a live change (a row no resync queued).

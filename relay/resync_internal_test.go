@@ -76,6 +76,18 @@ func TestResyncPacedByLiveChangesOnly(t *testing.T) {
 	require.True(t, live([]*row{{resync: true}, {}}))
 }
 
+// The ring of a step's own commit is not waited for; any other is, and so is a repeated one.
+func TestMoveSkipsAwaitingOwnSteps(t *testing.T) {
+	t.Parallel()
+	s := newResyncer(Config{MoveBatch: 100}.WithDefaults(), true)
+	require.Equal(t, []uint32{7}, s.others([]uint32{7}))
+	s.own = []uint32{5, 6}
+	require.Equal(t, []uint32{7, 8}, s.others([]uint32{5, 7, 8}))
+	require.Equal(t, []uint32{5}, s.others([]uint32{5}), "each own ring is skipped once")
+	require.Empty(t, s.others([]uint32{6}))
+	require.Empty(t, s.own)
+}
+
 // With coalescing, a live UPDATE absorbed into a resync row of its key keeps live priority.
 func TestCoalescedLiveChangeKeepsPriority(t *testing.T) {
 	t.Parallel()

@@ -19,7 +19,8 @@ const (
 	resyncActiveSQL = `SELECT id, coalesce(rate, 0) FROM data_sync_resync
 WHERE state IN ('pending', 'running') ORDER BY id LIMIT 1`
 	resyncStepSQL = `SELECT request_id, queued_now, selected_total, coalesce(estimated, 0),
-    coalesce(rows_per_second, 0), request_state, coalesce(queued_ids, '{}') FROM data_sync_resync_step($1)`
+    coalesce(rows_per_second, 0), request_state, coalesce(queued_ids, '{}'), pg_current_xact_id()::xid
+FROM data_sync_resync_step($1)`
 )
 
 // activeResync is the resync request the relay works on.
@@ -49,13 +50,15 @@ type resyncPage struct {
 	rate                int   // the request's rows per second at most (0: no cap)
 	state               string
 	ids                 []int64 // the pending ids of the rows queued
+	xid                 uint32  // the step's transaction, which rings the doorbell for them
 }
 
 // ResyncStep queues the next page, up to n rows, of the active resync request
 // (data_sync_resync_step); ok is false when no request was left to step (cancelled or finished
 // elsewhere).
 func (s *Store) ResyncStep(ctx context.Context, n int) (p resyncPage, ok bool, err error) {
-	err = s.db.QueryRow(ctx, resyncStepSQL, n).Scan(&p.id, &p.queued, &p.selected, &p.estimated, &p.rate, &p.state, &p.ids)
+	err = s.db.QueryRow(ctx, resyncStepSQL, n).Scan(&p.id, &p.queued, &p.selected, &p.estimated, &p.rate, &p.state, &p.ids,
+		&p.xid)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return p, false, nil
