@@ -32,10 +32,15 @@ const resyncIdleRecheck = 10 * time.Second
 // or without a resync.
 const resyncMoveBudget = 10 * time.Millisecond
 
-// resyncLivePace is the least time between two pages while live changes flow (the move
-// before the page carried some; the resync's own rows do not count): each page costs the database a few statements besides its
-// rows, which live changes should not have to share more often than this.
+// resyncLivePace is the least time between two pages while live changes flow (a move carried
+// one within resyncLiveQuiet; the resync's own rows do not count): each page keeps the mover
+// busy for a few statements besides its rows, and a live change committed meanwhile waits for
+// them, so the mover stays free most of the time.
 const resyncLivePace = 50 * time.Millisecond
+
+// resyncLiveQuiet is how long after the last live change the resync's pages stop being paced.
+// Live changes flow in gaps longer than a move: a move without one does not mean they stopped.
+const resyncLiveQuiet = time.Second
 
 // resyncFullWait is when to look again after the window had no room for a page.
 const resyncFullWait = RecheckSpan / 4
@@ -64,6 +69,7 @@ type resyncer struct {
 	base      time.Duration // what a move that moved nothing cost lately
 	lastN     int           // the size of the last page
 	lastPage  time.Time     // when the last page was queued
+	lastLive  time.Time     // when a move last carried a live change
 	metrics   *metrics.Relay
 	// queued holds the queue ids of rows this resync queued and no move has taken yet; a move
 	// marks them, so the dispatcher sends them after live changes. A hint only: rows purged
@@ -97,9 +103,6 @@ func (s *resyncer) tag(rows []*row, took time.Duration) {
 		s.base = ewma(s.base, took)
 		return
 	}
-	if len(s.queued) == 0 {
-		return
-	}
 	n := 0
 	for _, r := range rows {
 		if _, ok := s.queued[r.id]; ok {
@@ -107,6 +110,9 @@ func (s *resyncer) tag(rows []*row, took time.Duration) {
 			delete(s.queued, r.id)
 			n++
 		}
+	}
+	if n < len(rows) {
+		s.lastLive = time.Now()
 	}
 	if n > 0 {
 		s.perRow = ewma(s.perRow, max(0, took-s.base)/time.Duration(len(rows)))
@@ -155,9 +161,18 @@ func (s *resyncer) step(ctx context.Context, store deliveryStore, m *moved, room
 		}
 		return nil
 	}
-	if live(m.rows) && now.Sub(s.lastPage) < resyncLivePace {
-		m.wake = s.lastPage.Add(resyncLivePace) // live changes flow: come back then
-		return nil
+	if now.Sub(s.lastLive) < resyncLiveQuiet {
+		// Live changes flow: a page every resyncLivePace at most, queued after the live
+		// changes this move carries reach the window (by the next move), unless moves keep
+		// carrying some: then a page at least every two paces.
+		switch since := now.Sub(s.lastPage); {
+		case since < resyncLivePace:
+			m.wake = s.lastPage.Add(resyncLivePace)
+			return nil
+		case since < 2*resyncLivePace && live(m.rows):
+			m.wake = now
+			return nil
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
@@ -244,12 +259,7 @@ func (s *resyncer) others(xids []uint32) []uint32 {
 
 // live tells whether rows holds a live change (a row no resync queued).
 func live(rows []*row) bool {
-	for _, r := range rows {
-		if !r.resync {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(rows, func(r *row) bool { return !r.resync })
 }
 
 // adopt makes request id, capped at r rows per second (0: no cap), the active one.

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/cdc-relay/cdc-relay/internal/metrics"
 	"github.com/cdc-relay/cdc-relay/internal/pgtest"
 	"github.com/cdc-relay/cdc-relay/mapping"
 )
@@ -68,12 +69,50 @@ func TestResyncPageSize(t *testing.T) {
 	require.Equal(t, 300, s.pageSize(300), "within room")
 }
 
-// A live change in a move paces the resync's pages; the resync's own rows do not.
+// A live change in a move paces the resync's pages for resyncLiveQuiet; the resync's own rows
+// do not.
 func TestResyncPacedByLiveChangesOnly(t *testing.T) {
 	t.Parallel()
-	require.False(t, live(nil))
-	require.False(t, live([]*row{{resync: true}, {resync: true}}))
-	require.True(t, live([]*row{{resync: true}, {}}))
+	s := newResyncer(Config{MoveBatch: 100, Metrics: metrics.NewRelay(nil), Logger: zaptest.NewLogger(t)}.WithDefaults(), true)
+	s.queued[1], s.queued[2] = struct{}{}, struct{}{}
+	s.tag([]*row{{id: 1}, {id: 2}}, time.Millisecond)
+	require.True(t, s.lastLive.IsZero(), "the resync's own rows are no live change")
+	s.tag([]*row{{id: 3}}, time.Millisecond)
+	require.WithinDuration(t, time.Now(), s.lastLive, time.Second)
+
+	st := &pageStore{}
+	s.id, s.lastPage = 1, time.Now()
+	m := moved{}
+	require.NoError(t, s.step(context.Background(), st, &m, 100))
+	require.Zero(t, st.steps, "paced: a live change was just moved")
+	require.WithinDuration(t, s.lastPage.Add(resyncLivePace), m.wake, 0)
+	s.lastPage = time.Now().Add(-resyncLivePace)
+	m = moved{rows: []*row{{id: 4}}}
+	began := time.Now()
+	require.NoError(t, s.step(context.Background(), st, &m, 100))
+	require.Zero(t, st.steps, "the live changes of this move go to the window before a page is queued")
+	require.WithinRange(t, m.wake, began, time.Now())
+	m = moved{}
+	require.NoError(t, s.step(context.Background(), st, &m, 100))
+	require.Equal(t, 1, st.steps, "the page comes with the next move")
+	s.lastPage = time.Now().Add(-2 * resyncLivePace)
+	m = moved{rows: []*row{{id: 5}}}
+	require.NoError(t, s.step(context.Background(), st, &m, 100))
+	require.Equal(t, 2, st.steps, "moves that keep carrying live changes do not starve the resync")
+	s.lastLive = time.Now().Add(-resyncLiveQuiet)
+	require.NoError(t, s.step(context.Background(), st, &m, 100))
+	require.Equal(t, 3, st.steps, "not paced once live changes stopped")
+}
+
+// pageStore answers the resync's statements for step tests.
+type pageStore struct {
+	deliveryStore
+	steps int
+}
+
+func (s *pageStore) ResyncStep(ctx context.Context, n int) (resyncPage, bool, error) {
+	s.steps++
+	return resyncPage{id: 1, state: "running"}, true, nil
 }
 
 // The ring of a step's own commit is not waited for; any other is, and so is a repeated one.
