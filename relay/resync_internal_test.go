@@ -52,21 +52,24 @@ func TestWindowSendsLiveChangesBeforeResyncRows(t *testing.T) {
 func TestResyncPageSize(t *testing.T) {
 	t.Parallel()
 	s := newResyncer(Config{MoveBatch: 1000}.WithDefaults(), true)
-	require.Equal(t, resyncFirstPage, s.pageSize(5000))
-	require.Equal(t, 10, s.pageSize(10))
+	require.Equal(t, resyncFirstPage, s.pageSize(5000, resyncMoveBudget))
+	require.Equal(t, 10, s.pageSize(10, resyncMoveBudget))
 	s.tag(nil, 2*time.Millisecond) // a move of nothing: 2 ms a statement
 	s.queued[1] = struct{}{}
 	s.tag([]*row{{id: 1}}, 2500*time.Microsecond)
-	require.Equal(t, 20, s.pageSize(5000), "0.5 ms a row besides the statement's 2 ms")
+	require.Equal(t, 20, s.pageSize(5000, resyncMoveBudget), "0.5 ms a row besides the statement's 2 ms")
+	s.lastN, s.perRow = 500, 100*time.Microsecond
+	require.Equal(t, 100, s.pageSize(5000, resyncMoveBudget))
+	require.Equal(t, 20, s.pageSize(5000, resyncLiveBudget), "while live changes flow")
 	s.lastN = 8
-	require.Equal(t, 16, s.pageSize(5000), "at most twice the last page")
+	require.Equal(t, 16, s.pageSize(5000, resyncMoveBudget), "at most twice the last page")
 	s.queued[2] = struct{}{}
 	s.tag([]*row{{id: 2}}, 10*time.Second)
-	require.Equal(t, resyncMinPage, s.pageSize(5000))
+	require.Equal(t, resyncMinPage, s.pageSize(5000, resyncMoveBudget))
 	s.lastN = 600
 	s.perRow = time.Microsecond
-	require.Equal(t, 1000, s.pageSize(5000), "within the move batch")
-	require.Equal(t, 300, s.pageSize(300), "within room")
+	require.Equal(t, 1000, s.pageSize(5000, resyncMoveBudget), "within the move batch")
+	require.Equal(t, 300, s.pageSize(300, resyncMoveBudget), "within room")
 }
 
 // A live change in a move paces the resync's pages for resyncLiveQuiet; the resync's own rows
