@@ -71,8 +71,9 @@ type resyncer struct {
 	id        int64         // the active request (0: look it up)
 	rate      int           // its rows-per-second cap (0: none)
 	lim       *rate.Limiter // enforces rate
-	perRow    time.Duration // what moving a resync row cost lately (0: not measured yet)
-	base      time.Duration // what a move that moved nothing cost lately
+	perRow    time.Duration // what moving a resync row costs (0: not measured yet)
+	rowCosts  samples       // what moving a resync row cost lately
+	empty     samples       // what moves that moved nothing cost lately
 	lastN     int           // the size of the last page
 	lastPage  time.Time     // when the last page was queued
 	lastLive  time.Time     // when a move last carried a live change
@@ -106,7 +107,7 @@ func newResyncer(cfg Config, doorbell bool) *resyncer {
 // resync, so only the rest, the cost of the rows, is charged to them.
 func (s *resyncer) tag(rows []*row, took time.Duration) {
 	if len(rows) == 0 {
-		s.base = ewma(s.base, took)
+		s.empty.add(took)
 		return
 	}
 	n := 0
@@ -121,16 +122,33 @@ func (s *resyncer) tag(rows []*row, took time.Duration) {
 		s.lastLive = time.Now()
 	}
 	if n > 0 {
-		s.perRow = ewma(s.perRow, max(0, took-s.base)/time.Duration(len(rows)))
+		s.rowCosts.add(max(0, took-s.empty.median()) / time.Duration(len(rows)))
+		s.perRow = s.rowCosts.median()
 	}
 }
 
-// ewma averages a new sample into avg (zero: no sample yet), the newest weighing half.
-func ewma(avg, sample time.Duration) time.Duration {
-	if avg == 0 {
-		return sample
+// samples holds the latest durations measured, for their median: on a busy machine a
+// statement now and then takes many times its usual time, which would swing an average (and
+// the pages with it) for several pages.
+type samples struct {
+	d [8]time.Duration
+	n int // how many were added; d holds the latest min(n, len(d))
+}
+
+func (s *samples) add(d time.Duration) {
+	s.d[s.n%len(s.d)] = d
+	s.n++
+}
+
+// median is the median of the samples held (the upper one of an even count; 0 when none).
+func (s *samples) median() time.Duration {
+	k := min(s.n, len(s.d))
+	if k == 0 {
+		return 0
 	}
-	return (avg + sample) / 2
+	c := slices.Clone(s.d[:k])
+	slices.Sort(c)
+	return c[k/2]
 }
 
 // pageSize is how many rows the next page may hold: what budget allows at the cost measured, at

@@ -46,9 +46,9 @@ func TestWindowSendsLiveChangesBeforeResyncRows(t *testing.T) {
 	require.Empty(t, s.queued, "tagged rows are forgotten")
 }
 
-// Pages are sized so the rows of their move take about resyncMoveBudget at the cost measured:
-// what a move costs besides its rows (measured on moves of nothing) is not charged to them,
-// and a page is at most twice the last one.
+// Pages are sized so the rows of their move take about resyncMoveBudget at the cost measured
+// (the median of the latest moves): what a move costs besides its rows (measured on moves of
+// nothing) is not charged to them, and a page is at most twice the last one.
 func TestResyncPageSize(t *testing.T) {
 	t.Parallel()
 	s := newResyncer(Config{MoveBatch: 1000}.WithDefaults(), true)
@@ -63,9 +63,12 @@ func TestResyncPageSize(t *testing.T) {
 	require.Equal(t, 20, s.pageSize(5000, resyncLiveBudget), "while live changes flow")
 	s.lastN = 8
 	require.Equal(t, 16, s.pageSize(5000, resyncMoveBudget), "at most twice the last page")
-	s.queued[2] = struct{}{}
+	s.queued[2], s.queued[3], s.queued[4] = struct{}{}, struct{}{}, struct{}{}
 	s.tag([]*row{{id: 2}}, 10*time.Second)
-	require.Equal(t, resyncMinPage, s.pageSize(5000, resyncMoveBudget))
+	require.Equal(t, resyncMinPage, s.pageSize(5000, resyncMoveBudget), "the median of 0.5 ms and 10 s")
+	s.tag([]*row{{id: 3}}, 2500*time.Microsecond)
+	s.tag([]*row{{id: 4}}, 2500*time.Microsecond)
+	require.Equal(t, 500*time.Microsecond, s.perRow, "one slow move among a few does not count")
 	s.lastN = 600
 	s.perRow = time.Microsecond
 	require.Equal(t, 1000, s.pageSize(5000, resyncMoveBudget), "within the move batch")
