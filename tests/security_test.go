@@ -308,6 +308,14 @@ func TestRelayLoginGetsOnlyQueuedData(t *testing.T) {
 		}
 	}
 	require.Subset(t, definers, []string{"data_sync_snapshot_customer(bigint)"}, "the move-mode snapshot is still available")
+	// Customer 4 was queued key-only (move mode): both customer snapshots build it for the relay.
+	for _, c := range []string{`SELECT data_sync_snapshot_customer(4)::text`,
+		`SELECT json_object::text FROM data_sync_snapshot_customers(ARRAY[4]::bigint[])`} {
+		var j *string
+		require.NoError(t, relay.QueryRow(ctx, c).Scan(&j), c)
+		require.NotNil(t, j, "%s built nothing for a queued customer", c)
+		require.Contains(t, *j, `"Dee"`, c)
+	}
 
 	// The builders run with the caller's rights: the login may not read the CE tables.
 	for _, c := range []string{

@@ -13,14 +13,6 @@
 -- relay. cdc_relay may not insert or update pending rows, and captured cannot be forged
 -- (migration 0008). Only cdc_relay (and the owner) may call them. The bodies say $1, not the
 -- argument's name: the queue has a column named id.
-CREATE OR REPLACE FUNCTION public.data_sync_snapshot_customer(id bigint) RETURNS json
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS
-$fn$
-SELECT public.data_sync_customer_json($1)
-WHERE EXISTS (SELECT 1 FROM public.data_sync_cust_pending_queue q
-              WHERE q.unique_id = $1::text AND q.json_object IS NULL AND q.captured AND q.action <> 'DELETE')
-$fn$;
-
 CREATE OR REPLACE FUNCTION public.data_sync_snapshot_transaction(id text) RETURNS json
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS
 $fn$
@@ -48,6 +40,16 @@ BEGIN
                                     AND q.action <> 'DELETE'));
     RETURN QUERY SELECT j.customer_id, j.json_object FROM public.data_sync_customers_json(queued) j;
 END
+$fn$;
+
+-- data_sync_snapshot_customer is the same for one customer. This version's move no longer calls
+-- it (it calls data_sync_snapshot_customers); it stays for a relay of the previous version that
+-- still runs between `cdc-relay install` and its restart (docs/upgrading.md), and its rule is
+-- the set function's, so the rule is written once.
+CREATE OR REPLACE FUNCTION public.data_sync_snapshot_customer(id bigint) RETURNS json
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS
+$fn$
+SELECT s.json_object FROM public.data_sync_snapshot_customers(ARRAY[$1]) s
 $fn$;
 
 REVOKE ALL ON FUNCTION public.data_sync_snapshot_customer(bigint), public.data_sync_snapshot_customers(bigint[]),
