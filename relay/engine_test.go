@@ -2,8 +2,10 @@ package relay_test
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -296,4 +298,48 @@ func TestRowsHeldThroughAPauseAreRecheckedBeforeTheirFirstSend(t *testing.T) {
 		}
 		return false
 	}, time.Second, 20*time.Millisecond, "a deleted customer's row held through a pause was sent")
+}
+
+// TestDeletedCustomerWaitingBehindAFullWindowIsNotSent: customer 42's change waits in the
+// window while the request before it is in flight; the customer is deleted then (its progress
+// rows purged, its DELETE queued in pending), and the window is too full to move the DELETE
+// (a backlog). The relay must learn of the delete anyway and never send 42's change: the
+// receiver answers the request in flight only after the relay looked for pending deletes
+// (or after 10 s, when it never does).
+func TestDeletedCustomerWaitingBehindAFullWindowIsNotSent(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	first := e.queueCust("41", "UPDATE")
+	waiting := e.queueCust("42", "UPDATE")
+	filler := e.queueCust("43", "UPDATE") // pending ahead of the DELETE: the next move takes it
+	var del atomic.Int64
+	seen := make(chan struct{})
+	var once sync.Once
+	trace := func(ev relay.TraceEvent) {
+		if ev.Stage == relay.TraceDeletes && del.Load() != 0 && slices.Contains(ev.IDs, del.Load()) {
+			once.Do(func() { close(seen) })
+		}
+	}
+	e.poster.setAnswer(func(msgs []mapping.Message, n int) (relay.Response, error) {
+		if msgs[0].UniqueID == strconv.FormatInt(first, 10) && del.Load() == 0 {
+			// What the delete trigger does: purge the customer's queued rows, queue its DELETE.
+			e.exec(`DELETE FROM data_sync_cust_progress_queue WHERE unique_id = '42'`)
+			del.Store(e.queueCust("42", "DELETE"))
+			e.bell.Ring()
+			select {
+			case <-seen:
+			case <-time.After(10 * time.Second):
+			}
+		}
+		return relay.Response{Status: 200}, nil
+	})
+	e.start(relay.Config{Concurrency: 1, MoveBatch: 2, Window: 2, Trace: trace})
+	e.bell.Ring()
+	got := e.waitDelivered(3)
+	var ids []int64
+	for _, d := range got {
+		ids = append(ids, idOf(t, d))
+	}
+	require.NotContains(t, ids, waiting, "a deleted customer's change was sent after its delete")
+	require.Equal(t, []int64{first, filler, del.Load()}, ids)
 }

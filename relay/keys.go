@@ -262,6 +262,20 @@ func (w *window) markRecheck() {
 	}
 }
 
+// markDeleted marks the rows of a deleted customer that the window holds, not in flight, with
+// ids below its DELETE row's, to be re-checked before they are sent (see lookForDeletes).
+func (w *window) markDeleted(del pendingDelete) {
+	k := w.keys[queues[0].name+"\x00"+del.key]
+	if k == nil {
+		return
+	}
+	for _, r := range k.rows {
+		if r.id < del.id && !r.sent {
+			r.recheck = true
+		}
+	}
+}
+
 // forget removes one row of a key in flight from the window (the row is gone from progress)
 // and reports whether it was there; release files the key again.
 func (w *window) forget(r *row) bool {

@@ -177,6 +177,8 @@ type result struct {
 // ringing transactions still invisible (to wait for again).
 type moved struct {
 	rows  []*row
+	// deletes answers a moveReq with deletes set: customer DELETE rows waiting in pending.
+	deletes []pendingDelete
 	more  bool
 	await []uint32
 	wake  time.Time // a rate-limited resync asks for a move then (resync.go)
@@ -272,6 +274,9 @@ type dispatcher struct {
 	// that a move running meanwhile brought in are held behind it instead of being sent.
 	held    map[string]heldKey
 	moveSeq uint64 // seq of the last moveReq sent
+	// deletesAt is when the window, too full to move, may next look for customer DELETE rows
+	// waiting in pending (see lookForDeletes).
+	deletesAt time.Time
 	// rowEstimate is the memory a moved row is assumed to take (see fill).
 	rowEstimate int64
 	ackDone     chan error
@@ -454,6 +459,9 @@ func (d *dispatcher) takeMoved(m moved) error {
 	if m.err != nil {
 		return m.err
 	}
+	for _, del := range m.deletes {
+		d.win.markDeleted(del)
+	}
 	if len(m.rows) > 0 {
 		var largest int64
 		for _, r := range m.rows {
@@ -608,6 +616,7 @@ func (d *dispatcher) fill() {
 	// window, so acknowledgements that keep failing stop the moves instead of growing memory.
 	room := d.r.cfg.Window - d.win.rows - d.acks.len()
 	if room < min(d.r.cfg.MoveBatch, d.r.cfg.Window/2) {
+		d.lookForDeletes()
 		return
 	}
 	// The window is bounded in bytes too: a move asks for as many rows as the room left
@@ -615,6 +624,7 @@ func (d *dispatcher) fill() {
 	// first one), at least one.
 	free := d.r.cfg.WindowBytes - d.win.bytes
 	if free <= 0 {
+		d.lookForDeletes()
 		return
 	}
 	room = int(min(int64(room), max(1, free/d.rowEstimate)))
@@ -624,6 +634,29 @@ func (d *dispatcher) fill() {
 		d.moveSeq++
 		d.moving = true
 		d.pending, d.look, d.expandDue, d.resyncDue, d.await = false, 0, false, false, nil
+	default:
+	}
+}
+
+// deletesEvery paces the looks for customer DELETE rows while the window is full: a customer
+// deleted then is known to the relay this long after its delete committed, at most (plus
+// a statement's time), however long its DELETE waits in pending.
+const deletesEvery = 50 * time.Millisecond
+
+// lookForDeletes asks the mover for the customer DELETE rows waiting in pending, when the
+// window is too full to move them. A delete purged its customer's earlier rows from the queues,
+// but the rows already in the window stay there until sent: when the DELETE is moved, window.add
+// marks them to be re-checked before they are sent; while it waits in pending behind a backlog,
+// this look does.
+func (d *dispatcher) lookForDeletes() {
+	now := time.Now()
+	if now.Before(d.deletesAt) {
+		return
+	}
+	select {
+	case d.moveReq <- moveReq{deletes: true}:
+		d.moving = true
+		d.deletesAt = now.Add(deletesEvery)
 	default:
 	}
 }
@@ -638,6 +671,8 @@ type moveReq struct {
 	look   uint8
 	resync bool   // the doorbell says a resync request was inserted: look for it now
 	seq    uint64 // numbers the requests, for heldKey
+	// deletes asks for nothing but the customer DELETE rows waiting in pending (moved.deletes).
+	deletes bool
 }
 
 // lookAll looks at every queue family.
@@ -667,12 +702,23 @@ func (d *dispatcher) mover(ctx context.Context) {
 	keepOrder := !d.r.cfg.SkipDeadLetters
 	expand := false // sets asked for and not yet expanded (progress is loaded first)
 	resync := newResyncer(d.r.cfg, d.r.doorbell != nil)
+	var deletesAfter int64 // where the next look for DELETE rows starts (pendingDeletes)
 	for {
 		var req moveReq
 		select {
 		case <-ctx.Done():
 			return
 		case req = <-d.moveReq:
+		}
+		if req.deletes {
+			m := moved{}
+			m.deletes, deletesAfter, m.err = d.pendingDeletes(ctx, deletesAfter)
+			select {
+			case d.moveResp <- m:
+				continue
+			case <-ctx.Done():
+				return
+			}
 		}
 		room := req.room
 		expand = expand || req.expand
@@ -768,6 +814,33 @@ func (d *dispatcher) mover(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// pendingDeletesPage bounds the DELETE rows one look returns.
+const pendingDeletesPage = 1000
+
+// pendingDeletes returns a page of the customer DELETE rows waiting in pending after the id
+// after, and where the next page starts: after the last row returned, or from the first again
+// when this page was the last (a DELETE whose transaction took an id below the cursor and
+// committed later is found on the next pass).
+func (d *dispatcher) pendingDeletes(ctx context.Context, after int64) ([]pendingDelete, int64, error) {
+	opCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	dels, err := d.r.store.PendingDeletes(opCtx, after, pendingDeletesPage)
+	if err != nil {
+		return nil, after, err
+	}
+	if t := d.r.cfg.Trace; t != nil {
+		ids := make([]int64, len(dels))
+		for i, del := range dels {
+			ids[i] = del.id
+		}
+		t(TraceEvent{Stage: TraceDeletes, At: time.Now(), IDs: ids})
+	}
+	if len(dels) < pendingDeletesPage {
+		return dels, 0, nil
+	}
+	return dels, dels[len(dels)-1].id, nil
 }
 
 // firstRowEstimate is the payload size a session's first move assumes per row: generous for

@@ -41,6 +41,7 @@ type deliveryStore interface {
 	Load(ctx context.Context, q *queue, after int64, n int) ([]*row, error)
 	HoldBehind(ctx context.Context, q *queue, t *Term) (held int64, err error)
 	Recheck(ctx context.Context, q *queue, ids []int64) (found []int64, err error)
+	PendingDeletes(ctx context.Context, after int64, n int) ([]pendingDelete, error)
 	RecordFailure(ctx context.Context, q *queue, ids []int64, f failure) (found []int64, err error)
 	DeadLetter(ctx context.Context, ids queueIDs, f failure, keepOrder bool, t *Term) (parked, held int64, err error)
 	Hold(ctx context.Context, q *queue, ids, behind []int64, t *Term) (held int64, err error)

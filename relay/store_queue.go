@@ -298,6 +298,33 @@ func (s *Store) HoldBehind(ctx context.Context, q *queue, t *Term) (int64, error
 	return tag.RowsAffected(), nil
 }
 
+// pendingDelete is a customer DELETE row waiting in pending: its id and its customer.
+type pendingDelete struct {
+	id  int64
+	key string
+}
+
+// pendingDeletesSQL reads customer DELETE rows waiting in pending, in id order from after $1, at
+// most $2, on the partial index data_sync_cust_pending_deletes (only DELETE rows).
+var pendingDeletesSQL = `SELECT id, unique_id FROM ` + queues[0].pending + `
+WHERE action = 'DELETE' AND unique_id IS NOT NULL AND id > $1 ORDER BY id LIMIT $2`
+
+// PendingDeletes returns up to n customer DELETE rows waiting in pending with an id above after.
+func (s *Store) PendingDeletes(ctx context.Context, after int64, n int) ([]pendingDelete, error) {
+	rows, err := s.db.Query(ctx, pendingDeletesSQL, after, n)
+	if err != nil {
+		return nil, fmt.Errorf("looking for customer deletes waiting in pending: %w", err)
+	}
+	dels, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (pendingDelete, error) {
+		var d pendingDelete
+		return d, r.Scan(&d.id, &d.key)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("looking for customer deletes waiting in pending: %w", err)
+	}
+	return dels, nil
+}
+
 // Recheck stamps last_attempt_at on the progress rows ids (checkSQL) and returns those still
 // there: the others were purged (their customer was deleted).
 func (s *Store) Recheck(ctx context.Context, q *queue, ids []int64) ([]int64, error) {

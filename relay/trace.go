@@ -21,6 +21,9 @@ const (
 	// TracePost: a request's response arrived; IDs are its rows, Began is just before the
 	// Poster was called (after the body was built).
 	TracePost
+	// TraceDeletes: the window, too full to move, looked for customer DELETE rows waiting in
+	// pending; IDs are those found.
+	TraceDeletes
 )
 
 // TraceEvent is one traced step. At is when the step ended.
@@ -29,7 +32,7 @@ type TraceEvent struct {
 	At    time.Time
 	Began time.Time // TraceMove, TracePost; zero otherwise
 	Xids  []uint32  // TraceRing, TraceTake
-	IDs   []int64   // TraceMove, TraceAdmit, TracePost: queue row ids
+	IDs   []int64   // TraceMove, TraceAdmit, TracePost, TraceDeletes: queue row ids
 }
 
 // rowIDs returns the ids of rows, for a trace event.
