@@ -176,14 +176,16 @@ type result struct {
 // moved is what the mover reports: rows now in progress, whether more may wait, and the
 // ringing transactions still invisible (to wait for again).
 type moved struct {
-	rows  []*row
-	// deletes answers a moveReq with deletes set: customer DELETE rows waiting in pending.
+	rows []*row
+	// looked answers a moveReq with deletes set, and deletes are the customer DELETE rows it
+	// found waiting in pending.
+	looked  bool
 	deletes []pendingDelete
-	more  bool
-	await []uint32
-	wake  time.Time // a rate-limited resync asks for a move then (resync.go)
-	err   error
-	seq   uint64 // the moveReq's seq
+	more    bool
+	await   []uint32
+	wake    time.Time // a rate-limited resync asks for a move then (resync.go)
+	err     error
+	seq     uint64 // the moveReq's seq
 }
 
 // session runs one leadership term on one set of connections.
@@ -275,8 +277,9 @@ type dispatcher struct {
 	held    map[string]heldKey
 	moveSeq uint64 // seq of the last moveReq sent
 	// deletesAt is when the window, too full to move, may next look for customer DELETE rows
-	// waiting in pending (see lookForDeletes).
-	deletesAt time.Time
+	// waiting in pending (see lookForDeletes); deletesDue: a look waits for it.
+	deletesAt  time.Time
+	deletesDue bool
 	// rowEstimate is the memory a moved row is assumed to take (see fill).
 	rowEstimate int64
 	ackDone     chan error
@@ -425,8 +428,8 @@ func (d *dispatcher) startRequests(ctx context.Context, now time.Time) (next tim
 	return next
 }
 
-// runDue runs the dispatcher's own wake-ups due at now (a rate-limited resync's next move, the
-// second read of changed settings) and returns when to wake up next: the earliest of next (the
+// runDue runs the dispatcher's own wake-ups due at now (a rate-limited resync's next move, a
+// look for pending deletes put off, the second read of changed settings) and returns when to wake up next: the earliest of next (the
 // next retry), the end of a pause and the wake-ups not yet due. again: the settings were read
 // again, and the loop starts over before it waits.
 func (d *dispatcher) runDue(now, next time.Time) (wake time.Time, again bool, err error) {
@@ -439,6 +442,14 @@ func (d *dispatcher) runDue(now, next time.Time) (wake time.Time, again bool, er
 			d.fill()
 		} else if next.IsZero() || d.wakeAt.Before(next) {
 			next = d.wakeAt
+		}
+	}
+	if d.deletesDue {
+		if !d.deletesAt.After(now) {
+			d.deletesDue = false
+			d.fill()
+		} else if next.IsZero() || d.deletesAt.Before(next) {
+			next = d.deletesAt
 		}
 	}
 	if !d.recheckConfig.IsZero() {
@@ -459,8 +470,16 @@ func (d *dispatcher) takeMoved(m moved) error {
 	if m.err != nil {
 		return m.err
 	}
-	for _, del := range m.deletes {
-		d.win.markDeleted(del)
+	if m.looked {
+		ids := make([]int64, len(m.deletes))
+		for i, del := range m.deletes {
+			d.win.markDeleted(del)
+			ids[i] = del.id
+		}
+		if t := d.r.cfg.Trace; t != nil {
+			t(TraceEvent{Stage: TraceDeletes, At: time.Now(), IDs: ids})
+		}
+		return nil
 	}
 	if len(m.rows) > 0 {
 		var largest int64
@@ -651,12 +670,13 @@ const deletesEvery = 50 * time.Millisecond
 func (d *dispatcher) lookForDeletes() {
 	now := time.Now()
 	if now.Before(d.deletesAt) {
+		d.deletesDue = true // runDue looks then, when nothing else made room meanwhile
 		return
 	}
 	select {
 	case d.moveReq <- moveReq{deletes: true}:
 		d.moving = true
-		d.deletesAt = now.Add(deletesEvery)
+		d.deletesAt, d.deletesDue = now.Add(deletesEvery), false
 	default:
 	}
 }
@@ -711,7 +731,7 @@ func (d *dispatcher) mover(ctx context.Context) {
 		case req = <-d.moveReq:
 		}
 		if req.deletes {
-			m := moved{}
+			m := moved{looked: true}
 			m.deletes, deletesAfter, m.err = d.pendingDeletes(ctx, deletesAfter)
 			select {
 			case d.moveResp <- m:
@@ -829,13 +849,6 @@ func (d *dispatcher) pendingDeletes(ctx context.Context, after int64) ([]pending
 	dels, err := d.r.store.PendingDeletes(opCtx, after, pendingDeletesPage)
 	if err != nil {
 		return nil, after, err
-	}
-	if t := d.r.cfg.Trace; t != nil {
-		ids := make([]int64, len(dels))
-		for i, del := range dels {
-			ids[i] = del.id
-		}
-		t(TraceEvent{Stage: TraceDeletes, At: time.Now(), IDs: ids})
 	}
 	if len(dels) < pendingDeletesPage {
 		return dels, 0, nil

@@ -22,7 +22,8 @@ const (
 	// Poster was called (after the body was built).
 	TracePost
 	// TraceDeletes: the window, too full to move, looked for customer DELETE rows waiting in
-	// pending; IDs are those found.
+	// pending; IDs are those found, whose customers' rows in the window are now marked to be
+	// re-checked before they are sent.
 	TraceDeletes
 )
 
