@@ -99,6 +99,41 @@ func TestMoveWaitsForTheFlushOnlyWhenItWrites(t *testing.T) {
 	require.Equal(t, "on", v, "the empty move's setting outlived its transaction")
 }
 
+// A move calls the customer snapshot builder only when it holds a key-only row to build: the
+// call costs milliseconds even for no customer, and a move of rows queued with their JSON (capture
+// mode) is on the path of every change. The calls are counted in the move's own transaction
+// (pg_stat_xact_user_functions).
+func TestMoveCallsTheBuilderOnlyForRowsToBuild(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newLeaderEnv(t)
+	a, _ := e.leader("relay-a", "", 30*time.Second, 0)
+	ta := e.acquire(a)
+	builds := func(insert string) (calls, moved int) {
+		t.Helper()
+		tx, err := e.db.Begin(ctx)
+		require.NoError(t, err)
+		defer tx.Rollback(ctx)
+		_, err = tx.Exec(ctx, "SET LOCAL track_functions = 'all'")
+		require.NoError(t, err)
+		_, err = tx.Exec(ctx, insert)
+		require.NoError(t, err)
+		rows, err := tx.Query(ctx, queues[0].moveSQL, 10, true, ta.Epoch(), nil)
+		require.NoError(t, err)
+		m, err := scanRows(queues[0], rows)
+		require.NoError(t, err)
+		require.NoError(t, tx.QueryRow(ctx, `SELECT coalesce(sum(calls), 0) FROM pg_stat_xact_user_functions
+			WHERE funcname = 'data_sync_snapshot_customers'`).Scan(&calls))
+		return calls, len(m)
+	}
+	calls, moved := builds(`INSERT INTO data_sync_cust_pending_queue (unique_id, action, json_object, captured)
+		VALUES ('1', 'UPDATE', '{"customerID": "1"}', true), ('2', 'DELETE', NULL, true)`)
+	require.Equal(t, []int{0, 2}, []int{calls, moved}, "rows queued with their JSON (and a DELETE) called the builder")
+	calls, _ = builds(`INSERT INTO data_sync_cust_pending_queue (unique_id, action, json_object, captured)
+		VALUES ('1', 'UPDATE', '{"customerID": "1"}', true), ('3', 'UPDATE', NULL, true)`)
+	require.Equal(t, 1, calls, "a key-only row to build: one set-based call")
+}
+
 // An acknowledgement commits without waiting for the WAL flush (a crash may only make its rows
 // be sent again), in its own transaction only.
 func TestAckDoesNotWaitForTheFlush(t *testing.T) {

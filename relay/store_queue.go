@@ -27,11 +27,14 @@ type queue struct {
 
 // queues are the two Data Sync queue families, customers first. buildSQL selects (unique_id,
 // json_object) for the keys of keys (the move's key-only rows to snapshot, see moveSQL): the
-// customers of a move in one set-based call, transactions one call per key.
+// customers of a move in one set-based call, transactions one call per key. A move with no
+// key to build makes no call (a one-time filter): the set-based call costs milliseconds even
+// for no customer, on the path of every change queued with its JSON.
 var queues = []*queue{
 	withSets(newQueue(0, "cust", "data_sync_cust_pending_queue", "data_sync_cust_progress_queue", "data_sync_cust_failed",
 		`SELECT s.customer_id::text, s.json_object
-    FROM data_sync_snapshot_customers(ARRAY(SELECT k.unique_id::bigint FROM keys k WHERE k.build)) s`,
+    FROM data_sync_snapshot_customers(ARRAY(SELECT k.unique_id::bigint FROM keys k WHERE k.build)) s
+    WHERE EXISTS (SELECT FROM keys k WHERE k.build)`,
 		"m.unique_id ~ '^[0-9]{1,18}$'"),
 		"SELECT data_sync_expand_customer_sets($1)"),
 	newQueue(1, "trn", "data_sync_trn_pending_queue", "data_sync_trn_progress_queue", "data_sync_trn_failed",

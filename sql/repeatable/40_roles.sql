@@ -26,10 +26,14 @@ $fn$;
 -- calling statement sees it): one row per customer it builds, with the set-based
 -- data_sync_customers_json, which costs a fraction of a call per customer once a move holds
 -- more than a few (a resync's pages are moved so). ids is a variable in the query, so the
--- plan is cached for the session like any PL/pgSQL statement's.
+-- plan is cached for the session like any PL/pgSQL statement's; the generic plan is forced:
+-- left to choose, PostgreSQL plans the big query afresh for each call (a custom plan looks
+-- cheaper for a known array), about 4 ms a move against 0.5 ms for one customer with the
+-- cached plan, which looks a customer up by index whatever the size of the array.
 CREATE OR REPLACE FUNCTION public.data_sync_snapshot_customers(ids bigint[])
 RETURNS TABLE (customer_id bigint, json_object json)
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp
+SET plan_cache_mode = force_generic_plan AS
 $fn$
 DECLARE
     queued bigint[];
