@@ -65,17 +65,19 @@ func newQueue(idx int, name, pending, progress, failed, buildSQL, keyCheck strin
 	// The leadership fence ($3 epoch, $4 lease renewal or NULL; see leader.go) gates the DELETE
 	// (a sub-select without columns of the query is a one-time filter, evaluated before any row
 	// and also when pending is empty): the move commits before a takeover or fails and moves
-	// nothing. A move that finds nothing to move and renews nothing has written only the
-	// fence's row lock, which no crash needs to keep: it commits without waiting for the WAL
-	// flush (synchronous_commit off for this transaction alone). A sweep looks at each queue
-	// family, and a change would otherwise wait for a durable commit of an empty move.
+	// nothing. The move commits without waiting for the WAL flush (synchronous_commit off for
+	// this transaction alone): it is on the path of every change, and it need not be durable.
+	// A crash that loses it (PostgreSQL's, before the WAL writer or any later durable commit
+	// flushed it: WAL survives as a prefix) loses everything after it too, its rows'
+	// acknowledgements included, and leaves its rows in pending, where the next move finds them:
+	// they are sent again, in id order, as rows a relay crash leaves in progress are (at least
+	// once). The rows themselves were queued by the CE's own durable commits.
 	q.moveSQL = fmt.Sprintf(`
 WITH ids AS MATERIALIZED (
     SELECT id FROM %[1]s ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
 ), fence AS MATERIALIZED (
     SELECT data_sync_leader_fence($3, $4)
-       AND CASE WHEN $4 IS NULL AND NOT EXISTS (SELECT FROM ids)
-                THEN set_config('synchronous_commit', 'off', true) IS NOT NULL ELSE true END AS ok
+       AND set_config('synchronous_commit', 'off', true) IS NOT NULL AS ok
 ), moved AS (
     DELETE FROM %[1]s p USING ids WHERE (SELECT ok FROM fence) AND p.id = ids.id
     RETURNING p.id, p.obj_name, p.unique_id, p.action, p.json_object, p.created_at, p.captured
