@@ -47,7 +47,7 @@ func TestBenchEndToEnd(t *testing.T) {
 		t.Errorf("latency runs: %+v", rep.Latency)
 	}
 	for _, l := range rep.Latency {
-		if l.Changes == 0 || l.Delivered != l.Changes || l.P50 <= 0 || l.CommitMS <= 0 {
+		if l.Changes == 0 || l.Delivered != l.Changes || l.P50 <= 0 || l.CommitMS <= 0 || l.CommitAtRateMS <= 0 {
 			t.Errorf("latency figures missing: %+v", l)
 		}
 	}

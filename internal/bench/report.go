@@ -33,17 +33,20 @@ type Report struct {
 
 // LatencyResult is one steady-rate run: commit → receiver-200 latency of every change.
 type LatencyResult struct {
-	Rate         int     `json:"rate"`          // changes per second asked for
-	Label        string  `json:"label"`         // "" or "after drain" (right after a backlog drain, autovacuum at work)
-	CommitMS     float64 `json:"commit_ms"`     // one durable single-row commit, median, same database
-	AchievedRate float64 `json:"achieved_rate"` // changes per second committed
-	Seconds      float64 `json:"duration_s"`
-	Changes      int     `json:"changes"`   // committed
-	Delivered    int     `json:"delivered"` // of those, seen by the receiver
-	P50          float64 `json:"p50_ms"`
-	P95          float64 `json:"p95_ms"`
-	P99          float64 `json:"p99_ms"`
-	Max          float64 `json:"max_ms"`
+	Rate     int     `json:"rate"`      // changes per second asked for
+	Label    string  `json:"label"`     // "" or "after drain" (right after a backlog drain, autovacuum at work)
+	CommitMS float64 `json:"commit_ms"` // one durable single-row commit, median, same database, back to back
+	// CommitAtRateMS is the same commit one at a time at the run's rate, median: the
+	// durable-commit cost a change of the run pays, which the latency targets are set against.
+	CommitAtRateMS float64 `json:"commit_at_rate_ms"`
+	AchievedRate   float64 `json:"achieved_rate"` // changes per second committed
+	Seconds        float64 `json:"duration_s"`
+	Changes        int     `json:"changes"`   // committed
+	Delivered      int     `json:"delivered"` // of those, seen by the receiver
+	P50            float64 `json:"p50_ms"`
+	P95            float64 `json:"p95_ms"`
+	P99            float64 `json:"p99_ms"`
+	Max            float64 `json:"max_ms"`
 	// Stages is the breakdown of the latency by step (Options.Breakdown), empty otherwise.
 	Stages []Stage `json:"stages,omitempty"`
 }
@@ -133,7 +136,7 @@ func targets(r *Report) []Target {
 		// and the request. At 500/s the p50 target stays 5 ms.
 		p50, p99 := 5.0, 10.0
 		if l.Rate <= 50 {
-			p50, p99 = 2*l.CommitMS+1, 5
+			p50, p99 = 2*l.CommitAtRateMS+1, 5
 		}
 		name := fmt.Sprintf("latency at %d/s", l.Rate)
 		if l.Label != "" {
@@ -268,16 +271,16 @@ func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(&b, "cdc-relay bench (%s): %s; %d cores; concurrency %s, move batch %d, batched %d messages/POST; %.0f s\n",
 		mode, r.Server, r.Cores, conc, r.MoveBatch, r.BatchMessages, r.Elapsed)
 	if len(r.Latency) > 0 {
-		fmt.Fprintln(&b, "\nLatency: just before COMMIT -> receiver (relay in-process, replication doorbell); commit = one durable single-row commit")
+		fmt.Fprintln(&b, "\nLatency: just before COMMIT -> receiver (relay in-process, replication doorbell); commit = one durable single-row commit, back to back and one at a time at the run's rate")
 		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "rate/s\twhen\tachieved/s\tseconds\tchanges\tdelivered\tcommit ms\tp50 ms\tp95 ms\tp99 ms\tmax ms\t")
+		fmt.Fprintln(tw, "rate/s\twhen\tachieved/s\tseconds\tchanges\tdelivered\tcommit ms\tat rate\tp50 ms\tp95 ms\tp99 ms\tmax ms\t")
 		for _, l := range r.Latency {
 			when := l.Label
 			if when == "" {
 				when = "-"
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%.0f\t%.0f\t%d\t%d\t%.2f\t%.1f\t%.1f\t%.1f\t%.1f\t\n",
-				l.Rate, when, l.AchievedRate, l.Seconds, l.Changes, l.Delivered, l.CommitMS, l.P50, l.P95, l.P99, l.Max)
+			fmt.Fprintf(tw, "%d\t%s\t%.0f\t%.0f\t%d\t%d\t%.2f\t%.2f\t%.1f\t%.1f\t%.1f\t%.1f\t\n",
+				l.Rate, when, l.AchievedRate, l.Seconds, l.Changes, l.Delivered, l.CommitMS, l.CommitAtRateMS, l.P50, l.P95, l.P99, l.Max)
 		}
 		tw.Flush()
 		writeStages(&b, r.Latency)

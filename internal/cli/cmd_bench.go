@@ -3,6 +3,8 @@ package cli
 import (
 	"context"
 	"fmt"
+	"os"
+	"runtime/pprof"
 	"strings"
 
 	"github.com/cdc-relay/cdc-relay/internal/bench"
@@ -23,6 +25,7 @@ func runBench(ctx context.Context, env Env, args []string) error {
 	fs.IntVar(&o.MoveBatch, "move-batch", 1000, "pending rows moved per transaction (relay and SQL-only baseline)")
 	fs.BoolVar(&o.HandInserted, "hand-inserted", false, "queue the throughput backlogs as hand-inserted rows, which the relay checks strictly (default: as the capture triggers write them)")
 	fs.BoolVar(&o.Breakdown, "breakdown", false, "trace each change of the latency runs through the relay and report where its time goes")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the bench process (the in-process relay of the latency runs, its writers and receiver) to this file, for go tool pprof")
 	scenarios := fs.String("scenarios", strings.Join(bench.Scenarios, ","), "comma-separated scenarios to run")
 	if err := parse(fs, args, 0); err != nil {
 		return err
@@ -36,6 +39,17 @@ func runBench(ctx context.Context, env Env, args []string) error {
 		if s = strings.TrimSpace(s); s != "" {
 			o.Scenarios = append(o.Scenarios, s)
 		}
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("creating the CPU profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("starting the CPU profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	rep, err := bench.Run(ctx, o)
 	if rep != nil {
