@@ -143,3 +143,30 @@ func TestConfigValidationGivesClearErrors(t *testing.T) {
 	require.NoError(t, conn.QueryRow(ctx, `SELECT value FROM data_sync_config WHERE name = 'DataSyncEnabled'`).Scan(&v))
 	require.Equal(t, "true", v)
 }
+
+// A VACUUM of an emptied queue table keeps its pages: truncating them would take an ACCESS
+// EXCLUSIVE lock, which every CE insert into the queue (and every move) would wait behind. The
+// same VACUUM of a table without the setting does truncate, so the check can tell.
+func TestVacuumNeverTruncatesAQueue(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	conn := connect(t, pgtest.NewDB(t))
+	_, err := conn.Exec(ctx, `CREATE TABLE plain_queue (LIKE data_sync_cust_pending_queue INCLUDING DEFAULTS)`)
+	require.NoError(t, err)
+	for _, table := range []string{"data_sync_cust_pending_queue", "data_sync_trn_pending_queue",
+		"data_sync_cust_progress_queue", "data_sync_trn_progress_queue", "plain_queue"} {
+		_, err := conn.Exec(ctx, `INSERT INTO `+table+` (id, unique_id, action) SELECT g, g::text, 'DELETE' FROM generate_series(1, 2000) g`)
+		require.NoError(t, err, table)
+		_, err = conn.Exec(ctx, `DELETE FROM `+table)
+		require.NoError(t, err, table)
+		_, err = conn.Exec(ctx, `VACUUM `+table)
+		require.NoError(t, err, table)
+		var pages int
+		require.NoError(t, conn.QueryRow(ctx, `SELECT relpages FROM pg_class WHERE oid = $1::regclass`, table).Scan(&pages))
+		if table == "plain_queue" {
+			require.Zero(t, pages, "the control table was not truncated: the check cannot tell")
+		} else {
+			require.Positive(t, pages, "VACUUM truncated %s", table)
+		}
+	}
+}
