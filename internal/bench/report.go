@@ -39,14 +39,16 @@ type LatencyResult struct {
 	// CommitAtRateMS is the same commit one at a time at the run's rate, median: the
 	// durable-commit cost a change of the run pays, which the latency targets are set against.
 	CommitAtRateMS float64 `json:"commit_at_rate_ms"`
-	AchievedRate   float64 `json:"achieved_rate"` // changes per second committed
-	Seconds        float64 `json:"duration_s"`
-	Changes        int     `json:"changes"`   // committed
-	Delivered      int     `json:"delivered"` // of those, seen by the receiver
-	P50            float64 `json:"p50_ms"`
-	P95            float64 `json:"p95_ms"`
-	P99            float64 `json:"p99_ms"`
-	Max            float64 `json:"max_ms"`
+	// CommitAtRateP99MS is its 99th percentile: a floor under the latency's.
+	CommitAtRateP99MS float64 `json:"commit_at_rate_p99_ms"`
+	AchievedRate      float64 `json:"achieved_rate"` // changes per second committed
+	Seconds           float64 `json:"duration_s"`
+	Changes           int     `json:"changes"`   // committed
+	Delivered         int     `json:"delivered"` // of those, seen by the receiver
+	P50               float64 `json:"p50_ms"`
+	P95               float64 `json:"p95_ms"`
+	P99               float64 `json:"p99_ms"`
+	Max               float64 `json:"max_ms"`
 	// Stages is the breakdown of the latency by step (Options.Breakdown), empty otherwise.
 	Stages []Stage `json:"stages,omitempty"`
 }
@@ -273,14 +275,14 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if len(r.Latency) > 0 {
 		fmt.Fprintln(&b, "\nLatency: just before COMMIT -> receiver (relay in-process, replication doorbell); commit = one durable single-row commit, back to back and one at a time at the run's rate")
 		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "rate/s\twhen\tachieved/s\tseconds\tchanges\tdelivered\tcommit ms\tat rate\tp50 ms\tp95 ms\tp99 ms\tmax ms\t")
+		fmt.Fprintln(tw, "rate/s\twhen\tachieved/s\tseconds\tchanges\tdelivered\tcommit ms\tat rate\tat rate p99\tp50 ms\tp95 ms\tp99 ms\tmax ms\t")
 		for _, l := range r.Latency {
 			when := l.Label
 			if when == "" {
 				when = "-"
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%.0f\t%.0f\t%d\t%d\t%.2f\t%.2f\t%.1f\t%.1f\t%.1f\t%.1f\t\n",
-				l.Rate, when, l.AchievedRate, l.Seconds, l.Changes, l.Delivered, l.CommitMS, l.CommitAtRateMS, l.P50, l.P95, l.P99, l.Max)
+			fmt.Fprintf(tw, "%d\t%s\t%.0f\t%.0f\t%d\t%d\t%.2f\t%.2f\t%.2f\t%.1f\t%.1f\t%.1f\t%.1f\t\n",
+				l.Rate, when, l.AchievedRate, l.Seconds, l.Changes, l.Delivered, l.CommitMS, l.CommitAtRateMS, l.CommitAtRateP99MS, l.P50, l.P95, l.P99, l.Max)
 		}
 		tw.Flush()
 		writeStages(&b, r.Latency)
