@@ -29,8 +29,8 @@ func endpointSignature(resp Response, err error) string {
 
 // endpointHealth tells endpoint-wide failures from record failures. Request goroutines report
 // every outcome; when EndpointFailureKeys distinct keys in a row fail with the same endpoint
-// signature, with nothing delivered in between, the endpoint counts as failing until a request
-// is delivered. A record refused while other records are delivered never gets there: every
+// signature, with nothing delivered in between (for 429 and 503, for at least pressureSpan),
+// the endpoint counts as failing until a request is delivered. A record refused while other records are delivered never gets there: every
 // delivery (and every record-class refusal) breaks the streak.
 type endpointHealth struct {
 	mu         sync.Mutex
@@ -108,9 +108,18 @@ func (h *endpointHealth) blame(rows []*row, sig string) bool {
 	return blame
 }
 
-// failed records a failed request for key. endpointWide reports that the endpoint is failing
-// and this failure is of the endpoint-wide kind: it must not count against the record.
-func (h *endpointHealth) failed(key, sig, desc string, now time.Time) (endpointWide, changed bool) {
+// pressureSpan is how long a streak of 429 or 503 answers must last, from the first request
+// refused to the start of the last, before the endpoint counts as failing. A receiver with a cap
+// on requests in flight answers the requests over it at once while the others take their
+// latency: when the concurrency limit overshoots the cap, a burst of refusals comes back before
+// the next delivery, and would otherwise pause everything for a receiver that is working (the
+// limit's own cut answers it). A receiver that refuses everything is paused a second later.
+const pressureSpan = time.Second
+
+// failed records a failed request for key, sent at sent; pressure: the answer was a 429 or 503.
+// endpointWide reports that the endpoint is failing and this failure is of the endpoint-wide
+// kind: it must not count against the record.
+func (h *endpointHealth) failed(key, sig, desc string, pressure bool, sent time.Time) (endpointWide, changed bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if sig == "" {
@@ -118,10 +127,10 @@ func (h *endpointHealth) failed(key, sig, desc string, now time.Time) (endpointW
 		return false, false
 	}
 	if sig != h.sig {
-		h.resetStreak(sig, now)
+		h.resetStreak(sig, sent)
 	}
 	h.keys[key] = struct{}{}
-	if !h.failing && len(h.keys) >= h.threshold {
+	if !h.failing && len(h.keys) >= h.threshold && (!pressure || sent.Sub(h.first) >= pressureSpan) {
 		h.failing, h.since, h.desc, changed = true, h.first, desc, true
 	}
 	return h.failing, changed
