@@ -343,3 +343,36 @@ func TestDeletedCustomerWaitingBehindAFullWindowIsNotSent(t *testing.T) {
 	require.NotContains(t, ids, waiting, "a deleted customer's change was sent after its delete")
 	require.Equal(t, []int64{first, filler, del.Load()}, ids)
 }
+
+// A first 429 without Retry-After under the adaptive limit (its overshoot of a receiver's cap,
+// most likely) sends the rows again as soon as the cut limit lets them, not after a backoff: the
+// backoff here is an hour, and the row is delivered at once. A second refusal of the same rows
+// backs off as usual.
+func TestAFirstRefusalIsRetriedAtOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	once := e.queueCust("51", "UPDATE")
+	twice := e.queueCust("52", "UPDATE")
+	var mu sync.Mutex
+	refused := map[string]int{}
+	e.poster.setAnswer(func(msgs []mapping.Message, n int) (relay.Response, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		id := msgs[0].UniqueID
+		if (id == strconv.FormatInt(once, 10) && refused[id] < 1) || id == strconv.FormatInt(twice, 10) && refused[id] < 2 {
+			refused[id]++
+			return relay.Response{Status: 429}, nil
+		}
+		return relay.Response{Status: 200}, nil
+	})
+	e.start(relay.Config{BackoffMin: time.Hour, BackoffMax: time.Hour})
+	e.bell.Ring()
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(e.poster.delivered()) == 1 && refused[strconv.FormatInt(twice, 10)] == 2
+	}, 30*time.Second, 5*time.Millisecond, "the row refused once was not delivered, or the other not refused twice")
+	require.Equal(t, once, idOf(t, e.poster.delivered()[0]))
+	require.Never(t, func() bool { return len(e.poster.delivered()) > 1 }, 300*time.Millisecond, 20*time.Millisecond,
+		"a row refused twice was sent again before its backoff")
+}

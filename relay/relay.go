@@ -1097,7 +1097,7 @@ func (d *dispatcher) send(ctx context.Context, p Poster, req *request) {
 	if res.outcome == delivered {
 		res.epChanged = d.ep.delivered()
 	} else {
-		res.endpointWide, res.epChanged = d.ep.failed(req.keys[0].name, endpointSignature(resp, err), describe(resp, err), start)
+		res.endpointWide, res.epChanged = d.ep.failed(req.keys[0].name, endpointSignature(resp, err), describe(resp, err), res.pressure, start)
 		res.dbErr = d.recordFailure(ctx, &res)
 	}
 	d.report(res)
@@ -1199,8 +1199,14 @@ func (d *dispatcher) recordFailure(ctx context.Context, res *result) error {
 		return d.deadLetter(dbCtx, res.req.rows, f)
 	}
 	res.next = time.Now().Add(backoff(max(attempts, 1), cfg.BackoffMin, cfg.BackoffMax, res.resp.RetryAfter))
-	if res.endpointWide {
+	switch {
+	case res.endpointWide:
 		res.next = time.Now() // ready as soon as the endpoint is: the probes pace the pause
+	case res.pressure && attempts == 1 && res.resp.RetryAfter == 0 && d.lim.adaptive:
+		// A first 429 or 503 without Retry-After: most likely the adaptive limit overshot the
+		// receiver's cap, which its cut (apply) answers. The rows go again as soon as the cut
+		// limit lets them rather than after a backoff; a second refusal backs off as usual.
+		res.next = time.Now()
 	}
 	f.next = res.next
 	found := map[int64]bool{}
