@@ -161,6 +161,35 @@ func TestAckDoesNotWaitForTheFlush(t *testing.T) {
 	require.Equal(t, "on", v, "the acknowledgement's setting outlived its transaction")
 }
 
+// Recording a failed attempt and re-checking rows before a retry commit without waiting for
+// the WAL flush either (a burst of refusals would otherwise be as many flushes).
+func TestFailureRecordsDoNotWaitForTheFlush(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newLeaderEnv(t)
+	_, err := e.db.Exec(ctx, `INSERT INTO data_sync_cust_progress_queue (id, obj_name, unique_id, action, json_object)
+		VALUES (1, 'Customer', '1', 'UPDATE', '{}')`)
+	require.NoError(t, err)
+	for name, run := range map[string]func(tx pgx.Tx) (pgx.Rows, error){
+		"fail": func(tx pgx.Tx) (pgx.Rows, error) {
+			return tx.Query(ctx, queues[0].failSQL, []int64{1}, 429, "HTTP 429", time.Now(), 1)
+		},
+		"check": func(tx pgx.Tx) (pgx.Rows, error) { return tx.Query(ctx, queues[0].checkSQL, []int64{1}) },
+	} {
+		tx, err := e.db.Begin(ctx)
+		require.NoError(t, err)
+		rows, err := run(tx)
+		require.NoError(t, err, name)
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		require.NoError(t, err, name)
+		require.Equal(t, []int64{1}, ids, name)
+		var v string
+		require.NoError(t, tx.QueryRow(ctx, "SHOW synchronous_commit").Scan(&v))
+		require.Equal(t, "off", v, name)
+		require.NoError(t, tx.Rollback(ctx))
+	}
+}
+
 func TestQueuesOf(t *testing.T) {
 	t.Parallel()
 	cust, trn := queues[0].pending, queues[1].pending

@@ -118,12 +118,19 @@ FROM %s WHERE id > $1 ORDER BY id LIMIT $2`, progress)
 	q.ackSQL = fmt.Sprintf(`DELETE FROM %s WHERE id = ANY($1)
     AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL`, progress)
 	// Record a failed attempt ($5 = 1 counts it, 0 while the endpoint fails as a whole). Rows
-	// not returned are gone: purged by a customer's delete while the relay held them.
+	// not returned are gone: purged by a customer's delete while the relay held them. Like an
+	// acknowledgement, it does not wait for the WAL flush: a crash that loses it loses only the
+	// count of an attempt and its error text (the rows are sent again sooner), and a burst of
+	// refusals (a 429 for each request over a receiver's cap) would otherwise be as many
+	// flushes on the path of the deliveries.
 	q.failSQL = fmt.Sprintf(`UPDATE %s SET attempts = attempts + $5, last_status = $2, last_error = $3,
-    last_attempt_at = now(), next_attempt_at = $4 WHERE id = ANY($1) RETURNING id`, progress)
+    last_attempt_at = now(), next_attempt_at = $4 WHERE id = ANY($1)
+    AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL RETURNING id`, progress)
 	// Re-check rows before a retry: the rows not returned were purged (their customer was
-	// deleted) and must not be sent.
-	q.checkSQL = fmt.Sprintf(`UPDATE %s SET last_attempt_at = now() WHERE id = ANY($1) RETURNING id`, progress)
+	// deleted) and must not be sent. It writes only last_attempt_at, without waiting for the
+	// flush either.
+	q.checkSQL = fmt.Sprintf(`UPDATE %s SET last_attempt_at = now() WHERE id = ANY($1)
+    AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL RETURNING id`, progress)
 	// Dead-letter rows by id ($1), counting this attempt ($2 = 1) or not (0, rows found bad
 	// before sending), and, with $6 (keep order), hold every later progress row of their keys
 	// behind them: one statement, so no crash can leave a dead letter whose later rows are
