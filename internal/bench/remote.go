@@ -29,6 +29,12 @@ type RemoteResult struct {
 	Requests        int     `json:"requests"`
 	Refused         int     `json:"refused"` // answered 429 for exceeding MaxInflight
 	PeakRSS         int64   `json:"peak_rss"`
+	// MeanInflight and PeakInflight are the receiver's POSTs in flight during the drain, sampled
+	// every 50 ms from the first arrival to the last; LimitAtEnd is the relay's concurrency
+	// limit as data_sync_leader shows it at the end.
+	MeanInflight float64 `json:"mean_inflight"`
+	PeakInflight int     `json:"peak_inflight"`
+	LimitAtEnd   int     `json:"limit_at_end"`
 }
 
 // remoteWorkersUncapped is the HTTP-only baseline's requests in flight against a receiver with
@@ -84,7 +90,39 @@ func (e *env) remote(ctx context.Context, latency time.Duration, maxInflight int
 		return res, err
 	}
 	defer ch.stop()
-	if err := waitClosed(ctx, cnt.done, deliverTimeout, ch.exited); err != nil {
+	sampled := make(chan struct{})
+	stopSampling := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		var sum, n int
+		for {
+			select {
+			case <-stopSampling:
+				if n > 0 {
+					res.MeanInflight = float64(sum) / float64(n)
+				}
+				return
+			case <-tick.C:
+				if cnt.n.Load() == 0 {
+					continue
+				}
+				in := r.srv.Inflight()
+				sum, n = sum+in, n+1
+				res.PeakInflight = max(res.PeakInflight, in)
+			}
+		}
+	}()
+	err = waitClosed(ctx, cnt.done, deliverTimeout, ch.exited)
+	close(stopSampling)
+	<-sampled
+	var limit *int
+	_ = conn.QueryRow(ctx, `SELECT concurrency_limit FROM data_sync_leader`).Scan(&limit)
+	if limit != nil {
+		res.LimitAtEnd = *limit
+	}
+	if err != nil {
 		return res, fmt.Errorf("%w: the relay delivered %d of %d messages: %w: %s", ErrBench, cnt.n.Load(), n, err, ch.stderr.Tail(2000))
 	}
 	res.RelaySeconds = time.Since(start).Seconds()
@@ -100,7 +138,7 @@ func (e *env) remote(ctx context.Context, latency time.Duration, maxInflight int
 	if res.Capacity > 0 {
 		res.Ratio = res.RelayRate / res.Capacity
 	}
-	e.o.logf("  relay: %d messages in %.2f s, %.0f messages/s (%.2f of capacity), %d of %d requests refused",
-		n, res.RelaySeconds, res.RelayRate, res.Ratio, res.Refused, res.Requests)
+	e.o.logf("  relay: %d messages in %.2f s, %.0f messages/s (%.2f of capacity), %d of %d requests refused; in flight at the receiver %.0f on average, %d at most; limit at the end %d",
+		n, res.RelaySeconds, res.RelayRate, res.Ratio, res.Refused, res.Requests, res.MeanInflight, res.PeakInflight, res.LimitAtEnd)
 	return res, nil
 }

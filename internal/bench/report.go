@@ -306,7 +306,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if len(r.Remote) > 0 {
 		fmt.Fprintln(&b, "\nRemote receiver: one message per POST, relay default flags; capacity = min(cap / latency, http-only with that many in flight)")
 		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "latency ms\tprotocol\tin-flight cap\tbacklog\trelay msg/s\thttp msg/s\tcapacity\tratio\trequests\trefused\tpeak RSS\t")
+		fmt.Fprintln(tw, "latency ms\tprotocol\tin-flight cap\tbacklog\trelay msg/s\thttp msg/s\tcapacity\tratio\trequests\trefused\tin flight mean/peak\tlimit at end\tpeak RSS\t")
 		for _, rr := range r.Remote {
 			capTxt := "-"
 			if rr.MaxInflight > 0 {
@@ -316,8 +316,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 			if rr.HTTP2 {
 				proto = "HTTP/2"
 			}
-			fmt.Fprintf(tw, "%.0f\t%s\t%s\t%d\t%.0f\t%.0f\t%.0f\t%.2f\t%d\t%d\t%s\t\n", rr.LatencyMS, proto, capTxt, rr.Backlog,
-				rr.RelayRate, rr.HTTPRate, rr.Capacity, rr.Ratio, rr.Requests, rr.Refused, mib(rr.PeakRSS))
+			fmt.Fprintf(tw, "%.0f\t%s\t%s\t%d\t%.0f\t%.0f\t%.0f\t%.2f\t%d\t%d\t%.0f/%d\t%d\t%s\t\n", rr.LatencyMS, proto, capTxt, rr.Backlog,
+				rr.RelayRate, rr.HTTPRate, rr.Capacity, rr.Ratio, rr.Requests, rr.Refused, rr.MeanInflight, rr.PeakInflight, rr.LimitAtEnd, mib(rr.PeakRSS))
 		}
 		tw.Flush()
 	}

@@ -432,6 +432,9 @@ func (s *Server) SignedIDs() []string {
 }
 
 // Stats returns a copy of the counters.
+// Inflight returns the POSTs to /datasync being handled now.
+func (s *Server) Inflight() int { return int(s.inflight.Load()) }
+
 func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
