@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -114,6 +115,9 @@ type Listener struct {
 	queuedXids   []uint32
 	queuedTables []string
 	resync       bool // a committed transaction inserted a resync request since TakeResync
+	// deleted maps the customers whose DELETE row committed transactions queued since the last
+	// TakeDeleted to the highest such row id.
+	deleted map[string]int64
 
 	mu     sync.Mutex
 	status Status
@@ -224,6 +228,38 @@ func (l *Listener) TakeQueued() (xids []uint32, tables []string) {
 	x, t := l.queuedXids, l.queuedTables
 	l.queuedXids, l.queuedTables = nil, nil
 	return x, t
+}
+
+// maxDeleted bounds the customers noted between two TakeDeleted calls; beyond it the oldest
+// notes are dropped (the relay's look at pending finds those DELETE rows too, a little later).
+const maxDeleted = 4096
+
+func (l *Listener) noteDeleted(dels map[string]int64) {
+	l.queuedMu.Lock()
+	defer l.queuedMu.Unlock()
+	if l.deleted == nil {
+		l.deleted = map[string]int64{}
+	}
+	for k, id := range dels {
+		if len(l.deleted) >= maxDeleted {
+			break
+		}
+		l.deleted[k] = max(l.deleted[k], id)
+	}
+}
+
+// TakeDeleted returns the customers whose DELETE row (data_sync_cust_pending_queue, action
+// DELETE) a committed transaction queued since the last call, each with the highest such row id,
+// and forgets them. The customer's delete purged its earlier queue rows; the relay re-checks
+// the rows of these customers it holds before it sends them, without waiting for the DELETE
+// row to be moved (which a backlog can delay). A DELETE row of a rolled-back subtransaction of
+// a streamed transaction may be named too: it only costs a re-check.
+func (l *Listener) TakeDeleted() map[string]int64 {
+	l.queuedMu.Lock()
+	defer l.queuedMu.Unlock()
+	d := l.deleted
+	l.deleted = nil
+	return d
 }
 
 func (l *Listener) noteResync() {
@@ -443,17 +479,48 @@ const (
 	flagResync
 )
 
-// relation is what the doorbell knows of a published table: its kind and name.
+// relation is what the doorbell knows of a published table: its kind and name, and for the
+// customer pending queue the positions of the columns a DELETE row is read from (-1: absent).
 type relation struct {
-	kind relKind
-	name string
+	kind                  relKind
+	name                  string
+	idCol, keyCol, actCol int
+}
+
+// custPending is the customer pending queue, whose DELETE rows the doorbell reads.
+const custPending = "data_sync_cust_pending_queue"
+
+// deleteOf returns the row id and customer of an inserted customer DELETE row (ok false for
+// any other row, or columns sent other than as text).
+func (r relation) deleteOf(t *pglogrepl.TupleData) (id int64, key string, ok bool) {
+	if r.name != custPending || t == nil || r.idCol < 0 || r.keyCol < 0 || r.actCol < 0 {
+		return 0, "", false
+	}
+	text := func(i int) (string, bool) {
+		if i >= len(t.Columns) || t.Columns[i].DataType != pglogrepl.TupleDataTypeText {
+			return "", false
+		}
+		return string(t.Columns[i].Data), true
+	}
+	act, ok1 := text(r.actCol)
+	key, ok2 := text(r.keyCol)
+	ids, ok3 := text(r.idCol)
+	if !ok1 || !ok2 || !ok3 || act != "DELETE" {
+		return 0, "", false
+	}
+	id, err := strconv.ParseInt(ids, 10, 64)
+	if err != nil {
+		return 0, "", false
+	}
+	return id, key, true
 }
 
 // txState is what one transaction did that the doorbell rings for: flags, and the tables it
 // queued into ("" for a relation the stream did not name).
 type txState struct {
-	flags  uint8
-	tables []string
+	flags   uint8
+	tables  []string
+	deletes map[string]int64 // customer DELETE rows queued: customer -> highest row id
 }
 
 // decoder holds the only state the doorbell keeps: what each relation is, and what the open
@@ -467,7 +534,7 @@ type decoder struct {
 	streamed  map[uint32]*txState
 }
 
-func (d *decoder) mark(rel uint32, truncate bool) {
+func (d *decoder) mark(rel uint32, truncate bool) *txState {
 	r, ok := d.rels[rel]
 	if !ok {
 		r.kind = relQueue // unknown relation: a spurious wake-up costs less than a missed one
@@ -492,6 +559,7 @@ func (d *decoder) mark(rel uint32, truncate bool) {
 	if f&flagQueued != 0 && !slices.Contains(s.tables, r.name) {
 		s.tables = append(s.tables, r.name)
 	}
+	return s
 }
 
 // handle processes one pgoutput message and returns what a transaction that just committed
@@ -516,16 +584,32 @@ func (d *decoder) handle(data []byte) (fired txState, xid uint32, end pglogrepl.
 	case *pglogrepl.BeginMessage:
 		d.tx, d.txXid = txState{}, m.Xid
 	case *pglogrepl.RelationMessageV2:
-		r := relation{kind: relQueue, name: m.RelationName}
+		r := relation{kind: relQueue, name: m.RelationName, idCol: -1, keyCol: -1, actCol: -1}
 		switch m.RelationName {
 		case "data_sync_config":
 			r.kind = relConfig
 		case "data_sync_resync":
 			r.kind = relResync
 		}
+		for i, c := range m.Columns {
+			switch c.Name {
+			case "id":
+				r.idCol = i
+			case "unique_id":
+				r.keyCol = i
+			case "action":
+				r.actCol = i
+			}
+		}
 		d.rels[m.RelationID] = r
 	case *pglogrepl.InsertMessageV2:
-		d.mark(m.RelationID, false)
+		s := d.mark(m.RelationID, false)
+		if id, key, ok := d.rels[m.RelationID].deleteOf(m.Tuple); ok {
+			if s.deletes == nil {
+				s.deletes = map[string]int64{}
+			}
+			s.deletes[key] = max(s.deletes[key], id)
+		}
 	case *pglogrepl.UpdateMessageV2:
 		d.mark(m.RelationID, false)
 	case *pglogrepl.DeleteMessageV2:
@@ -635,6 +719,9 @@ func (l *Listener) stream(ctx context.Context, conn *pgconn.PgConn) error {
 				seen = max(seen, end)
 				if fired.flags&flagResync != 0 {
 					l.noteResync()
+				}
+				if len(fired.deletes) > 0 {
+					l.noteDeleted(fired.deletes)
 				}
 				if fired.flags&flagQueued != 0 {
 					l.noteQueued(xid, fired.tables)

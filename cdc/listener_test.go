@@ -60,6 +60,43 @@ func TestResyncRequestRingsResync(t *testing.T) {
 	assert.False(t, r.l.TakeResync(), "TakeResync forgets what it returned")
 }
 
+// A committed customer DELETE row names its customer and row id (TakeDeleted), the highest id
+// when a transaction queued two; other rows, DELETE rows of transactions, and rolled-back ones
+// name nothing.
+func TestCustomerDeleteRowsAreNamed(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	r := start(t, Config{ConnString: db})
+	ctx := context.Background()
+	conn := connect(t, db)
+	queue := func(tx pgx.Tx, key, action string) int64 {
+		t.Helper()
+		var id int64
+		require.NoError(t, tx.QueryRow(ctx, `INSERT INTO data_sync_cust_pending_queue (unique_id, action) VALUES ($1, $2) RETURNING id`,
+			key, action).Scan(&id))
+		return id
+	}
+	tx, err := conn.Begin(ctx)
+	require.NoError(t, err)
+	queue(tx, "7", "UPDATE")
+	queue(tx, "8", "DELETE")
+	last := queue(tx, "8", "DELETE")
+	del9 := queue(tx, "9", "DELETE")
+	_, err = tx.Exec(ctx, `INSERT INTO data_sync_trn_pending_queue (unique_id, action) VALUES ('10', 'DELETE')`)
+	require.NoError(t, err)
+	require.NoError(t, tx.Commit(ctx))
+	waitRing(t, r.l.Queued(), "Queued after the deletes")
+	require.Equal(t, map[string]int64{"8": last, "9": del9}, r.l.TakeDeleted())
+	require.Empty(t, r.l.TakeDeleted(), "TakeDeleted forgets what it returned")
+
+	tx, err = conn.Begin(ctx)
+	require.NoError(t, err)
+	queue(tx, "11", "DELETE")
+	require.NoError(t, tx.Rollback(ctx))
+	barrier(t, db, r.l)
+	require.Empty(t, r.l.TakeDeleted(), "a rolled-back DELETE row was named")
+}
+
 func TestRolledBackInsertRingsNothing(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDB(t)

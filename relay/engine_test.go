@@ -376,3 +376,43 @@ func TestAFirstRefusalIsRetriedAtOnce(t *testing.T) {
 	require.Never(t, func() bool { return len(e.poster.delivered()) > 1 }, 300*time.Millisecond, 20*time.Millisecond,
 		"a row refused twice was sent again before its backoff")
 }
+
+// TestDeletedCustomerNamedByTheDoorbellIsNotSent: customer 62's second change waits in the
+// window while its first is in flight; the customer is deleted then, and the doorbell names its
+// DELETE row while the row waits in pending (the ring names only the transaction queue, so no
+// move takes it). The relay must not send the second change: the receiver answers the first
+// request only after the relay took the doorbell's news (or after 10 s, when it never does).
+func TestDeletedCustomerNamedByTheDoorbellIsNotSent(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	first := e.queueCust("62", "UPDATE")
+	second := e.queueCust("62", "UPDATE")
+	var del atomic.Int64
+	e.poster.setAnswer(func(msgs []mapping.Message, n int) (relay.Response, error) {
+		if msgs[0].UniqueID == strconv.FormatInt(first, 10) && del.Load() == 0 {
+			e.exec(`DELETE FROM data_sync_cust_progress_queue WHERE unique_id = '62'`)
+			id := e.queueCust("62", "DELETE")
+			del.Store(id)
+			taken := e.bell.NoteDeleted("62", id)
+			e.bell.RingTables("data_sync_trn_pending_queue")
+			select {
+			case <-taken:
+			case <-time.After(10 * time.Second):
+			}
+		}
+		return relay.Response{Status: 200}, nil
+	})
+	e.start(relay.Config{})
+	e.bell.Ring()
+	require.Eventually(t, func() bool { return len(e.poster.delivered()) >= 1 }, 30*time.Second, 5*time.Millisecond)
+	require.Never(t, func() bool { return len(e.poster.delivered()) > 1 }, 500*time.Millisecond, 10*time.Millisecond,
+		"a change of a customer the doorbell named deleted was sent")
+	e.bell.Ring() // the DELETE row is moved and sent now
+	got := e.waitDelivered(2)
+	var ids []int64
+	for _, d := range got {
+		ids = append(ids, idOf(t, d))
+	}
+	require.NotContains(t, ids, second)
+	require.Equal(t, []int64{first, del.Load()}, ids)
+}

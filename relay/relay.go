@@ -63,6 +63,10 @@ type Doorbell interface {
 	// TakeResync reports whether one of those transactions inserted a resync request: the
 	// relay then looks for it at once rather than at its next look-up (resyncIdleRecheck).
 	TakeResync() bool
+	// TakeDeleted returns the customers whose DELETE row those transactions queued, each with
+	// the highest such row id: the rows of these customers the window holds are re-checked
+	// before they are sent, however long the DELETE row waits in pending.
+	TakeDeleted() map[string]int64
 }
 
 // Relay is the delivery daemon. Create it with New and run it with Run.
@@ -506,6 +510,9 @@ func (d *dispatcher) takeMoved(m moved) error {
 // that queued them (to wait for before the next move).
 func (d *dispatcher) doorbellRang() {
 	resync := d.r.doorbell.TakeResync()
+	for key, id := range d.r.doorbell.TakeDeleted() {
+		d.win.markDeleted(pendingDelete{id: id, key: key})
+	}
 	rang, tables := d.r.doorbell.TakeQueued()
 	if len(rang) == 0 && len(tables) == 0 && !resync {
 		return // a ring for commits an earlier ring's take returned already
