@@ -68,6 +68,9 @@ type window struct {
 	bytes    int64 // memory those rows hold, as rowBytes counts it
 	coalesce bool
 	saved    int // messages saved by coalescing
+	// deleted are the customers' DELETE rows the window learnt of before they were moved (by
+	// window key; see markDeleted).
+	deleted map[string]deletedKey
 }
 
 func newWindow(coalesce bool) *window {
@@ -90,9 +93,18 @@ func (w *window) add(r *row, now time.Time) {
 		k = &keyState{name: name, heapIdx: -1}
 		w.keys[name] = k
 	}
+	if d, ok := w.deleted[name]; ok {
+		switch {
+		case now.Sub(d.at) > deletedKeep || r.id >= d.id:
+			delete(w.deleted, name) // the DELETE row itself (or one after it) is here
+		default:
+			r.recheck = true // read before the delete committed, handed over after it
+		}
+	}
 	if w.coalesce && r.q == queues[0] && r.action == "UPDATE" && len(k.rows) > 0 {
 		last := k.rows[len(k.rows)-1]
 		if last.id < r.id && !last.sent && (last.action == "CREATE" || last.action == "UPDATE") && last.objName == r.objName {
+			last.recheck = last.recheck || r.recheck
 			last.absorbed = append(last.absorbed, last.id)
 			w.bytes += int64(len(r.payload) - len(last.payload))
 			last.id, last.payload, last.createdAt = r.id, r.payload, minTime(last.createdAt, r.createdAt)
@@ -262,10 +274,37 @@ func (w *window) markRecheck() {
 	}
 }
 
+// deletedKeep is how long the window remembers a customer's DELETE row it learnt of before the
+// row itself was moved (see markDeleted).
+const deletedKeep = time.Minute
+
+// deletedKey is a DELETE row the window learnt of before it was moved: its id and when.
+type deletedKey struct {
+	id int64
+	at time.Time
+}
+
 // markDeleted marks the rows of a deleted customer that the window holds, not in flight, with
-// ids below its DELETE row's, to be re-checked before they are sent (see lookForDeletes).
-func (w *window) markDeleted(del pendingDelete) {
-	k := w.keys[queues[0].name+"\x00"+del.key]
+// ids below its DELETE row's, to be re-checked before they are sent (see lookForDeletes), and
+// remembers the DELETE row until it is moved (at most deletedKeep): a move that read rows of
+// the customer before its delete committed may hand them over after this, and add marks them
+// too.
+func (w *window) markDeleted(del pendingDelete, now time.Time) {
+	name := queues[0].name + "\x00" + del.key
+	if w.deleted == nil {
+		w.deleted = map[string]deletedKey{}
+	}
+	if len(w.deleted) >= 4096 {
+		for n, d := range w.deleted {
+			if now.Sub(d.at) > deletedKeep {
+				delete(w.deleted, n)
+			}
+		}
+	}
+	if d, ok := w.deleted[name]; !ok || d.id < del.id {
+		w.deleted[name] = deletedKey{id: del.id, at: now}
+	}
+	k := w.keys[name]
 	if k == nil {
 		return
 	}

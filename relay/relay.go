@@ -477,7 +477,7 @@ func (d *dispatcher) takeMoved(m moved) error {
 	if m.looked {
 		ids := make([]int64, len(m.deletes))
 		for i, del := range m.deletes {
-			d.win.markDeleted(del)
+			d.win.markDeleted(del, time.Now())
 			ids[i] = del.id
 		}
 		if t := d.r.cfg.Trace; t != nil {
@@ -511,7 +511,7 @@ func (d *dispatcher) takeMoved(m moved) error {
 func (d *dispatcher) doorbellRang() {
 	resync := d.r.doorbell.TakeResync()
 	for key, id := range d.r.doorbell.TakeDeleted() {
-		d.win.markDeleted(pendingDelete{id: id, key: key})
+		d.win.markDeleted(pendingDelete{id: id, key: key}, time.Now())
 	}
 	rang, tables := d.r.doorbell.TakeQueued()
 	if len(rang) == 0 && len(tables) == 0 && !resync {
