@@ -13,8 +13,8 @@ import (
 //   - the latency floor is the lowest request latency seen in the last two floorPeriods;
 //   - a round whose mean latency stayed within the tolerance of the floor, and in which the
 //     limit was actually reached (otherwise the round says nothing about more concurrency),
-//     grows the limit: doubling until the first sign of saturation (slow start), then by about
-//     limit/16 a round;
+//     grows the limit: doubling (by half from slowStartHalf on) until the first sign of
+//     saturation (slow start), then by about the square root of the limit a round;
 //   - a round whose mean latency rose beyond the tolerance (requests queue at the receiver)
 //     shrinks it by a tenth;
 //   - a 429, 503, timeout or connection error cuts it to nine tenths of the requests in flight
@@ -47,8 +47,12 @@ type concurrencyLimit struct {
 // measured afresh after at most two periods.
 const floorPeriod = 30 * time.Second
 
-// adaptiveStart is where an adaptive limit starts.
-const adaptiveStart = 16
+// adaptiveStart is where an adaptive limit starts; slowStartHalf is where its slow start stops
+// doubling and grows by half.
+const (
+	adaptiveStart = 16
+	slowStartHalf = 64
+)
 
 func newConcurrencyLimit(fixed, max int) *concurrencyLimit {
 	if fixed > 0 {
@@ -100,7 +104,14 @@ func (l *concurrencyLimit) success(took time.Duration, now time.Time) {
 		l.limit = max(1, l.limit-max(1, l.limit/10))
 	case l.roundPeak >= l.limit*3/4:
 		if l.slowStart {
-			l.limit = min(l.max, 2*l.limit)
+			// Doubling while small; by half as much again from slowStartHalf on, so that the
+			// round that crosses a receiver's cap overshoots it by less (256 -> 512 against a
+			// cap of 300 sent 212 requests to be refused at once; 216 -> 324 sends 24).
+			if l.limit < slowStartHalf {
+				l.limit = min(l.max, 2*l.limit)
+			} else {
+				l.limit = min(l.max, l.limit+l.limit/2)
+			}
 		} else {
 			l.limit = min(l.max, l.limit+max(1, int(math.Sqrt(float64(l.limit)))))
 		}
