@@ -19,7 +19,8 @@ import (
 //     shrinks it by a tenth;
 //   - a 429, 503, timeout or connection error cuts it to nine tenths of the requests in flight
 //     when it came, unless the failed request was sent before the last cut (the cut answered
-//     for it already); answers to requests sent before a cut do not grow the limit either. A
+//     for it already) or the last cut is less than a latency floor old (one cut per round
+//     trip); answers to requests sent before a cut do not grow the limit either. A
 //     fixed limit halves, at most once a second, and grows back by one per limit successes.
 //
 // The limit stays within [1, max]. Keys are still sent one request at a time: the limit bounds
@@ -150,6 +151,12 @@ func (l *concurrencyLimit) pressure(inflight int, took time.Duration, now time.T
 	l.slowStart = false
 	if now.Add(-took).Before(l.lastCut) {
 		return // sent under the limit before the last cut, which already answered for it
+	}
+	if now.Sub(l.lastCut) < l.floor {
+		// At most one cut per round trip: requests sent just after a cut meet a receiver still
+		// full with the ones sent before it, and cutting again for each would spiral the limit
+		// far below the cap (300 down to 60-90 in one second against a cap of 300).
+		return
 	}
 	l.lastCut = now
 	l.limit = max(1, min(l.limit, inflight)*9/10)

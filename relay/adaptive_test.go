@@ -4,6 +4,8 @@ import (
 	"container/heap"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/require"
 )
 
 // simReceiver is a deterministic model of a remote receiver for the concurrency limit: each
@@ -152,4 +154,24 @@ func TestFixedLimitHalvesAndRecovers(t *testing.T) {
 	if l.limit != 16 {
 		t.Fatalf("limit %d after many successes, want it back at the fixed 16", l.limit)
 	}
+}
+
+// Refusals of requests sent just after a cut (the receiver is still full with the ones sent
+// before it) do not cut again: one cut per latency floor. Before, each cut the limit by a tenth,
+// and a second's refusals spiralled it from 300 to below 100.
+func TestOneCutPerRoundTrip(t *testing.T) {
+	t.Parallel()
+	l := newConcurrencyLimit(0, 512)
+	now := time.Unix(0, 0)
+	l.limit = 300
+	l.success(100*time.Millisecond, now) // the latency floor: 100 ms
+	now = now.Add(time.Second)
+	l.pressure(300, time.Millisecond, now)
+	require.Equal(t, 270, l.limit, "the first refusal cuts to nine tenths of the requests in flight")
+	for i := 1; i <= 20; i++ { // sent after the cut, refused within the round trip
+		l.pressure(280, time.Millisecond, now.Add(time.Duration(i)*4*time.Millisecond))
+	}
+	require.Equal(t, 270, l.limit, "refusals within a round trip of the cut cut again")
+	l.pressure(280, time.Millisecond, now.Add(150*time.Millisecond))
+	require.Equal(t, 243, l.limit, "a refusal a round trip later cuts again")
 }
