@@ -248,8 +248,7 @@ func TestRowsPurgedDuringARequestAreNotRetried(t *testing.T) {
 	var del atomic.Int64
 	e.poster.setAnswer(func(msgs []mapping.Message, n int) (relay.Response, error) {
 		if msgs[0].UniqueID == strconv.FormatInt(first, 10) && purged.CompareAndSwap(false, true) {
-			e.exec(`DELETE FROM data_sync_cust_progress_queue WHERE unique_id = '13'`)
-			del.Store(e.queueCust("13", "DELETE"))
+			del.Store(e.deleteCustomer("13"))
 			e.bell.Ring()
 			return relay.Response{Status: 503}, nil
 		}
@@ -322,9 +321,7 @@ func TestDeletedCustomerWaitingBehindAFullWindowIsNotSent(t *testing.T) {
 	}
 	e.poster.setAnswer(func(msgs []mapping.Message, n int) (relay.Response, error) {
 		if msgs[0].UniqueID == strconv.FormatInt(first, 10) && del.Load() == 0 {
-			// What the delete trigger does: purge the customer's queued rows, queue its DELETE.
-			e.exec(`DELETE FROM data_sync_cust_progress_queue WHERE unique_id = '42'`)
-			del.Store(e.queueCust("42", "DELETE"))
+			del.Store(e.deleteCustomer("42"))
 			e.bell.Ring()
 			select {
 			case <-seen:
@@ -390,8 +387,7 @@ func TestDeletedCustomerNamedByTheDoorbellIsNotSent(t *testing.T) {
 	var del atomic.Int64
 	e.poster.setAnswer(func(msgs []mapping.Message, n int) (relay.Response, error) {
 		if msgs[0].UniqueID == strconv.FormatInt(first, 10) && del.Load() == 0 {
-			e.exec(`DELETE FROM data_sync_cust_progress_queue WHERE unique_id = '62'`)
-			id := e.queueCust("62", "DELETE")
+			id := e.deleteCustomer("62")
 			del.Store(id)
 			taken := e.bell.NoteDeleted("62", id)
 			e.bell.RingTables("data_sync_trn_pending_queue")

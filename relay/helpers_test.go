@@ -182,6 +182,14 @@ func (e *env) queueCust(customer, action string) int64 {
 	return id
 }
 
+// deleteCustomer does to the queues what a customer's delete does (the delete trigger): it
+// purges the customer's progress rows and queues its DELETE, whose id it returns.
+func (e *env) deleteCustomer(customer string) int64 {
+	e.t.Helper()
+	e.exec(`DELETE FROM data_sync_cust_progress_queue WHERE unique_id = $1`, customer)
+	return e.queueCust(customer, "DELETE")
+}
+
 func (e *env) queueTrn(trn string) int64 {
 	e.t.Helper()
 	var id int64
