@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -49,6 +50,50 @@ func TestAwaitAndMoveWaitsForTheRingingTransactions(t *testing.T) {
 	require.Empty(t, running)
 	require.Len(t, rows, 1)
 	require.Equal(t, "2", rows[0].key)
+}
+
+// A set of customers written by a transaction that rang but is not yet visible is expanded by
+// the expansion that waits for it (ExpandSets waits for the ringing transactions in its round
+// trip, as AwaitAndMove does). Before, the expansion ran before the wait and found nothing; the
+// move then waited for the transaction and moved nothing, and the set waited for the next
+// sweep (an hour in the test that found it, under CPU contention). The barrier is the
+// transaction itself, committed while ExpandSets waits; the control without the wait shows the
+// set is invisible until then.
+func TestSetsOfARingingTransactionAreExpandedOnceVisible(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newLeaderEnv(t)
+	_, err := e.db.Exec(ctx, `INSERT INTO customer (customer_id, first_name) VALUES (1, 'a'), (2, 'b')`)
+	require.NoError(t, err)
+	_, err = e.db.Exec(ctx, `DELETE FROM data_sync_cust_pending_queue`)
+	require.NoError(t, err)
+	tx, err := e.db.Begin(ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(ctx)
+	var xid int64
+	require.NoError(t, tx.QueryRow(ctx, `INSERT INTO data_sync_cust_pending_set (action, customer_ids) VALUES ('UPDATE', '{1,2}')
+		RETURNING pg_current_xact_id()::text::bigint % 4294967296`).Scan(&xid))
+	s := NewStore(e.db)
+	running, err := s.ExpandSets(ctx, queues[0], nil)
+	require.NoError(t, err)
+	require.Empty(t, running)
+	require.Equal(t, 0, e.count(`SELECT count(*) FROM data_sync_cust_pending_queue`), "control: the open set was expanded")
+
+	done := make(chan error, 1)
+	go func() {
+		r, err := s.ExpandSets(ctx, queues[0], []uint32{uint32(xid)})
+		if err == nil && len(r) > 0 {
+			err = fmt.Errorf("still running after the wait: %v", r)
+		}
+		done <- err
+	}()
+	require.Eventually(t, func() bool { // the expansion is waiting for the transaction
+		return e.count(`SELECT count(*) FROM pg_stat_activity WHERE state = 'active'
+			AND query LIKE '%data_sync_await_commit%' AND pid <> pg_backend_pid()`) > 0
+	}, 30*time.Second, 5*time.Millisecond)
+	require.NoError(t, tx.Commit(ctx))
+	require.NoError(t, <-done)
+	require.Equal(t, 2, e.count(`SELECT count(*) FROM data_sync_cust_pending_queue`), "the set was not expanded once visible")
 }
 
 // A move commits without waiting for the WAL flush, whether it moves rows, renews the lease or

@@ -794,7 +794,9 @@ func (d *dispatcher) mover(ctx context.Context) {
 			} else {
 				began := time.Now()
 				if expand {
-					err = d.r.store.ExpandSets(opCtx, q)
+					// The sets the ringing transactions wrote are expanded once they are
+					// visible; those still invisible are waited for again by the move.
+					await, err = d.r.store.ExpandSets(opCtx, q, await)
 				}
 				sent := time.Now()
 				if err == nil && len(await) > 0 {

@@ -35,7 +35,7 @@ func NewStore(db DB) *Store { return &Store{db: db} }
 // goroutines', the acknowledger's and the endpoint row's statements. *Store implements it; the
 // relay's tests wrap it to make a chosen statement fail and check that nothing is lost.
 type deliveryStore interface {
-	ExpandSets(ctx context.Context, q *queue) error
+	ExpandSets(ctx context.Context, q *queue, await []uint32) (running []uint32, err error)
 	Move(ctx context.Context, q *queue, n int, keepOrder bool, t *Term) ([]*row, error)
 	AwaitAndMove(ctx context.Context, await []uint32, q *queue, n int, keepOrder bool, t *Term) (rows []*row, running []uint32, err error)
 	Load(ctx context.Context, q *queue, after int64, n int) ([]*row, error)

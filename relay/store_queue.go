@@ -217,15 +217,47 @@ func scanRows(q *queue, rows pgx.Rows) ([]*row, error) {
 
 // ExpandSets turns sets of customers into pending rows (expandSQL), in a transaction of its
 // own: a crash between it and the move leaves them in pending, where the next move finds them.
-// It does nothing for a queue family without sets.
-func (s *Store) ExpandSets(ctx context.Context, q *queue) error {
+// It first waits, in the same round trip, for the transactions await to be visible (as
+// AwaitAndMove does): a set a ringing commit wrote must be expanded by this call, not left for
+// the next sweep. It returns the transactions still invisible then (await itself for a queue
+// family without sets, for which it does nothing).
+func (s *Store) ExpandSets(ctx context.Context, q *queue, await []uint32) ([]uint32, error) {
 	if q.expandSQL == "" {
+		return await, nil
+	}
+	var running []uint32
+	b := &pgx.Batch{}
+	if len(await) > 0 {
+		queueAwait(b, await, &running)
+	}
+	b.Queue(q.expandSQL, expandSetsPerMove)
+	if err := s.db.SendBatch(ctx, b).Close(); err != nil {
+		return nil, fmt.Errorf("expanding %s pending sets: %w", q.name, err)
+	}
+	return running, nil
+}
+
+// queueAwait queues awaitSQL for the transactions await in b; the transactions still invisible
+// after it go to running.
+func queueAwait(b *pgx.Batch, await []uint32, running *[]uint32) {
+	ids := make([]string, len(await))
+	for i, x := range await {
+		ids[i] = strconv.FormatUint(uint64(x), 10)
+	}
+	b.Queue(awaitSQL, ids, RecheckSpan.Milliseconds()).QueryRow(func(row pgx.Row) error {
+		var texts []string
+		if err := row.Scan(&texts); err != nil {
+			return fmt.Errorf("waiting for queued commits to be visible: %w", err)
+		}
+		for _, id := range texts {
+			x, err := strconv.ParseUint(id, 10, 32)
+			if err != nil {
+				return fmt.Errorf("waiting for queued commits to be visible: transaction id %q: %w", id, err)
+			}
+			*running = append(*running, uint32(x))
+		}
 		return nil
-	}
-	if _, err := s.db.Exec(ctx, q.expandSQL, expandSetsPerMove); err != nil {
-		return fmt.Errorf("expanding %s pending sets: %w", q.name, err)
-	}
-	return nil
+	})
 }
 
 // Move moves up to n pending rows to progress and returns them (moveSQL), fenced by the
@@ -253,28 +285,11 @@ const awaitSQL = `SELECT data_sync_await_commit($1::text[]::xid[], $2)::text[]`
 // synchronous standby, say), which the relay waits for again. The wait and the move go in one
 // round trip and one transaction (the wait writes nothing): a ring costs one round trip.
 func (s *Store) AwaitAndMove(ctx context.Context, await []uint32, q *queue, n int, keepOrder bool, t *Term) ([]*row, []uint32, error) {
-	ids := make([]string, len(await))
-	for i, x := range await {
-		ids[i] = strconv.FormatUint(uint64(x), 10)
-	}
 	var out []*row
 	var running []uint32
 	f := t.fence()
 	b := &pgx.Batch{}
-	b.Queue(awaitSQL, ids, RecheckSpan.Milliseconds()).QueryRow(func(row pgx.Row) error {
-		var texts []string
-		if err := row.Scan(&texts); err != nil {
-			return fmt.Errorf("waiting for queued commits to be visible: %w", err)
-		}
-		for _, id := range texts {
-			x, err := strconv.ParseUint(id, 10, 32)
-			if err != nil {
-				return fmt.Errorf("waiting for queued commits to be visible: transaction id %q: %w", id, err)
-			}
-			running = append(running, uint32(x))
-		}
-		return nil
-	})
+	queueAwait(b, await, &running)
 	b.Queue(q.moveSQL, n, keepOrder, f.epoch, f.renew).Query(func(rows pgx.Rows) error {
 		var err error
 		out, err = scanRows(q, rows)
