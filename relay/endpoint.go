@@ -30,8 +30,9 @@ func endpointSignature(resp Response, err error) string {
 // endpointHealth tells endpoint-wide failures from record failures. Request goroutines report
 // every outcome; when EndpointFailureKeys distinct keys in a row fail with the same endpoint
 // signature, with nothing delivered in between (for 429 and 503, for at least pressureSpan),
-// the endpoint counts as failing until a request is delivered. A record refused while other records are delivered never gets there: every
-// delivery (and every record-class refusal) breaks the streak.
+// the endpoint counts as failing until a request is delivered. A record refused while other
+// records are delivered never gets there: every delivery (and every record-class refusal)
+// breaks the streak.
 type endpointHealth struct {
 	mu         sync.Mutex
 	threshold  int

@@ -81,7 +81,21 @@ func keyName(r *row) string {
 	if r.keyNull {
 		return r.q.name + "\x00null\x00" + strconv.FormatInt(r.id, 10)
 	}
-	return r.q.name + "\x00" + r.key
+	return windowKey(r.q, r.key)
+}
+
+// windowKey is the window's name for key (not NULL) of queue family q.
+func windowKey(q *queue, key string) string { return q.name + "\x00" + key }
+
+// markBefore marks the rows of the key the window holds, not in flight, with ids below id, to be
+// re-checked before they are sent: id is the key's DELETE row, and the delete purged them from
+// the queues (they are dropped unsent when gone; rows inserted by hand survive the check).
+func (k *keyState) markBefore(id int64) {
+	for _, r := range k.rows {
+		if r.id < id && !r.sent {
+			r.recheck = true
+		}
+	}
 }
 
 // add puts a row into the window, in id order within its key, coalescing a customer UPDATE into
@@ -115,14 +129,9 @@ func (w *window) add(r *row, now time.Time) {
 		}
 	}
 	if r.q == queues[0] && r.action == "DELETE" {
-		// A customer's DELETE: the delete purged the key's earlier rows from the queues, so
-		// those still waiting here (for a retry, a pause, or their turn) are re-checked before
-		// they are sent, and dropped unsent when gone. (Rows inserted by hand survive the check.)
-		for _, e := range k.rows {
-			if e.id < r.id && !e.sent {
-				e.recheck = true
-			}
-		}
+		// A customer's DELETE: its earlier rows still waiting here (for a retry, a pause, or
+		// their turn) are re-checked before they are sent.
+		k.markBefore(r.id)
 	}
 	i := sort.Search(len(k.rows), func(i int) bool { return k.rows[i].id > r.id })
 	k.rows = append(k.rows, nil)
@@ -290,7 +299,7 @@ type deletedKey struct {
 // the customer before its delete committed may hand them over after this, and add marks them
 // too.
 func (w *window) markDeleted(del pendingDelete, now time.Time) {
-	name := queues[0].name + "\x00" + del.key
+	name := windowKey(queues[0], del.key)
 	if w.deleted == nil {
 		w.deleted = map[string]deletedKey{}
 	}
@@ -304,14 +313,8 @@ func (w *window) markDeleted(del pendingDelete, now time.Time) {
 	if d, ok := w.deleted[name]; !ok || d.id < del.id {
 		w.deleted[name] = deletedKey{id: del.id, at: now}
 	}
-	k := w.keys[name]
-	if k == nil {
-		return
-	}
-	for _, r := range k.rows {
-		if r.id < del.id && !r.sent {
-			r.recheck = true
-		}
+	if k := w.keys[name]; k != nil {
+		k.markBefore(del.id)
 	}
 }
 

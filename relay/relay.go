@@ -433,9 +433,9 @@ func (d *dispatcher) startRequests(ctx context.Context, now time.Time) (next tim
 }
 
 // runDue runs the dispatcher's own wake-ups due at now (a rate-limited resync's next move, a
-// look for pending deletes put off, the second read of changed settings) and returns when to wake up next: the earliest of next (the
-// next retry), the end of a pause and the wake-ups not yet due. again: the settings were read
-// again, and the loop starts over before it waits.
+// look for pending deletes put off, the second read of changed settings) and returns when to
+// wake up next: the earliest of next (the next retry), the end of a pause and the wake-ups not
+// yet due. again: the settings were read again, and the loop starts over before it waits.
 func (d *dispatcher) runDue(now, next time.Time) (wake time.Time, again bool, err error) {
 	if d.paused.After(now) && (next.IsZero() || d.paused.Before(next)) {
 		next = d.paused
@@ -475,13 +475,14 @@ func (d *dispatcher) takeMoved(m moved) error {
 		return m.err
 	}
 	if m.looked {
+		now := time.Now()
 		ids := make([]int64, len(m.deletes))
 		for i, del := range m.deletes {
-			d.win.markDeleted(del, time.Now())
+			d.win.markDeleted(del, now)
 			ids[i] = del.id
 		}
 		if t := d.r.cfg.Trace; t != nil {
-			t(TraceEvent{Stage: TraceDeletes, At: time.Now(), IDs: ids})
+			t(TraceEvent{Stage: TraceDeletes, At: now, IDs: ids})
 		}
 		return nil
 	}
@@ -510,8 +511,9 @@ func (d *dispatcher) takeMoved(m moved) error {
 // that queued them (to wait for before the next move).
 func (d *dispatcher) doorbellRang() {
 	resync := d.r.doorbell.TakeResync()
+	now := time.Now()
 	for key, id := range d.r.doorbell.TakeDeleted() {
-		d.win.markDeleted(pendingDelete{id: id, key: key}, time.Now())
+		d.win.markDeleted(pendingDelete{id: id, key: key}, now)
 	}
 	rang, tables := d.r.doorbell.TakeQueued()
 	if len(rang) == 0 && len(tables) == 0 && !resync {

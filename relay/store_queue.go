@@ -43,6 +43,14 @@ var queues = []*queue{
 		"m.unique_id IS NOT NULL"),
 }
 
+// noFlushWait is a condition that is always true and makes the statement's transaction commit
+// without waiting for the WAL flush (synchronous_commit off for that transaction alone; a
+// one-time filter, so also when no row matches). The move, the acknowledgement, the record of
+// a failed attempt and the re-check before a retry use it: a crash that loses one of them
+// loses everything after it too (WAL survives as a prefix), and leaves rows to be sent again,
+// never a row lost.
+const noFlushWait = `(SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL`
+
 // CustomerMoveAckSQL returns the relay's own statements for the customer queue: the move
 // (parameters: batch size, keep order, the current data_sync_leader epoch, NULL; it returns
 // the moved rows) and the acknowledgement (parameter: id array). The benchmark's SQL-only
@@ -76,8 +84,7 @@ func newQueue(idx int, name, pending, progress, failed, buildSQL, keyCheck strin
 WITH ids AS MATERIALIZED (
     SELECT id FROM %[1]s ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
 ), fence AS MATERIALIZED (
-    SELECT data_sync_leader_fence($3, $4)
-       AND set_config('synchronous_commit', 'off', true) IS NOT NULL AS ok
+    SELECT data_sync_leader_fence($3, $4) AND %[6]s AS ok
 ), moved AS (
     DELETE FROM %[1]s p USING ids WHERE (SELECT ok FROM fence) AND p.id = ids.id
     RETURNING p.id, p.obj_name, p.unique_id, p.action, p.json_object, p.created_at, p.captured
@@ -106,7 +113,7 @@ LEFT JOIN built j ON k.build AND j.unique_id = m.unique_id
 WHERE NOT (k.build AND j.json_object IS NULL)
 ORDER BY m.id
 RETURNING id, obj_name, unique_id, action, json_object, created_at, attempts, next_attempt_at, captured`,
-		pending, progress, failed, buildSQL, keyCheck)
+		pending, progress, failed, buildSQL, keyCheck, noFlushWait)
 	q.loadSQL = fmt.Sprintf(`SELECT id, obj_name, unique_id, action, json_object, created_at, attempts, next_attempt_at, captured
 FROM %s WHERE id > $1 ORDER BY id LIMIT $2`, progress)
 	// Acknowledge delivered rows. The commit does not wait for the WAL flush (synchronous_commit
@@ -115,8 +122,7 @@ FROM %s WHERE id > $1 ORDER BY id LIMIT $2`, progress)
 	// flushes them), and their rows are then sent again, in order, as any row a crash left in
 	// progress: at least once, as before. The acknowledgements no longer compete for the flush
 	// with the CE's commits and the moves, which are on the path of every change.
-	q.ackSQL = fmt.Sprintf(`DELETE FROM %s WHERE id = ANY($1)
-    AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL`, progress)
+	q.ackSQL = fmt.Sprintf(`DELETE FROM %s WHERE id = ANY($1) AND %s`, progress, noFlushWait)
 	// Record a failed attempt ($5 = 1 counts it, 0 while the endpoint fails as a whole). Rows
 	// not returned are gone: purged by a customer's delete while the relay held them. Like an
 	// acknowledgement, it does not wait for the WAL flush: a crash that loses it loses only the
@@ -124,13 +130,12 @@ FROM %s WHERE id > $1 ORDER BY id LIMIT $2`, progress)
 	// refusals (a 429 for each request over a receiver's cap) would otherwise be as many
 	// flushes on the path of the deliveries.
 	q.failSQL = fmt.Sprintf(`UPDATE %s SET attempts = attempts + $5, last_status = $2, last_error = $3,
-    last_attempt_at = now(), next_attempt_at = $4 WHERE id = ANY($1)
-    AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL RETURNING id`, progress)
+    last_attempt_at = now(), next_attempt_at = $4 WHERE id = ANY($1) AND %s RETURNING id`, progress, noFlushWait)
 	// Re-check rows before a retry: the rows not returned were purged (their customer was
 	// deleted) and must not be sent. It writes only last_attempt_at, without waiting for the
 	// flush either.
-	q.checkSQL = fmt.Sprintf(`UPDATE %s SET last_attempt_at = now() WHERE id = ANY($1)
-    AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL RETURNING id`, progress)
+	q.checkSQL = fmt.Sprintf(`UPDATE %s SET last_attempt_at = now() WHERE id = ANY($1) AND %s RETURNING id`,
+		progress, noFlushWait)
 	// Dead-letter rows by id ($1), counting this attempt ($2 = 1) or not (0, rows found bad
 	// before sending), and, with $6 (keep order), hold every later progress row of their keys
 	// behind them: one statement, so no crash can leave a dead letter whose later rows are
