@@ -96,6 +96,19 @@ func TestSetsOfARingingTransactionAreExpandedOnceVisible(t *testing.T) {
 	require.Equal(t, 2, e.count(`SELECT count(*) FROM data_sync_cust_pending_queue`), "the set was not expanded once visible")
 }
 
+// moveIn runs the customer queue's move statement (up to 10 rows) on db, a transaction or a
+// session, fenced by term (renew: the lease renewal, or nil), and returns the rows it moved.
+func moveIn(t *testing.T, db interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}, term *Term, renew *time.Duration) []*row {
+	t.Helper()
+	rows, err := db.Query(context.Background(), queues[0].moveSQL, 10, true, term.Epoch(), renew)
+	require.NoError(t, err)
+	moved, err := scanRows(queues[0], rows)
+	require.NoError(t, err)
+	return moved
+}
+
 // A move commits without waiting for the WAL flush, whether it moves rows, renews the lease or
 // finds nothing: a crash that loses it leaves its rows in pending (see moveSQL). The setting is
 // the move's transaction's alone.
@@ -113,10 +126,7 @@ func TestMoveDoesNotWaitForTheFlush(t *testing.T) {
 		tx, err := e.db.Begin(ctx)
 		require.NoError(t, err)
 		defer tx.Rollback(ctx)
-		rows, err := tx.Query(ctx, queues[0].moveSQL, 10, true, ta.Epoch(), renew)
-		require.NoError(t, err)
-		moved, err := scanRows(queues[0], rows)
-		require.NoError(t, err)
+		moved := moveIn(t, tx, ta, renew)
 		var v string
 		require.NoError(t, tx.QueryRow(ctx, "SHOW synchronous_commit").Scan(&v))
 		return v, len(moved)
@@ -133,11 +143,7 @@ func TestMoveDoesNotWaitForTheFlush(t *testing.T) {
 	conn, err := e.db.Acquire(ctx)
 	require.NoError(t, err)
 	defer conn.Release()
-	rows, err := conn.Query(ctx, queues[0].moveSQL, 10, true, ta.Epoch(), nil)
-	require.NoError(t, err)
-	moved, err := scanRows(queues[0], rows)
-	require.NoError(t, err)
-	require.Len(t, moved, 1)
+	require.Len(t, moveIn(t, conn, ta, nil), 1)
 	require.NoError(t, conn.QueryRow(ctx, "SHOW synchronous_commit").Scan(&v))
 	require.Equal(t, "on", v, "the move's setting outlived its transaction")
 }
@@ -161,10 +167,7 @@ func TestMoveCallsTheBuilderOnlyForRowsToBuild(t *testing.T) {
 		require.NoError(t, err)
 		_, err = tx.Exec(ctx, insert)
 		require.NoError(t, err)
-		rows, err := tx.Query(ctx, queues[0].moveSQL, 10, true, ta.Epoch(), nil)
-		require.NoError(t, err)
-		m, err := scanRows(queues[0], rows)
-		require.NoError(t, err)
+		m := moveIn(t, tx, ta, nil)
 		require.NoError(t, tx.QueryRow(ctx, `SELECT coalesce(sum(calls), 0) FROM pg_stat_xact_user_functions
 			WHERE funcname = 'data_sync_snapshot_customers'`).Scan(&calls))
 		return calls, len(m)
