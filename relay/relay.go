@@ -61,7 +61,7 @@ type Doorbell interface {
 	// ring were taken with an earlier one).
 	TakeQueued() (xids []uint32, tables []string)
 	// TakeResync reports whether one of those transactions inserted a resync request: the
-	// relay then looks for it at once rather than at its next look-up (resyncIdleRecheck).
+	// relay then looks for it at once rather than at its next sweep.
 	TakeResync() bool
 	// TakeDeleted returns the customers whose DELETE row those transactions queued, each with
 	// the highest such row id: the rows of these customers the window holds are re-checked
@@ -266,7 +266,7 @@ type dispatcher struct {
 	// sweep and after a settings change).
 	expandDue bool
 	// resyncDue asks the next move to look for a resync request now (the doorbell said one was
-	// inserted, or it reconnected); otherwise the mover looks every resyncIdleRecheck.
+	// inserted, or it reconnected, or the settings read saw one pending or running).
 	resyncDue bool
 	// await holds the transactions that rang the doorbell since the last move: the next move
 	// waits for them to be visible (the walsender can decode a commit an instant before it is).
@@ -620,13 +620,16 @@ func (d *dispatcher) applySettings(s Settings, force bool) {
 func (d *dispatcher) reloadSettings() error {
 	ctx, cancel := context.WithTimeout(d.ctx, 10*time.Second)
 	defer cancel()
-	s, err := d.own.Settings(ctx)
+	s, resync, err := d.own.SettingsAndResync(ctx)
 	if err != nil {
 		if d.ctx.Err() != nil {
 			return nil
 		}
 		return err
 	}
+	// A request whose ring was lost is found here, at the latest on the next sweep; the mover
+	// does not look for one by itself.
+	d.resyncDue = d.resyncDue || resync
 	if s != d.settings {
 		d.r.log.Info("Data Sync settings changed", zap.Bool("enabled", s.Enabled), zap.String("api_url", s.APIURL),
 			zap.String("token_url", s.TokenURL), zap.Bool("snapshot_at_move", s.SnapshotAtMove))
@@ -730,7 +733,7 @@ func (d *dispatcher) mover(ctx context.Context) {
 	loaded := map[*queue]bool{}
 	keepOrder := !d.r.cfg.SkipDeadLetters
 	expand := false // sets asked for and not yet expanded (progress is loaded first)
-	resync := newResyncer(d.r.cfg, d.r.doorbell != nil)
+	resync := newResyncer(d.r.cfg)
 	var deletesAfter int64 // where the next look for DELETE rows starts (pendingDeletes)
 	for {
 		var req moveReq
@@ -752,7 +755,7 @@ func (d *dispatcher) mover(ctx context.Context) {
 		room := req.room
 		expand = expand || req.expand
 		if req.resync {
-			resync.nextCheck = time.Time{}
+			resync.none = false
 		}
 		m := moved{seq: req.seq}
 		if t := d.r.cfg.Trace; t != nil {

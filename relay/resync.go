@@ -19,12 +19,6 @@ import (
 // delivers like any other (same order per key, retries, dead letters, metrics). The window
 // bounds how many are in flight, so memory does not depend on the size of the resync.
 
-// resyncIdleRecheck is how long after finding no active request the mover looks again by
-// itself. A new request rings the doorbell (inserts into data_sync_resync are published), and
-// so does every reconnect of the doorbell, and the mover then looks at once; this look-up only
-// covers a ring lost some other way. A relay without a doorbell (polling) looks on every sweep.
-const resyncIdleRecheck = 10 * time.Second
-
 // resyncMoveBudget is how long the rows of one resync page may add to their move. The snapshot
 // of each row is built in the move, and a live change committed meanwhile waits for that move
 // to end, so pages are sized from the cost per row measured on the previous ones to keep that
@@ -66,8 +60,10 @@ const resyncMinWait = 50 * time.Millisecond
 type resyncer struct {
 	batch     int
 	log       *zap.Logger
-	nextCheck time.Time     // no active request was found: do not look before this
-	idle      time.Duration // after finding none, look again this much later
+	// none is set when no active request was found: the mover looks again only when asked (a
+	// new request rings the doorbell, so does every reconnect of it, and every read of the
+	// settings, on each sweep, tells whether one is pending or running).
+	none bool
 	id        int64         // the active request (0: look it up)
 	rate      int           // its rows-per-second cap (0: none)
 	lim       *rate.Limiter // enforces rate
@@ -91,14 +87,9 @@ type resyncer struct {
 // resyncOwnXids bounds own: a step's ring arrives within a move or two (never, when polling).
 const resyncOwnXids = 16
 
-// newResyncer returns the mover's resyncer; with a doorbell, which rings for new requests, it
-// looks for one by itself only every resyncIdleRecheck, without one on every sweep.
-func newResyncer(cfg Config, doorbell bool) *resyncer {
-	idle := resyncIdleRecheck
-	if !doorbell {
-		idle = cfg.SweepInterval / 2
-	}
-	return &resyncer{batch: cfg.MoveBatch, log: cfg.Logger, queued: map[int64]struct{}{}, metrics: cfg.Metrics, idle: idle}
+// newResyncer returns the mover's resyncer.
+func newResyncer(cfg Config) *resyncer {
+	return &resyncer{batch: cfg.MoveBatch, log: cfg.Logger, queued: map[int64]struct{}{}, metrics: cfg.Metrics}
 }
 
 // tag marks the moved rows a resync queued, and learns from the move's duration what a row
@@ -174,7 +165,7 @@ func (s *resyncer) pageSize(room int, budget time.Duration) int {
 // and m.wake when the request's rate limit says to come back later.
 func (s *resyncer) step(ctx context.Context, store deliveryStore, m *moved, room int) error {
 	now := time.Now()
-	if now.Before(s.nextCheck) {
+	if s.none {
 		return nil
 	}
 	if room <= 0 {
@@ -208,7 +199,7 @@ func (s *resyncer) step(ctx context.Context, store deliveryStore, m *moved, room
 			return err
 		}
 		if !ok {
-			s.nextCheck = now.Add(s.idle)
+			s.none = true
 			s.metrics.ResyncRemaining.Set(0)
 			return nil
 		}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
 
@@ -21,7 +22,7 @@ func TestWindowSendsLiveChangesBeforeResyncRows(t *testing.T) {
 	t.Parallel()
 	now := time.Now()
 	w := newWindow(false)
-	s := newResyncer(Config{MoveBatch: 100}.WithDefaults(), true)
+	s := newResyncer(Config{MoveBatch: 100}.WithDefaults())
 	var rows []*row
 	for i := int64(1); i <= 5; i++ {
 		rows = append(rows, &row{q: queues[0], id: i, key: strconv.FormatInt(i, 10), action: "UPDATE"})
@@ -51,7 +52,7 @@ func TestWindowSendsLiveChangesBeforeResyncRows(t *testing.T) {
 // nothing) is not charged to them, and a page is at most twice the last one.
 func TestResyncPageSize(t *testing.T) {
 	t.Parallel()
-	s := newResyncer(Config{MoveBatch: 1000}.WithDefaults(), true)
+	s := newResyncer(Config{MoveBatch: 1000}.WithDefaults())
 	require.Equal(t, resyncFirstPage, s.pageSize(5000, resyncMoveBudget))
 	require.Equal(t, 10, s.pageSize(10, resyncMoveBudget))
 	s.tag(nil, 2*time.Millisecond) // a move of nothing: 2 ms a statement
@@ -79,7 +80,7 @@ func TestResyncPageSize(t *testing.T) {
 // do not.
 func TestResyncPacedByLiveChangesOnly(t *testing.T) {
 	t.Parallel()
-	s := newResyncer(Config{MoveBatch: 100, Metrics: metrics.NewRelay(nil), Logger: zaptest.NewLogger(t)}.WithDefaults(), true)
+	s := newResyncer(Config{MoveBatch: 100, Metrics: metrics.NewRelay(nil), Logger: zaptest.NewLogger(t)}.WithDefaults())
 	s.queued[1], s.queued[2] = struct{}{}, struct{}{}
 	s.tag([]*row{{id: 1}, {id: 2}}, time.Millisecond)
 	require.True(t, s.lastLive.IsZero(), "the resync's own rows are no live change")
@@ -124,7 +125,7 @@ func (s *pageStore) ResyncStep(ctx context.Context, n int) (resyncPage, bool, er
 // The ring of a step's own commit is not waited for; any other is, and so is a repeated one.
 func TestMoveSkipsAwaitingOwnSteps(t *testing.T) {
 	t.Parallel()
-	s := newResyncer(Config{MoveBatch: 100}.WithDefaults(), true)
+	s := newResyncer(Config{MoveBatch: 100}.WithDefaults())
 	require.Equal(t, []uint32{7}, s.others([]uint32{7}))
 	s.own = []uint32{5, 6}
 	require.Equal(t, []uint32{7, 8}, s.others([]uint32{5, 7, 8}))
@@ -168,8 +169,8 @@ func (s *lookupStore) ActiveResync(ctx context.Context) (activeResync, bool, err
 }
 
 // With a doorbell, an idle relay looks for resync requests only when the doorbell says one was
-// inserted (or every resyncIdleRecheck): a ring for other changes moves pending without a
-// look-up, and a ring for a request starts it at once.
+// inserted (or a sweep's settings read sees one): a ring for other changes moves pending
+// without a look-up, and a ring for a request starts it at once.
 func TestDoorbellStartsAResyncAtOnce(t *testing.T) {
 	t.Parallel()
 	url := pgtest.NewDB(t)
@@ -204,15 +205,57 @@ func TestDoorbellStartsAResyncAtOnce(t *testing.T) {
 	require.Equal(t, lookups, st.lookups.Load(), "a ring without a resync request looked for one")
 
 	// The ring of the request: the relay looks now and delivers both customers, well before it
-	// would have looked by itself (resyncIdleRecheck after its first look-up).
+	// would have looked by itself (at its next sweep, an hour away).
 	rang := time.Now()
 	b.RingResync()
 	require.Eventually(t, func() bool {
 		var state string
 		err := db.QueryRow(context.Background(), `SELECT state FROM data_sync_resync`).Scan(&state)
 		return err == nil && state == "done"
-	}, resyncIdleRecheck/2, 5*time.Millisecond, "the resync did not start on the doorbell's word")
+	}, 30*time.Second, 5*time.Millisecond, "the resync did not start on the doorbell's word")
 	t.Logf("resync done %s after the ring", time.Since(rang).Round(time.Millisecond))
+	require.Greater(t, st.lookups.Load(), lookups)
+	require.Eventually(t, func() bool { return p.messages() == 2 }, 30*time.Second, 5*time.Millisecond)
+}
+
+// A resync request whose doorbell ring was lost (inserted while nothing rang for it) is found by
+// the next sweep's settings read, which says whether a request is pending or running in the
+// statement a sweep sends anyway: no look-up of its own between sweeps.
+func TestASweepFindsAResyncWhoseRingWasLost(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDB(t)
+	db := pgtest.Pool(t, url)
+	pgtest.Exec(t, url, `UPDATE data_sync_config SET value = 'true' WHERE name = 'DataSyncEnabled';
+		UPDATE data_sync_config SET value = 'https://127.0.0.1:1/datasync' WHERE name = 'DataSyncApiUrl';
+		UPDATE data_sync_config SET value = 'https://127.0.0.1:1/token' WHERE name = 'DataSyncTokenUrl';
+		INSERT INTO customer (customer_id) VALUES (601), (602)`)
+	p := &countingPoster{delivered: map[string]int{}, answer: func([]mapping.Message) int { return 0 }}
+	const sweep = 300 * time.Millisecond
+	r, err := New(Config{SweepInterval: sweep, Logger: zaptest.NewLogger(t)}, db,
+		func(context.Context, Settings) (Poster, func(), error) { return p, func() {}, nil }, NewBell())
+	require.NoError(t, err)
+	st := &lookupStore{deliveryStore: r.store}
+	r.store = st
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	// The session's first move looks once and finds nothing; sweeps without a request look
+	// no more.
+	require.Eventually(t, func() bool { return st.lookups.Load() >= 1 }, 30*time.Second, 5*time.Millisecond)
+	sweeps := func() float64 { return testutil.ToFloat64(r.cfg.Metrics.WakeUps.WithLabelValues("sweep")) }
+	s0, lookups := sweeps(), st.lookups.Load()
+	require.Eventually(t, func() bool { return sweeps() >= s0+3 }, 30*time.Second, 5*time.Millisecond)
+	require.Equal(t, lookups, st.lookups.Load(), "sweeps without a resync request looked for one")
+
+	// The request rings nothing here (the test's doorbell is silent): a sweep finds it.
+	pgtest.Exec(t, url, `INSERT INTO data_sync_resync (object, customer_ids) VALUES ('customer', '{601,602}')`)
+	require.Eventually(t, func() bool {
+		var state string
+		err := db.QueryRow(context.Background(), `SELECT state FROM data_sync_resync`).Scan(&state)
+		return err == nil && state == "done"
+	}, 30*time.Second, 5*time.Millisecond, "no sweep found the resync request")
 	require.Greater(t, st.lookups.Load(), lookups)
 	require.Eventually(t, func() bool { return p.messages() == 2 }, 30*time.Second, 5*time.Millisecond)
 }

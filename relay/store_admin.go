@@ -15,27 +15,51 @@ import (
 // The statements on settings, dead letters and status: the relay reads its settings with them,
 // and the commands (config, dead-letters, requeue, status) and the metrics gauges run them.
 
+// settingsSQL reads data_sync_config. settingsAndResyncSQL adds one row of NULLs when a resync
+// request is pending or running: the relay's sweep learns of a request whose doorbell ring was
+// lost in the statement it sends anyway (data_sync_config.name is never NULL).
+const (
+	settingsSQL          = "SELECT name, coalesce(value, '') FROM data_sync_config"
+	settingsAndResyncSQL = settingsSQL + `
+UNION ALL SELECT NULL, NULL WHERE EXISTS (SELECT FROM data_sync_resync WHERE state IN ('pending', 'running'))`
+)
+
 // Settings reads data_sync_config.
 func (s *Store) Settings(ctx context.Context) (Settings, error) {
-	rows, err := s.db.Query(ctx, "SELECT name, coalesce(value, '') FROM data_sync_config")
+	st, _, err := s.readSettings(ctx, settingsSQL)
+	return st, err
+}
+
+// SettingsAndResync reads data_sync_config and whether a resync request is pending or running,
+// in one statement.
+func (s *Store) SettingsAndResync(ctx context.Context) (Settings, bool, error) {
+	return s.readSettings(ctx, settingsAndResyncSQL)
+}
+
+func (s *Store) readSettings(ctx context.Context, sql string) (st Settings, resync bool, err error) {
+	rows, err := s.db.Query(ctx, sql)
 	if err != nil {
-		return Settings{}, fmt.Errorf("reading data_sync_config (run cdc-relay install first?): %w", err)
+		return Settings{}, false, fmt.Errorf("reading data_sync_config (run cdc-relay install first?): %w", err)
 	}
 	defer rows.Close()
-	st := DefaultSettings()
+	st = DefaultSettings()
 	for rows.Next() {
-		var name, value string
+		var name, value *string
 		if err := rows.Scan(&name, &value); err != nil {
-			return Settings{}, fmt.Errorf("reading data_sync_config: %w", err)
+			return Settings{}, false, fmt.Errorf("reading data_sync_config: %w", err)
 		}
-		if d, ok := LookupSetting(name); ok && value != "" {
-			d.apply(&st, value)
+		if name == nil {
+			resync = true
+			continue
+		}
+		if d, ok := LookupSetting(*name); ok && *value != "" {
+			d.apply(&st, *value)
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return Settings{}, fmt.Errorf("reading data_sync_config: %w", err)
+		return Settings{}, false, fmt.Errorf("reading data_sync_config: %w", err)
 	}
-	return st, nil
+	return st, resync, nil
 }
 
 // SettingValue is one row of data_sync_config as the config command shows it.

@@ -75,9 +75,9 @@ type ThroughputResult struct {
 	BacklogSeconds     float64 `json:"backlog_fill_s"`   // time to queue the backlog
 }
 
-// idleQueriesPerSweep is what one sweep of a quiet relay sends: it re-reads the settings,
-// expands sets of customers and looks at both pending queues (one statement each). It looks
-// for resync requests when the doorbell rings for one, and otherwise only every 10 s.
+// idleQueriesPerSweep is what one sweep of a quiet relay sends: it re-reads the settings (and
+// learns in the same statement whether a resync request is pending), expands sets of customers
+// and looks at both pending queues (one statement each).
 const idleQueriesPerSweep = 4
 
 // IdleResult is a quiet relay watched for a while.
