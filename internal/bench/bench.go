@@ -74,6 +74,8 @@ type Sizes struct {
 	TriggerDuration time.Duration
 	// TriggerRounds repeats each trigger variant, interleaved (median reported).
 	TriggerRounds int
+	// TriggerWorkloads and TriggerVariants limit the trigger cost to these (nil: every one).
+	TriggerWorkloads, TriggerVariants []string
 	// ResyncCustomers are resynced (0 skips the scenario), with the relay's RSS read after
 	// ResyncMark deliveries; ResyncTPSDuration is each pgbench run beside it.
 	ResyncCustomers, ResyncMark int
@@ -271,6 +273,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		o.logf("trigger cost (internal/triggerbench)")
 		tr, err := triggerbench.Run(ctx, triggerbench.Options{
 			AdminURL: admin, Quick: o.Sizes.TriggerQuick, Duration: o.Sizes.TriggerDuration, Rounds: o.Sizes.TriggerRounds,
+			Workloads: o.Sizes.TriggerWorkloads, Variants: o.Sizes.TriggerVariants,
 		})
 		if err != nil {
 			return finish(fmt.Errorf("%w: trigger cost: %w", ErrBench, err))
