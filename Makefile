@@ -12,13 +12,23 @@ bench-quick:
 # fault-injection suite and the history checker (build tag "fault"), the packages that run
 # goroutines again under the race detector, then each fuzzer briefly.
 # The packages whose own goroutines race run only under -race; all others without it.
+# Two groups run side by side (make -j2): the fault suite mostly waits on processes and the
+# database (about a fifth of the two cores), so the race-detector packages and the fuzzers run
+# beside it; the fault suite is listed first so it starts first. Each group's output is printed
+# whole when it ends.
 RACE_PACKAGES = ./relay ./cdc ./internal/daemon ./internal/sender/... ./internal/receiver ./internal/status ./internal/credentials
-OTHER_PACKAGES = $(shell go list ./... | grep -v -E '/cdc-relay/(relay|cdc|internal/daemon|internal/sender|internal/receiver|internal/status|internal/credentials)(/|$$)')
+OTHER_PACKAGES = ./tests/reliability $(shell go list ./... | grep -v -E '/cdc-relay/(relay|cdc|internal/daemon|internal/sender|internal/receiver|internal/status|internal/credentials|tests/reliability)(/|$$)')
 test:
 	go vet ./...
 	go vet -tags fault ./tests/reliability/
-	go test -race -timeout 20m $(RACE_PACKAGES)
+	$(MAKE) -j2 --output-sync=target test-other test-race-fuzz
+
+.PHONY: test-other test-race-fuzz
+test-other:
 	go test -tags fault -timeout 30m $(OTHER_PACKAGES)
+
+test-race-fuzz:
+	go test -race -timeout 20m $(RACE_PACKAGES)
 	go test -run '^$$' -fuzz '^FuzzAppendEnvelope$$' -fuzztime 5s ./mapping
 	go test -run '^$$' -fuzz '^FuzzDecodeEnvelope$$' -fuzztime 5s ./mapping
 	go test -run '^$$' -fuzz '^FuzzCheckPayload$$' -fuzztime 5s ./mapping
