@@ -194,6 +194,17 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 		return rep, fmt.Errorf("creating a directory for pgbench scripts: %w", err)
 	}
 	defer os.RemoveAll(dir)
+	// The data set is loaded once into a template; every run copies it (CREATE DATABASE ...
+	// TEMPLATE) and sets its variant.
+	tpl := fmt.Sprintf("tb_%d_template", os.Getpid())
+	tplURL, dropTpl, err := createDB(ctx, admin, tpl, "")
+	if err != nil {
+		return rep, err
+	}
+	defer dropTpl()
+	if err := seed(ctx, tplURL, customers); err != nil {
+		return rep, err
+	}
 	rounds := max(1, opts.Rounds)
 	variants := Variants
 	if len(opts.Variants) > 0 {
@@ -214,7 +225,7 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 				if !applies(wl, v) {
 					continue
 				}
-				t, err := runOne(ctx, admin, pgbench, dir, wl, v, customers, bulk, opts)
+				t, err := runOne(ctx, admin, tpl, pgbench, dir, wl, v, customers, bulk, opts)
 				if err != nil {
 					return rep, fmt.Errorf("workload %s, variant %s: %w", wl, v, err)
 				}
@@ -266,9 +277,9 @@ func dbURL(admin, name string) (string, error) {
 	return u.String(), nil
 }
 
-// createDB creates a fresh database called name (dropping a leftover one first) and returns its
-// URL and a function that drops it.
-func createDB(ctx context.Context, admin, name string) (string, func(), error) {
+// createDB creates a fresh database called name (dropping a leftover one first), a copy of the
+// database template unless that is empty, and returns its URL and a function that drops it.
+func createDB(ctx context.Context, admin, name, template string) (string, func(), error) {
 	aconn, err := pgx.Connect(ctx, admin)
 	if err != nil {
 		return "", nil, fmt.Errorf("connecting as admin: %w", err)
@@ -284,7 +295,11 @@ func createDB(ctx context.Context, admin, name string) (string, func(), error) {
 		drop()
 		return "", nil, fmt.Errorf("dropping database %s: %w", name, err)
 	}
-	if _, err := aconn.Exec(ctx, "CREATE DATABASE "+ident); err != nil {
+	create := "CREATE DATABASE " + ident
+	if template != "" {
+		create += " TEMPLATE " + pgx.Identifier{template}.Sanitize()
+	}
+	if _, err := aconn.Exec(ctx, create); err != nil {
 		drop()
 		return "", nil, fmt.Errorf("creating database %s: %w", name, err)
 	}
@@ -296,20 +311,20 @@ func createDB(ctx context.Context, admin, name string) (string, func(), error) {
 	return url, drop, nil
 }
 
-func runOne(ctx context.Context, admin, pgbench, dir, wl, variant string, customers, bulk int, opts Options) (float64, error) {
-	url, drop, err := createDB(ctx, admin, fmt.Sprintf("tb_%d_%s_%s", os.Getpid(), wl, variant))
+func runOne(ctx context.Context, admin, tpl, pgbench, dir, wl, variant string, customers, bulk int, opts Options) (float64, error) {
+	runURL, drop, err := createDB(ctx, admin, fmt.Sprintf("tb_%d_%s_%s", os.Getpid(), wl, variant), tpl)
 	if err != nil {
 		return 0, err
 	}
 	defer drop()
-	if err := prepare(ctx, url, variant, customers); err != nil {
+	if err := prepare(ctx, runURL, variant); err != nil {
 		return 0, err
 	}
 	script := filepath.Join(dir, wl+"_"+variant+".sql")
 	if err := os.WriteFile(script, []byte(Script(wl, variant == VariantFloor, customers, bulk, opts.Clients)), 0o644); err != nil {
 		return 0, fmt.Errorf("writing pgbench script: %w", err)
 	}
-	return RunPgbench(ctx, pgbench, url, script, opts.Clients, opts.Duration)
+	return RunPgbench(ctx, pgbench, runURL, script, opts.Clients, opts.Duration)
 }
 
 // FindPgbench returns the pgbench binary: p when set, else from PATH, /usr/bin or beside the
@@ -345,8 +360,8 @@ func ParseTPS(out string) (float64, error) {
 	return v, nil
 }
 
-// prepare installs cdc-relay, loads the data set and sets the variant's configuration.
-func prepare(ctx context.Context, url, variant string, customers int) error {
+// seed installs cdc-relay (Data Sync disabled) and loads the data set.
+func seed(ctx context.Context, url string, customers int) error {
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
 		return fmt.Errorf("connecting: %w", err)
@@ -377,6 +392,16 @@ func prepare(ctx context.Context, url, variant string, customers int) error {
 			return fmt.Errorf("loading data: %w", err)
 		}
 	}
+	return nil
+}
+
+// prepare sets the variant's configuration on a copy of the seeded database.
+func prepare(ctx context.Context, url, variant string) error {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return fmt.Errorf("connecting: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
 	switch variant {
 	case VariantCapture, VariantMove, VariantBulkMove:
 		mode := "capture"

@@ -68,10 +68,11 @@ func TestCaptureStatementsKeepTheirPlans(t *testing.T) {
 				continue
 			}
 			t.Run(wl+"/"+v, func(t *testing.T) {
-				url, drop, err := createDB(ctx, c.URL("postgres"), "plans_"+wl+"_"+v)
+				url, drop, err := createDB(ctx, c.URL("postgres"), "plans_"+wl+"_"+v, "")
 				require.NoError(t, err)
 				t.Cleanup(drop)
-				require.NoError(t, prepare(ctx, url, v, customers))
+				require.NoError(t, seed(ctx, url, customers))
+				require.NoError(t, prepare(ctx, url, v))
 				conn, err := pgx.Connect(ctx, url)
 				require.NoError(t, err)
 				t.Cleanup(func() { conn.Close(context.Background()) })
