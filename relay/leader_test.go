@@ -261,7 +261,9 @@ func TestLeaderLeaseRidesOnMoves(t *testing.T) {
 	require.NoError(t, err)
 	var presenceStatements atomic.Int64
 	cc.Tracer = countTracer{&presenceStatements}
-	l, err := NewLeader(LeaderConfig{Name: "relay-a", Lease: 2 * time.Second, Logger: zaptest.NewLogger(t)}, cc)
+	// The lease leaves the watcher's renewal 0.15 of it (0.9 s) to complete: with a 2 s lease
+	// (0.3 s) a renewal delayed by a busy machine ended the term, and the test with it.
+	l, err := NewLeader(LeaderConfig{Name: "relay-a", Lease: 6 * time.Second, Logger: zaptest.NewLogger(t)}, cc)
 	require.NoError(t, err)
 	ta := e.acquire(l)
 	after := presenceStatements.Load() // SET and the takeover
@@ -269,7 +271,7 @@ func TestLeaderLeaseRidesOnMoves(t *testing.T) {
 	require.NoError(t, e.db.QueryRow(context.Background(), `SELECT lease_until FROM data_sync_leader`).Scan(&first))
 	tick := time.NewTicker(100 * time.Millisecond) // the relay's moves: far more often than 3/4 lease
 	defer tick.Stop()
-	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); <-tick.C {
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); <-tick.C { // moves renew after 1.5 s
 		_, err := NewStore(e.db).Move(context.Background(), queues[0], 10, true, ta)
 		require.NoError(t, err)
 	}
