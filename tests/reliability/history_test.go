@@ -8,6 +8,7 @@ package reliability
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -343,6 +344,27 @@ func (r *histRun) leader() *relayProc {
 	return live[0]
 }
 
+// stepDowns returns the instants a relay said it stopped delivering by itself (its lease not
+// renewed in time on a busy machine, or its session lost) as leadership events: a standby may
+// take over after one without any fault of the test's.
+func stepDowns(p *relayProc) []histEvent {
+	var out []histEvent
+	for _, line := range strings.Split(p.output(), "\n") {
+		var l struct {
+			TS  time.Time `json:"ts"`
+			Msg string    `json:"msg"`
+		}
+		if json.Unmarshal([]byte(line), &l) != nil {
+			continue
+		}
+		switch l.Msg {
+		case "this relay no longer leads; stopping delivery", "relay session ended; starting again":
+			out = append(out, histEvent{At: l.TS, What: fmt.Sprintf("pid %d logged %q", p.cmd.Process.Pid, l.Msg)})
+		}
+	}
+	return out
+}
+
 func (r *histRun) event(what string) {
 	r.evMu.Lock()
 	r.events = append(r.events, histEvent{At: time.Now(), What: what})
@@ -494,6 +516,9 @@ func (r *histRun) collect() history {
 	r.evMu.Lock()
 	h.Events = slices.Clone(r.events)
 	r.evMu.Unlock()
+	for _, p := range r.all() {
+		h.Events = append(h.Events, stepDowns(p)...)
+	}
 
 	rows, err := c.Query(ctx, `SELECT id, obj_name, unique_id, action FROM hist_queue_log ORDER BY id`)
 	require.NoError(t, err)
