@@ -80,3 +80,30 @@ func BenchmarkCheckPayload(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkCompact compares Compact with encoding/json.Compact on the appendix's customer payload
+// spaced as PostgreSQL's json_build_object renders it (" : " and ", ").
+func BenchmarkCompact(b *testing.B) {
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, []byte(samplePayload(b, "customer-update.body.json"))); err != nil {
+		b.Fatal(err)
+	}
+	spaced := bytes.ReplaceAll(bytes.ReplaceAll(compact.Bytes(), []byte(`":`), []byte(`" : `)), []byte(`,"`), []byte(`, "`))
+	b.Run("Compact", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(spaced)))
+		for b.Loop() {
+			mapping.Compact(spaced)
+		}
+	})
+	b.Run("json.Compact", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(spaced)))
+		var buf bytes.Buffer
+		for b.Loop() {
+			buf.Reset()
+			_ = json.Compact(&buf, spaced)
+			_ = append([]byte(nil), buf.Bytes()...)
+		}
+	})
+}

@@ -2,6 +2,7 @@ package mapping_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"testing"
 
@@ -100,6 +101,26 @@ func FuzzCheckPayload(f *testing.F) {
 		}
 		if len(payload) >= 32 && bytes.Contains([]byte(err.Error()), payload) {
 			t.Fatalf("error echoes the payload: %v", err)
+		}
+	})
+}
+
+// FuzzCompact: for every valid JSON document, Compact gives what encoding/json.Compact gives.
+func FuzzCompact(f *testing.F) {
+	for _, s := range []string{`{"customerID" : "1", "firstName" : "A \" b", "x" : [1, 2, {"y" : null}]}`,
+		"{\n\t\"a\\\\\" : \" \\\" \\\\ \"\r\n}", `"plain"`, `{}`, ` [ ] `, `{"k":"v"}`, `{"a b" : "c\td"}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, src []byte) {
+		if !json.Valid(src) {
+			return
+		}
+		var want bytes.Buffer
+		if err := json.Compact(&want, src); err != nil {
+			t.Fatalf("json.Compact refused valid JSON %q: %v", src, err)
+		}
+		if got := mapping.Compact(src); !bytes.Equal(got, want.Bytes()) {
+			t.Fatalf("Compact(%q) = %q, want %q", src, got, want.Bytes())
 		}
 	})
 }

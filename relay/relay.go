@@ -4,9 +4,7 @@
 package relay
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"runtime"
@@ -1007,17 +1005,13 @@ func prepare(rows []*row, maxPayload int) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var buf bytes.Buffer
 			for i := w; i < len(rows); i += workers {
 				r := rows[i]
 				if r.action == mapping.ActionDelete {
 					r.payload = nil // a DELETE carries its key; whatever JSON the row has is never sent
 				}
 				if r.payload != nil {
-					buf.Reset()
-					if json.Compact(&buf, r.payload) == nil && buf.Len() < len(r.payload) {
-						r.payload = append([]byte(nil), buf.Bytes()...)
-					}
+					r.payload = mapping.Compact(r.payload)
 					if len(r.payload) > maxPayload {
 						r.bad = fmt.Errorf("%w: JSON_OBJECT is %d bytes, over the maximum of %d (--max-payload-bytes): raise the flag if the receiver accepts such messages, then requeue",
 							ErrBadRecord, len(r.payload), maxPayload)
