@@ -29,6 +29,7 @@ fuzz:
 	go test -run '^$$' -fuzz '^FuzzAppendEnvelope$$' -fuzztime $(FUZZTIME) ./mapping
 	go test -run '^$$' -fuzz '^FuzzDecodeEnvelope$$' -fuzztime $(FUZZTIME) ./mapping
 	go test -run '^$$' -fuzz '^FuzzCheckPayload$$' -fuzztime $(FUZZTIME) ./mapping
+	go test -run '^$$' -fuzz '^FuzzCompact$$' -fuzztime $(FUZZTIME) ./mapping
 	go test -run '^$$' -fuzz '^FuzzParseStore$$' -fuzztime $(FUZZTIME) ./internal/credentials
 	go test -run '^$$' -fuzz '^FuzzCheckDelivery$$' -fuzztime $(FUZZTIME) ./relay
 
