@@ -1401,10 +1401,11 @@ type ackQueue struct {
 	closed   bool
 	wake     chan struct{} // capacity 1: "something was added or the queue was closed"
 	freed    chan struct{} // capacity 1: "ids were acknowledged": the window has room again
+	pause    time.Duration // ackPause (tests set their own)
 }
 
 func newAckQueue() *ackQueue {
-	return &ackQueue{wake: make(chan struct{}, 1), freed: make(chan struct{}, 1)}
+	return &ackQueue{wake: make(chan struct{}, 1), freed: make(chan struct{}, 1), pause: ackPause}
 }
 
 func (q *ackQueue) add(b queueIDs) {
@@ -1460,6 +1461,14 @@ func (q *ackQueue) acknowledged() {
 	}
 }
 
+// ackGather and ackPause: a DELETE of fewer than ackGather ids waits ackPause for more first.
+// Acknowledging later delays no delivery (the rows were delivered), and a crash in between
+// only sends those rows again.
+const (
+	ackGather = 64
+	ackPause  = 2 * time.Millisecond
+)
+
 // acknowledger deletes delivered rows from progress in batches: whatever arrived while the
 // previous DELETE ran goes in the next one. A failed DELETE is retried with backoff for as long
 // as ctx lives (the session's stop deadline), so a database outage of any length only delays
@@ -1470,6 +1479,9 @@ func (d *dispatcher) acknowledger(ctx context.Context) error {
 	failures := 0
 	for {
 		closed := d.acks.takeInto(&batch)
+		if n := len(batch[0]) + len(batch[1]); n > 0 && n < ackGather && !closed {
+			closed = d.gatherAcks(ctx, &batch)
+		}
 		if len(batch[0])+len(batch[1]) > 0 {
 			err := ackAll(ctx, d.r.store, &batch)
 			if err == nil {
@@ -1505,6 +1517,25 @@ func (d *dispatcher) acknowledger(ctx context.Context) error {
 		case <-d.acks.wake:
 		}
 	}
+}
+
+// gatherAcks adds to batch, a few ids, those delivered meanwhile, for up to the queue's pause
+// or until it holds ackGather ids or the queue is closed: a fast drain otherwise acknowledges a
+// handful of rows per DELETE.
+func (d *dispatcher) gatherAcks(ctx context.Context, batch *queueIDs) (closed bool) {
+	pause := time.NewTimer(d.acks.pause)
+	defer pause.Stop()
+	for len(batch[0])+len(batch[1]) < ackGather && !closed {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-pause.C:
+			return d.acks.takeInto(batch)
+		case <-d.acks.wake:
+			closed = d.acks.takeInto(batch)
+		}
+	}
+	return closed
 }
 
 // ackAll deletes acknowledged rows from progress and empties the batch.
