@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
@@ -168,28 +169,37 @@ func (s *lookupStore) ActiveResync(ctx context.Context) (activeResync, bool, err
 	return s.deliveryStore.ActiveResync(ctx)
 }
 
+// runLookupRelay runs a relay with the doorbell b and sweeps every sweep on a database holding
+// the customers, Data Sync enabled and every message accepted, until the test ends; st counts
+// its moves and resync look-ups.
+func runLookupRelay(t *testing.T, sweep time.Duration, b *Bell, customers ...int64) (url string, db *pgxpool.Pool, p *countingPoster, r *Relay, st *lookupStore) {
+	url = pgtest.NewDB(t)
+	db = pgtest.Pool(t, url)
+	pgtest.Exec(t, url, `UPDATE data_sync_config SET value = 'true' WHERE name = 'DataSyncEnabled';
+		UPDATE data_sync_config SET value = 'https://127.0.0.1:1/datasync' WHERE name = 'DataSyncApiUrl';
+		UPDATE data_sync_config SET value = 'https://127.0.0.1:1/token' WHERE name = 'DataSyncTokenUrl'`)
+	_, err := db.Exec(context.Background(), `INSERT INTO customer (customer_id) SELECT unnest($1::bigint[])`, customers)
+	require.NoError(t, err)
+	p = &countingPoster{delivered: map[string]int{}, answer: func([]mapping.Message) int { return 0 }}
+	r, err = New(Config{SweepInterval: sweep, Logger: zaptest.NewLogger(t)}, db,
+		func(context.Context, Settings) (Poster, func(), error) { return p, func() {}, nil }, b)
+	require.NoError(t, err)
+	st = &lookupStore{deliveryStore: r.store}
+	r.store = st
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return url, db, p, r, st
+}
+
 // With a doorbell, an idle relay looks for resync requests only when the doorbell says one was
 // inserted (or a sweep's settings read sees one): a ring for other changes moves pending
 // without a look-up, and a ring for a request starts it at once.
 func TestDoorbellStartsAResyncAtOnce(t *testing.T) {
 	t.Parallel()
-	url := pgtest.NewDB(t)
-	db := pgtest.Pool(t, url)
-	pgtest.Exec(t, url, `UPDATE data_sync_config SET value = 'true' WHERE name = 'DataSyncEnabled';
-		UPDATE data_sync_config SET value = 'https://127.0.0.1:1/datasync' WHERE name = 'DataSyncApiUrl';
-		UPDATE data_sync_config SET value = 'https://127.0.0.1:1/token' WHERE name = 'DataSyncTokenUrl';
-		INSERT INTO customer (customer_id) VALUES (501), (502)`)
-	p := &countingPoster{delivered: map[string]int{}, answer: func([]mapping.Message) int { return 0 }}
 	b := NewBell()
-	r, err := New(Config{SweepInterval: time.Hour, Logger: zaptest.NewLogger(t)}, db,
-		func(context.Context, Settings) (Poster, func(), error) { return p, func() {}, nil }, b)
-	require.NoError(t, err)
-	st := &lookupStore{deliveryStore: r.store}
-	r.store = st
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	url, db, p, _, st := runLookupRelay(t, time.Hour, b, 501, 502)
 
 	// The session's first moves look once and find nothing.
 	began := time.Now()
@@ -223,23 +233,7 @@ func TestDoorbellStartsAResyncAtOnce(t *testing.T) {
 // statement a sweep sends anyway: no look-up of its own between sweeps.
 func TestASweepFindsAResyncWhoseRingWasLost(t *testing.T) {
 	t.Parallel()
-	url := pgtest.NewDB(t)
-	db := pgtest.Pool(t, url)
-	pgtest.Exec(t, url, `UPDATE data_sync_config SET value = 'true' WHERE name = 'DataSyncEnabled';
-		UPDATE data_sync_config SET value = 'https://127.0.0.1:1/datasync' WHERE name = 'DataSyncApiUrl';
-		UPDATE data_sync_config SET value = 'https://127.0.0.1:1/token' WHERE name = 'DataSyncTokenUrl';
-		INSERT INTO customer (customer_id) VALUES (601), (602)`)
-	p := &countingPoster{delivered: map[string]int{}, answer: func([]mapping.Message) int { return 0 }}
-	const sweep = 300 * time.Millisecond
-	r, err := New(Config{SweepInterval: sweep, Logger: zaptest.NewLogger(t)}, db,
-		func(context.Context, Settings) (Poster, func(), error) { return p, func() {}, nil }, NewBell())
-	require.NoError(t, err)
-	st := &lookupStore{deliveryStore: r.store}
-	r.store = st
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	url, db, p, r, st := runLookupRelay(t, 300*time.Millisecond, NewBell(), 601, 602)
 
 	// The session's first move looks once and finds nothing; sweeps without a request look
 	// no more.
