@@ -273,9 +273,26 @@ SELECT customer_id FROM n`, o.Customers)
 	}
 	if t.Failed() {
 		for _, p := range r.all() {
+			t.Logf("relay pid %d leadership and session lines:\n%s", p.cmd.Process.Pid, leadershipLines(p.output()))
 			t.Logf("relay pid %d output (tail):\n%s", p.cmd.Process.Pid, tail(p.output(), 3000))
 		}
 	}
+}
+
+// leadershipLines returns every line of a relay's output that says it led, waited as standby,
+// stopped leading or lost its session: the tail alone may not reach back to a handover.
+func leadershipLines(out string) string {
+	var b strings.Builder
+	for _, line := range strings.Split(out, "\n") {
+		for _, m := range []string{`"msg":"leading"`, "waiting as standby", "no longer leads", "relay session ended"} {
+			if strings.Contains(line, m) {
+				b.WriteString(line)
+				b.WriteByte('\n')
+				break
+			}
+		}
+	}
+	return b.String()
 }
 
 func onNames(m map[string]bool) []string {
