@@ -41,7 +41,7 @@ func TestAcknowledgementsOfAFewRowsAreGathered(t *testing.T) {
 	defer cancel()
 	start := func() (*dispatcher, *ackRecorder, chan error) {
 		store := &ackRecorder{}
-		d := &dispatcher{r: &Relay{store: store, log: zaptest.NewLogger(t)}, acks: newAckQueue()}
+		d := &dispatcher{r: &Relay{store: store, log: zaptest.NewLogger(t)}, acks: newAckQueue(4000)}
 		d.acks.pause = time.Hour // whatever the machine's speed, the test's adds come within it
 		done := make(chan error, 1)
 		go func() { done <- d.acknowledger(ctx) }()
@@ -82,4 +82,13 @@ func TestAcknowledgementsOfAFewRowsAreGathered(t *testing.T) {
 	d.acks.close()
 	require.NoError(t, <-done)
 	require.Equal(t, [][]int64{ids(1, ackGather), ids(100, 1)}, store.taken())
+}
+
+// A small window gathers at most a quarter of itself: the ids waiting count against the window,
+// and a gather it could never reach would hold up every acknowledgement for the whole pause.
+func TestASmallWindowGathersFewerAcknowledgements(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, ackGather, newAckQueue(4000).gather)
+	require.Equal(t, 25, newAckQueue(100).gather)
+	require.Equal(t, 1, newAckQueue(2).gather)
 }

@@ -375,7 +375,7 @@ func (d *dispatcher) setUp() {
 	d.results = make(chan result, cfg.MaxInFlight())
 	d.moveReq = make(chan moveReq, 1)
 	d.moveResp = make(chan moved, 1)
-	d.acks = newAckQueue()
+	d.acks = newAckQueue(d.r.cfg.Window)
 	d.ackDone = make(chan error, 1)
 	d.gone = make(chan struct{})
 	d.applySettings(d.settings, true)
@@ -699,7 +699,7 @@ type moveReq struct {
 	expand bool
 	await  []uint32
 	look   uint8
-	resync bool   // the doorbell says a resync request was inserted: look for it now
+	resync bool   // the doorbell or a settings read says a resync request is waiting: look for it now
 	seq    uint64 // numbers the requests, for heldKey
 	// deletes asks for nothing but the customer DELETE rows waiting in pending (moved.deletes).
 	deletes bool
@@ -1402,10 +1402,12 @@ type ackQueue struct {
 	wake     chan struct{} // capacity 1: "something was added or the queue was closed"
 	freed    chan struct{} // capacity 1: "ids were acknowledged": the window has room again
 	pause    time.Duration // ackPause (tests set their own)
+	gather   int           // ackGather, or a quarter of the window when that is less
 }
 
-func newAckQueue() *ackQueue {
-	return &ackQueue{wake: make(chan struct{}, 1), freed: make(chan struct{}, 1), pause: ackPause}
+func newAckQueue(window int) *ackQueue {
+	return &ackQueue{wake: make(chan struct{}, 1), freed: make(chan struct{}, 1), pause: ackPause,
+		gather: max(1, min(ackGather, window/4))}
 }
 
 func (q *ackQueue) add(b queueIDs) {
@@ -1461,8 +1463,9 @@ func (q *ackQueue) acknowledged() {
 	}
 }
 
-// ackGather and ackPause: a DELETE of fewer than ackGather ids waits ackPause for more first.
-// Acknowledging later delays no delivery (the rows were delivered), and a crash in between
+// ackGather and ackPause: a DELETE of fewer than ackGather ids (a quarter of the window when
+// that is less) waits ackPause for more first. The rows were delivered, but their ids count
+// against the window until acknowledged, so a small window gathers fewer; a crash in between
 // only sends those rows again.
 const (
 	ackGather = 64
@@ -1479,7 +1482,7 @@ func (d *dispatcher) acknowledger(ctx context.Context) error {
 	failures := 0
 	for {
 		closed := d.acks.takeInto(&batch)
-		if n := len(batch[0]) + len(batch[1]); n > 0 && n < ackGather && !closed {
+		if n := len(batch[0]) + len(batch[1]); n > 0 && n < d.acks.gather && !closed {
 			closed = d.gatherAcks(ctx, &batch)
 		}
 		if len(batch[0])+len(batch[1]) > 0 {
@@ -1520,12 +1523,12 @@ func (d *dispatcher) acknowledger(ctx context.Context) error {
 }
 
 // gatherAcks adds to batch, a few ids, those delivered meanwhile, for up to the queue's pause
-// or until it holds ackGather ids or the queue is closed: a fast drain otherwise acknowledges a
-// handful of rows per DELETE.
+// or until it holds the queue's gather ids or the queue is closed: a fast drain otherwise
+// acknowledges a handful of rows per DELETE.
 func (d *dispatcher) gatherAcks(ctx context.Context, batch *queueIDs) (closed bool) {
 	pause := time.NewTimer(d.acks.pause)
 	defer pause.Stop()
-	for len(batch[0])+len(batch[1]) < ackGather && !closed {
+	for len(batch[0])+len(batch[1]) < d.acks.gather && !closed {
 		select {
 		case <-ctx.Done():
 			return false

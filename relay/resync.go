@@ -58,22 +58,22 @@ const resyncMinWait = 50 * time.Millisecond
 
 // resyncer is the mover's view of the active resync request. Only the mover's goroutine uses it.
 type resyncer struct {
-	batch     int
-	log       *zap.Logger
+	batch int
+	log   *zap.Logger
 	// none is set when no active request was found: the mover looks again only when asked (a
 	// new request rings the doorbell, so does every reconnect of it, and every read of the
 	// settings, on each sweep, tells whether one is pending or running).
-	none bool
-	id        int64         // the active request (0: look it up)
-	rate      int           // its rows-per-second cap (0: none)
-	lim       *rate.Limiter // enforces rate
-	perRow    time.Duration // what moving a resync row costs (0: not measured yet)
-	rowCosts  samples       // what moving a resync row cost lately
-	empty     samples       // what moves that moved nothing cost lately
-	lastN     int           // the size of the last page
-	lastPage  time.Time     // when the last page was queued
-	lastLive  time.Time     // when a move last carried a live change
-	metrics   *metrics.Relay
+	none     bool
+	id       int64         // the active request (0: look it up)
+	rate     int           // its rows-per-second cap (0: none)
+	lim      *rate.Limiter // enforces rate
+	perRow   time.Duration // what moving a resync row costs (0: not measured yet)
+	rowCosts samples       // what moving a resync row cost lately
+	empty    samples       // what moves that moved nothing cost lately
+	lastN    int           // the size of the last page
+	lastPage time.Time     // when the last page was queued
+	lastLive time.Time     // when a move last carried a live change
+	metrics  *metrics.Relay
 	// queued holds the queue ids of rows this resync queued and no move has taken yet; a move
 	// marks them, so the dispatcher sends them after live changes. A hint only: rows purged
 	// before their move stay here until the set is reset, and after a restart the rows left
