@@ -45,6 +45,10 @@ type histChange struct {
 type histEvent struct {
 	At   time.Time
 	What string
+	// Pid, when set, makes the event a step-down of that relay alone (its own log said it
+	// stopped delivering): it lets a successor follow that relay if it was the last sender,
+	// and excuses nothing else.
+	Pid int
 }
 
 // histFailed is one dead-lettered row left at the end.
@@ -235,7 +239,8 @@ func checkErasure(h history) checkResult {
 
 // checkOneDeliverer: between two consecutive leadership events, arrivals come from at most two
 // processes: the last sender before the event (finishing what it had on its way) and then one
-// successor (pattern A…A B…B). A return to an earlier sender, or a third one, without an event
+// successor (pattern A…A B…B). A relay's own step-down is such an event only when that relay
+// was the last sender. A return to an earlier sender, or a third one, without an event
 // in between means two relays were sending in overlapping intervals.
 func checkOneDeliverer(h history) checkResult {
 	r := checkResult{Name: invOneDeliverer}
@@ -254,10 +259,15 @@ func checkOneDeliverer(h history) checkResult {
 	segment := "the start"
 	for _, m := range msgs {
 		for ev < len(events) && !events[ev].At.After(m.At) {
-			segment = events[ev].What + " at " + clock(events[ev].At)
+			e := events[ev]
 			ev++
+			n := len(senders)
+			if e.Pid != 0 && (n == 0 || senders[n-1] != e.Pid) {
+				continue // a relay that was not the last sender stepped down: nothing moves
+			}
+			segment = e.What + " at " + clock(e.At)
 			// The sender before the event may still finish what it had on its way.
-			if n := len(senders); n > 0 {
+			if n > 0 {
 				senders, runStart = senders[n-1:], runStart[n-1:]
 			}
 		}

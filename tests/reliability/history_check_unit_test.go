@@ -104,6 +104,12 @@ func TestHistoryCheckerCatchesEachViolation(t *testing.T) {
 		{"another relay sending in between, without an event", invOneDeliverer, func(h *history) {
 			h.Messages = append(h.Messages, msg(6, 35, 300, mapping.ActionCustomerUpdate, "1", 15, custJSON("1", "b")))
 		}, "pid 200 from 03:04:05.030, then pid 300 at 03:04:05.035"},
+		{"a step-down logged by a relay that was not sending", invOneDeliverer, func(h *history) {
+			// relay 300 (a standby) logs that its session ended; relay 100 still may not
+			// return after relay 200 took over.
+			h.Events = append(h.Events, histEvent{At: t0.Add(42 * time.Millisecond), What: "pid 300 logged", Pid: 300})
+			h.Messages = append(h.Messages, msg(6, 45, 100, mapping.ActionCustomerUpdate, "1", 15, custJSON("1", "b")))
+		}, "pid 200 from 03:04:05.030, then pid 100 again at 03:04:05.045"},
 		{"rows left in progress", invQueuesEmpty, func(h *history) {
 			h.Final.Queued["data_sync_cust_progress_queue"] = 3
 		}, "data_sync_cust_progress_queue holds 3 rows"},
@@ -132,4 +138,15 @@ func TestHistoryCheckerCatchesEachViolation(t *testing.T) {
 	h.Final.Failed = []histFailed{{Queue: "data_sync_cust_failed", ID: 15, Key: "1", Reason: "bad_payload"}}
 	h.AllowedFailed = []string{"bad_payload"}
 	require.Zero(t, checkQueuesEmpty(h).Violations)
+}
+
+// A relay's own step-down, when it was the last sender, lets a successor follow it.
+func TestHistoryCheckerAcceptsAHandoverAfterAStepDown(t *testing.T) {
+	t.Parallel()
+	h := cleanHistory()
+	h.Events = append(h.Events, histEvent{At: t0.Add(42 * time.Millisecond), What: "pid 200 logged", Pid: 200})
+	h.Messages = append(h.Messages, msg(6, 45, 300, mapping.ActionCustomerUpdate, "1", 15, custJSON("1", "b")))
+	r := checkOneDeliverer(h)
+	require.Zero(t, r.Violations, "%v", r.Examples)
+	require.Equal(t, 3, r.Checked)
 }

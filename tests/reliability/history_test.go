@@ -362,21 +362,25 @@ func (r *histRun) leader() *relayProc {
 }
 
 // stepDowns returns the instants a relay said it stopped delivering by itself (its lease not
-// renewed in time on a busy machine, or its session lost) as leadership events: a standby may
-// take over after one without any fault of the test's.
-func stepDowns(p *relayProc) []histEvent {
+// renewed in time on a busy machine, or its session lost) as step-down events of that relay: a
+// standby may take over after one without any fault of the test's. The relay logs its time
+// with zap's ISO 8601 encoder; a line that says so and cannot be read fails the test.
+func stepDowns(t *testing.T, p *relayProc) []histEvent {
 	var out []histEvent
 	for _, line := range strings.Split(p.output(), "\n") {
 		var l struct {
-			TS  time.Time `json:"ts"`
-			Msg string    `json:"msg"`
+			TS  string `json:"ts"`
+			Msg string `json:"msg"`
 		}
 		if json.Unmarshal([]byte(line), &l) != nil {
 			continue
 		}
 		switch l.Msg {
 		case "this relay no longer leads; stopping delivery", "relay session ended; starting again":
-			out = append(out, histEvent{At: l.TS, What: fmt.Sprintf("pid %d logged %q", p.cmd.Process.Pid, l.Msg)})
+			at, err := time.Parse("2006-01-02T15:04:05.000Z0700", l.TS)
+			require.NoError(t, err, "reading the time of %q", line)
+			pid := p.cmd.Process.Pid
+			out = append(out, histEvent{At: at, Pid: pid, What: fmt.Sprintf("pid %d logged %q", pid, l.Msg)})
 		}
 	}
 	return out
@@ -534,7 +538,7 @@ func (r *histRun) collect() history {
 	h.Events = slices.Clone(r.events)
 	r.evMu.Unlock()
 	for _, p := range r.all() {
-		h.Events = append(h.Events, stepDowns(p)...)
+		h.Events = append(h.Events, stepDowns(t, p)...)
 	}
 
 	rows, err := c.Query(ctx, `SELECT id, obj_name, unique_id, action FROM hist_queue_log ORDER BY id`)
