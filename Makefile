@@ -8,7 +8,7 @@ bench-quick:
 
 # other targets below
 .PHONY: test demo build
-# The one test command (CI runs exactly this via .ci/run): vet, every test including the
+# The one test command (CI runs exactly this via .ci/run): gofmt, vet, every test including the
 # fault-injection suite and the history checker (build tag "fault") and every fuzzer's seed
 # corpus, the packages that run goroutines again under the race detector.
 # The packages whose own goroutines race run only under -race; all others without it. The fault
@@ -17,6 +17,7 @@ bench-quick:
 RACE_PACKAGES = ./relay ./cdc ./internal/daemon ./internal/sender/... ./internal/receiver ./internal/status ./internal/credentials
 OTHER_PACKAGES = ./tests/reliability $(shell go list ./... | grep -v -E '/cdc-relay/(relay|cdc|internal/daemon|internal/sender|internal/receiver|internal/status|internal/credentials|tests/reliability)(/|$$)')
 test:
+	@out=$$(gofmt -l $$(go list -f '{{.Dir}}' ./...)); if [ -n "$$out" ]; then echo "not gofmt-formatted (run gofmt -w on them):"; echo "$$out"; exit 1; fi
 	go vet ./...
 	go vet -tags fault ./tests/reliability/
 	go test -race -timeout 20m $(RACE_PACKAGES)
