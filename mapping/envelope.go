@@ -233,22 +233,13 @@ func Compact(src []byte) []byte {
 	if i < 0 {
 		return src
 	}
-	dst := make([]byte, i, len(src)-1)
-	copy(dst, src[:i])
-	for i < len(src) {
-		switch b := src[i]; b {
-		case ' ', '\t', '\n', '\r':
-			i++
-		case '"':
-			end := stringEnd(src, i)
-			dst = append(dst, src[i:end]...)
-			i = end
-		default:
-			dst = append(dst, b)
-			i++
-		}
+	dst := make([]byte, 0, len(src)-1)
+	start := 0
+	for ; i >= 0; i = nextSpace(src, start) {
+		dst = append(dst, src[start:i]...)
+		start = i + 1 // a space is outside any string, so the scan goes on from there
 	}
-	return dst
+	return append(dst, src[start:]...)
 }
 
 // nextSpace returns the index of the first whitespace byte at or after from outside a string
