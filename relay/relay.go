@@ -1382,6 +1382,9 @@ func (d *dispatcher) pauseUntil(t time.Time) {
 // queueIDs holds row ids per queue family (indexed like queues).
 type queueIDs [2][]int64
 
+// len is the number of ids, every family's.
+func (b *queueIDs) len() int { return len(b[0]) + len(b[1]) }
+
 // idsByQueue returns the ids of rows, with the ids coalesced into them, per queue family.
 func idsByQueue(rows []*row) queueIDs {
 	var b queueIDs
@@ -1437,7 +1440,7 @@ func (q *ackQueue) signal() {
 func (q *ackQueue) len() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return len(q.batch[0]) + len(q.batch[1]) + q.inFlight
+	return q.batch.len() + q.inFlight
 }
 
 // takeInto moves everything queued into b and tells whether the queue is closed.
@@ -1448,7 +1451,7 @@ func (q *ackQueue) takeInto(b *queueIDs) (closed bool) {
 		b[i] = append(b[i], q.batch[i]...)
 		q.batch[i] = q.batch[i][:0]
 	}
-	q.inFlight = len(b[0]) + len(b[1])
+	q.inFlight = b.len()
 	return q.closed
 }
 
@@ -1482,10 +1485,10 @@ func (d *dispatcher) acknowledger(ctx context.Context) error {
 	failures := 0
 	for {
 		closed := d.acks.takeInto(&batch)
-		if n := len(batch[0]) + len(batch[1]); n > 0 && n < d.acks.gather && !closed {
+		if batch.len() > 0 && !closed {
 			closed = d.gatherAcks(ctx, &batch)
 		}
-		if len(batch[0])+len(batch[1]) > 0 {
+		if batch.len() > 0 {
 			err := ackAll(ctx, d.r.store, &batch)
 			if err == nil {
 				d.acks.acknowledged()
@@ -1497,13 +1500,13 @@ func (d *dispatcher) acknowledger(ctx context.Context) error {
 			}
 			if ctx.Err() != nil {
 				return fmt.Errorf("%d delivered rows left unacknowledged in progress (they will be sent again): %w",
-					len(batch[0])+len(batch[1]), err)
+					batch.len(), err)
 			}
 			failures++
 			delay := backoff(failures, 100*time.Millisecond, 5*time.Second, 0)
 			if failures == 1 || failures%20 == 0 {
 				d.r.log.Warn("acknowledging delivered rows failed; retrying", zap.Error(err), zap.Int("attempt", failures),
-					zap.Int("rows", len(batch[0])+len(batch[1])), zap.Duration("delay", delay))
+					zap.Int("rows", batch.len()), zap.Duration("delay", delay))
 			}
 			select {
 			case <-ctx.Done():
@@ -1522,13 +1525,16 @@ func (d *dispatcher) acknowledger(ctx context.Context) error {
 	}
 }
 
-// gatherAcks adds to batch, a few ids, those delivered meanwhile, for up to the queue's pause
-// or until it holds the queue's gather ids or the queue is closed: a fast drain otherwise
-// acknowledges a handful of rows per DELETE.
+// gatherAcks adds to batch, when it holds fewer than the queue's gather ids, those delivered
+// meanwhile, for up to the queue's pause or until it holds gather ids or the queue is closed: a
+// fast drain otherwise acknowledges a handful of rows per DELETE. Call it with the queue open.
 func (d *dispatcher) gatherAcks(ctx context.Context, batch *queueIDs) (closed bool) {
+	if batch.len() >= d.acks.gather {
+		return false // enough for one DELETE already
+	}
 	pause := time.NewTimer(d.acks.pause)
 	defer pause.Stop()
-	for len(batch[0])+len(batch[1]) < d.acks.gather && !closed {
+	for batch.len() < d.acks.gather && !closed {
 		select {
 		case <-ctx.Done():
 			return false
