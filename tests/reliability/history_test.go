@@ -279,12 +279,17 @@ SELECT customer_id FROM n`, o.Customers)
 	}
 }
 
+// stepDownMsgs are the relay's log messages that say it stopped delivering by itself (its lease
+// not renewed in time, or its session lost).
+var stepDownMsgs = []string{"this relay no longer leads; stopping delivery", "relay session ended; starting again"}
+
 // leadershipLines returns every line of a relay's output that says it led, waited as standby,
 // stopped leading or lost its session: the tail alone may not reach back to a handover.
 func leadershipLines(out string) string {
 	var b strings.Builder
+	marks := append([]string{`"msg":"leading"`, "waiting as standby"}, stepDownMsgs...)
 	for _, line := range strings.Split(out, "\n") {
-		for _, m := range []string{`"msg":"leading"`, "waiting as standby", "no longer leads", "relay session ended"} {
+		for _, m := range marks {
 			if strings.Contains(line, m) {
 				b.WriteString(line)
 				b.WriteByte('\n')
@@ -375,8 +380,7 @@ func stepDowns(t *testing.T, p *relayProc) []histEvent {
 		if json.Unmarshal([]byte(line), &l) != nil {
 			continue
 		}
-		switch l.Msg {
-		case "this relay no longer leads; stopping delivery", "relay session ended; starting again":
+		if slices.Contains(stepDownMsgs, l.Msg) {
 			at, err := time.Parse("2006-01-02T15:04:05.000Z0700", l.TS)
 			require.NoError(t, err, "reading the time of %q", line)
 			pid := p.cmd.Process.Pid
